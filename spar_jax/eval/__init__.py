@@ -1,0 +1,1 @@
+"""Evaluation suites: IFEval (rule-checked instruction following) and friends."""

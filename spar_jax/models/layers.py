@@ -1,0 +1,76 @@
+"""Pure layer math: RMSNorm, rotary embeddings, grouped-query attention, gated MLP.
+
+Shapes: B batch, T query length, S key length, E embed, H query heads, K kv heads, G = H // K, D head dim, M mlp.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from spar_jax.models.config import RopeConfig
+
+MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm as HF computes it: normalize in float32, cast back, then scale. x [..., E], weight [E]."""
+    dtype = x.dtype
+    x32 = x.astype(jnp.float32)
+    x32 = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight.astype(dtype) * x32.astype(dtype)
+
+
+def rope_cos_sin(positions: jax.Array, rope: RopeConfig) -> tuple[jax.Array, jax.Array]:
+    """cos, sin float32 [B, T, rotary_dim // 2] for integer positions [B, T]."""
+    inv_freq = jnp.asarray(rope.inv_freq())
+    angles = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, rope: RopeConfig) -> jax.Array:
+    """Rotate the first ``rope.rotary_dim`` channels of x [B, T, N, D]; cos/sin [B, T, rotary_dim // 2].
+
+    Rotate-half layout (LLaMA family): channel i pairs with i + r/2. Interleaved layout (GLM): channel 2i pairs
+    with 2i + 1. The remaining D - rotary_dim channels pass through unchanged.
+    """
+    r = rope.rotary_dim
+    rot, rest = x[..., :r], x[..., r:]
+    c = cos[:, :, None, :].astype(jnp.float32)
+    s = sin[:, :, None, :].astype(jnp.float32)
+    rot32 = rot.astype(jnp.float32)
+    if rope.interleaved:
+        x1, x2 = rot32[..., 0::2], rot32[..., 1::2]
+        out = jnp.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).reshape(rot.shape)
+    else:
+        x1, x2 = rot32[..., : r // 2], rot32[..., r // 2 :]
+        out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    out = out.astype(x.dtype)
+    return out if rest.shape[-1] == 0 else jnp.concatenate([out, rest], axis=-1)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Grouped-query softmax attention.
+
+    Args:
+      q: [B, T, H, D] queries; k, v: [B, S, K, D] keys/values; mask: bool [B, T, S], True = may attend.
+    Returns:
+      [B, T, H, D] in q's dtype. Scores and softmax are float32. Fully-masked rows (padding queries) give a uniform
+      average instead of NaN.
+    """
+    b, t, h, d = q.shape
+    kh = k.shape[2]
+    qg = q.reshape(b, t, kh, h // kh, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (d**-0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, h, d).astype(q.dtype)
+
+
+def gated_mlp(x: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array) -> jax.Array:
+    """SwiGLU MLP: down(silu(x @ gate) * (x @ up)). x [B, T, E], gate/up [E, M], down [M, E]."""
+    g = jnp.einsum("bte,em->btm", x, gate)
+    u = jnp.einsum("bte,em->btm", x, up)
+    return jnp.einsum("btm,me->bte", jax.nn.silu(g) * u, down)

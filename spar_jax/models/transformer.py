@@ -1,0 +1,233 @@
+"""The decoder-only transformer (LLaMA / Mistral / Qwen2 / GLM / SmolLM2) as one Flax NNX module.
+
+Layers are stored stacked (leading ``layers`` axis) and run with ``lax.scan``, so compile time does not grow with
+depth. Every parameter carries ``logical_axes`` metadata, mapped to mesh axes by :mod:`spar_jax.parallel`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from spar_jax.models import layers as L
+from spar_jax.models.config import ModelConfig
+from spar_jax.parallel import ShardingContext, constrain
+
+# Per-layer parameter name -> logical axes (the stacked array has a leading "layers" axis in addition).
+LAYER_AXES: dict[str, tuple[str, ...]] = {
+    "attn_norm": ("norm",),
+    "q": ("embed", "heads", "head_dim"),
+    "k": ("embed", "kv_heads", "head_dim"),
+    "v": ("embed", "kv_heads", "head_dim"),
+    "q_bias": ("heads", "head_dim"),
+    "k_bias": ("kv_heads", "head_dim"),
+    "v_bias": ("kv_heads", "head_dim"),
+    "o": ("heads", "head_dim", "embed"),
+    "mlp_norm": ("norm",),
+    "gate": ("embed", "mlp"),
+    "up": ("embed", "mlp"),
+    "down": ("mlp", "embed"),
+}
+CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Shapes of one layer's parameters (without the layers axis)."""
+    e, m, d = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    h, k = cfg.num_attention_heads, cfg.num_key_value_heads
+    shapes = {
+        "attn_norm": (e,), "q": (e, h, d), "k": (e, k, d), "v": (e, k, d), "o": (h, d, e),
+        "mlp_norm": (e,), "gate": (e, m), "up": (e, m), "down": (m, e),
+    }  # fmt: skip
+    if cfg.attention_bias:
+        shapes.update(q_bias=(h, d), k_bias=(k, d), v_bias=(k, d))
+    return shapes
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Key/value cache for incremental decoding.
+
+    Attributes:
+      k, v: [L, B, S, K, D] cached keys/values (slot s of row b).
+      valid: bool [B, S], True where a slot holds a real (non-padding) token.
+      next_position: int32 [B], the rotary position the next real token of each row gets.
+      end: int32 scalar, the next slot to write (all rows write the same slots; padding is masked by ``valid``).
+    """
+
+    k: jax.Array
+    v: jax.Array
+    valid: jax.Array
+    next_position: jax.Array
+    end: jax.Array
+
+    @property
+    def max_length(self) -> int:
+        return self.k.shape[2]
+
+
+class Blocks(nnx.Module):
+    """The stacked parameters of all decoder layers: attribute name -> Param [L, ...]."""
+
+    def __init__(self, cfg: ModelConfig, *, param_dtype, rngs: nnx.Rngs):
+        for name, shape in layer_shapes(cfg).items():
+            full = (cfg.num_hidden_layers, *shape)
+            if name.endswith("norm"):
+                value = jnp.ones(full, param_dtype)
+            elif name.endswith("bias"):
+                value = jnp.zeros(full, param_dtype)
+            else:
+                value = (0.02 * jax.random.normal(rngs.params(), full)).astype(param_dtype)
+            setattr(self, name, nnx.Param(value, logical_axes=("layers", *LAYER_AXES[name])))
+
+    def arrays(self) -> dict[str, jax.Array]:
+        return {name: getattr(self, name)[...] for name in LAYER_AXES if hasattr(self, name)}
+
+
+class Transformer(nnx.Module):
+    """Decoder-only transformer.
+
+    Call: ``model(input_ids [B, T] int32, attention_mask [B, T] | None) -> logits [B, T, V] float32``; with
+    ``cache=`` it returns ``(logits, new_cache)`` and appends the T tokens at ``cache.end``. Rotary positions come from
+    the attention mask (cumulative count of real tokens), so a left-padded row equals the unpadded row.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        *,
+        dtype=jnp.float32,
+        param_dtype=jnp.float32,
+        remat: str = "none",
+        shard: ShardingContext | None = None,
+        rngs: nnx.Rngs,
+    ):
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat={remat!r}; choose one of {sorted(REMAT_POLICIES)}")
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        self.param_dtype = jnp.dtype(param_dtype)
+        self.remat = remat
+        self.shard = shard
+        e, v = config.hidden_size, config.vocab_size
+        self.embed = nnx.Param(
+            (0.02 * jax.random.normal(rngs.params(), (v, e))).astype(param_dtype), logical_axes=("vocab", "embed")
+        )
+        self.layers = Blocks(config, param_dtype=param_dtype, rngs=rngs)
+        self.final_norm = nnx.Param(jnp.ones((e,), param_dtype), logical_axes=("norm",))
+        self.lm_head = (
+            None
+            if config.tie_word_embeddings
+            else nnx.Param(
+                (0.02 * jax.random.normal(rngs.params(), (e, v))).astype(param_dtype), logical_axes=("embed", "vocab")
+            )
+        )
+
+    # -- public API ---------------------------------------------------------------------------------------------
+
+    def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None):
+        hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache)
+        logits = jnp.einsum("bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32)
+        logits = constrain(logits, ("batch", "length", "vocab"), self.shard)
+        return logits if cache is None else (logits, new_cache)
+
+    def unembed(self) -> jax.Array:
+        """The output projection [E, V] (the transposed embedding when tied)."""
+        return self.embed[...].T if self.lm_head is None else self.lm_head[...]
+
+    def init_cache(self, batch_size: int, max_length: int, dtype=None) -> KVCache:
+        """An empty cache for ``batch_size`` rows and ``max_length`` slots (prompt + new tokens)."""
+        cfg = self.config
+        shape = (cfg.num_hidden_layers, batch_size, max_length, cfg.num_key_value_heads, cfg.head_dim)
+        zeros = jnp.zeros(shape, dtype or self.dtype)
+        zeros = constrain(zeros, CACHE_AXES, self.shard)
+        return KVCache(
+            k=zeros,
+            v=zeros,
+            valid=jnp.zeros((batch_size, max_length), bool),
+            next_position=jnp.zeros((batch_size,), jnp.int32),
+            end=jnp.zeros((), jnp.int32),
+        )
+
+    def hidden_states(self, input_ids, attention_mask=None, *, cache: KVCache | None = None):
+        """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache)."""
+        cfg = self.config
+        input_ids = jnp.asarray(input_ids, jnp.int32)
+        b, t = input_ids.shape
+        mask = jnp.ones((b, t), bool) if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
+        counts = jnp.cumsum(mask.astype(jnp.int32), axis=1)
+        if cache is None:
+            positions = jnp.maximum(counts - 1, 0)
+            key_valid, q_slots, s = mask, jnp.arange(t), t
+        else:
+            positions = jnp.maximum(cache.next_position[:, None] + counts - 1, 0)
+            key_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.end))
+            q_slots, s = cache.end + jnp.arange(t), cache.max_length
+        k_slots = jnp.arange(s)
+        distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
+        base_mask = key_valid[:, None, :] & (distance >= 0)[None]
+        cos, sin = L.rope_cos_sin(positions, cfg.rope)
+
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        x = constrain(x, ("batch", "length", "embed"), self.shard)
+        params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
+        windows = jnp.asarray(cfg.layer_windows())
+        step = functools.partial(
+            self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin, write_at=None if cache is None else cache.end
+        )
+        policy = REMAT_POLICIES[self.remat]
+        if self.remat != "none":
+            step = jax.checkpoint(step, policy=policy, prevent_cse=False)
+        if cache is None:
+            carry = (x, None, None)
+        else:
+            carry = (x, cache.k, cache.v)
+        layer_ids = jnp.arange(cfg.num_hidden_layers)
+        (x, ck, cv), _ = jax.lax.scan(step, carry, (params, windows, layer_ids))
+        x = L.rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
+        if cache is None:
+            return x, None
+        new_cache = KVCache(
+            k=ck, v=cv, valid=key_valid, next_position=cache.next_position + mask.sum(1, dtype=jnp.int32), end=cache.end + t
+        )
+        return x, new_cache
+
+    # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
+
+    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at):
+        cfg = self.config
+        x, cache_k, cache_v = carry
+        p, window, layer = xs
+        h = L.rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
+        q = jnp.einsum("bte,ehd->bthd", h, p["q"])
+        k = jnp.einsum("bte,ekd->btkd", h, p["k"])
+        v = jnp.einsum("bte,ekd->btkd", h, p["v"])
+        if cfg.attention_bias:
+            q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
+        q = L.apply_rope(q, cos, sin, cfg.rope)
+        k = L.apply_rope(k, cos, sin, cfg.rope)
+        q = constrain(q, ("batch", "length", "heads", "head_dim"), self.shard)
+        if cache_k is not None:
+            start = (layer, 0, write_at, 0, 0)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
+            k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
+            v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
+        mask = base_mask & ((window == 0) | (distance < window))[None]
+        attn = L.attention(q, k, v, mask)
+        x = x + jnp.einsum("bthd,hde->bte", attn, p["o"])
+        x = constrain(x, ("batch", "length", "embed"), self.shard)
+        h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
+        x = x + L.gated_mlp(h, p["gate"], p["up"], p["down"])
+        x = constrain(x, ("batch", "length", "embed"), self.shard)
+        return (x, cache_k, cache_v), None
