@@ -141,10 +141,11 @@ class SafetensorsReader:
 
     def get(self, name: str) -> np.ndarray:
         if name not in self.files:
-            raise KeyError(f"{self.directory}: tensor {name!r} is missing from the checkpoint")
+            raise ValueError(f"{self.directory}: tensor {name!r} is missing from the checkpoint")
         file = self.files[name]
+        handle = self._open(file)
         try:
-            return self._open(file).get_tensor(name)
+            return handle.get_tensor(name)
         except Exception as e:
             raise ValueError(f"{file}: cannot read tensor {name!r} ({e})") from None
 
@@ -235,7 +236,8 @@ def iter_hf_tensors(state, cfg: ModelConfig):
     for rule in rules_for(cfg):
         values = [flat[p].get_value() for p in rule.ours]
         if not rule.per_layer:
-            yield rule.hf, rule.transform.to_hf([_host_array(v) for v in values], cfg)
+            yield rule.hf, np.ascontiguousarray(rule.transform.to_hf([_host_array(v) for v in values], cfg))
             continue
         for i in range(cfg.num_hidden_layers):
-            yield rule.hf.format(i=i), rule.transform.to_hf([_host_array(v[i]) for v in values], cfg)
+            array = rule.transform.to_hf([_host_array(v[i]) for v in values], cfg)
+            yield rule.hf.format(i=i), np.ascontiguousarray(array)

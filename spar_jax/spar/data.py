@@ -9,13 +9,11 @@ Record formats (all JSON-serializable, loadable with `datasets.load_dataset("jso
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from spar_jax import io
 from spar_jax.spar import engine_protocol as ep
 from spar_jax.spar.mining import PromptRecord
 from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, actor_messages, judge_messages, refine_messages
@@ -129,13 +127,12 @@ def finalize_pool(examples: Sequence[dict[str, Any]], *, cap: int, seed: int) ->
     seen: set[str] = set()
     out = []
     for ex in shuffled:
-        key = first_user_message(ex)
-        if key in seen:
-            continue
-        seen.add(key)
-        out.append(ex)
-        if len(out) == cap:
+        if len(out) >= cap:
             break
+        key = first_user_message(ex)
+        if key not in seen:
+            seen.add(key)
+            out.append(ex)
     return out
 
 
@@ -169,35 +166,10 @@ def refiner_mixture(
 
 
 def save_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Writes one JSON object per line, atomically (temp file in the same directory, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Writes one JSON object per line, atomically (`spar_jax.io.write_jsonl`)."""
+    io.write_jsonl(path, records)
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a JSONL file of objects; blank lines are skipped; bad lines raise ValueError naming file and line."""
-    path = Path(path)
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {e.msg}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            out.append(record)
-    return out
+    """Reads a JSONL file of objects; bad lines raise ValueError naming file and line (`spar_jax.io.read_jsonl`)."""
+    return list(io.read_jsonl(path))

@@ -52,7 +52,10 @@ class TreeRoot:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TreeRoot":
-        return cls(d["prompt_id"], d["instruction"], d["response"], Judgement.from_dict(d["judgement"]))
+        try:
+            return cls(d["prompt_id"], d["instruction"], d["response"], Judgement.from_dict(d["judgement"]))
+        except KeyError as e:
+            raise ValueError(f"tree root record is missing key {e.args[0]!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -189,10 +189,11 @@ def _rank(nodes: Sequence[Node], candidates: Sequence[int]) -> list[int]:
     return sorted(ok, key=lambda i: -nodes[i].value)
 
 
-def _expand(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list) -> list[list[int]]:
-    """Expands every (tree, node index) in `jobs` into up to `branch` judged children; returns their indices."""
-    requests = [refine_messages(t.root.instruction, t.nodes[p].response, t.nodes[p].critique, templates) for t, p in jobs]
-    candidates: list[list[tuple[str, str]]] = [[] for _ in jobs]  # (refined response, raw output)
+def _refine(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
+    """Up to `branch` parsed refinements (refined response, raw output) per job, retrying unparseable ones."""
+    requests = [refine_messages(t.root.instruction, t.nodes[p].response, t.nodes[p].critique, templates)
+                for t, p in jobs]
+    candidates: list[list[tuple[str, str]]] = [[] for _ in jobs]
     missing = [cfg.branch] * len(jobs)
     for attempt in range(cfg.max_refine_retries + 1):
         slots = list(range(len(jobs))) if attempt == 0 else [j for j, m in enumerate(missing) for _ in range(m)]
@@ -214,8 +215,15 @@ def _expand(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, s
                 else:
                     candidates[j].append((refined, c.text))
                     missing[j] -= 1
+    return candidates
 
-    pending: dict[tuple[int, str], _Tree] = {}  # responses to judge: not cached, one entry per (tree, text)
+
+def _judge_new(refiner, jobs, candidates, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
+    """Judges each candidate text not in its tree's cache once, re-judging ties; fills the caches.
+
+    Returns {(tree idx, response): (judgement, judging rounds)} for the texts judged in this step.
+    """
+    pending: dict[tuple[int, str], _Tree] = {}
     for (t, _), cands in zip(jobs, candidates):
         for response, _ in cands:
             if response not in t.cache:
@@ -236,7 +244,13 @@ def _expand(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, s
         todo = [key for key in todo if fresh[key][0].is_tie]
     for key, (j, _) in fresh.items():
         pending[key].cache[key[1]] = j
+    return fresh
 
+
+def _expand(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
+    """Expands every (tree, node index) in `jobs` into up to `branch` judged children; returns their indices."""
+    candidates = _refine(refiner, jobs, cfg, templates, seed, step, calls)
+    fresh = _judge_new(refiner, jobs, candidates, cfg, templates, seed, step, calls)
     children = []
     for (t, p), cands in zip(jobs, candidates):
         kids = []

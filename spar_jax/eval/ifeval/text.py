@@ -86,7 +86,7 @@ def _detector_factory():
     return factory
 
 
-@functools.lru_cache(maxsize=8192)
+@functools.lru_cache(maxsize=1024)
 def detect_language(text: str) -> str | None:
     """langdetect's language code for ``text``, or None when it cannot decide.
 

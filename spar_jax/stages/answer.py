@@ -1,0 +1,45 @@
+"""The ``answer`` stage: load a model, answer prompts with the engine, write ``answers.jsonl``."""
+
+from __future__ import annotations
+
+import os
+
+from spar_jax import io, parallel
+from spar_jax.config import RunConfig
+
+
+def load_prompts(cfg: RunConfig) -> list[str]:
+    if cfg.answer.prompts_file:
+        return [r["prompt"] for r in io.read_jsonl(cfg.answer.prompts_file, required=("prompt",))]
+    return list(cfg.answer.prompts)
+
+
+def run(cfg: RunConfig) -> dict:
+    from spar_jax.models import from_pretrained, load_tokenizer
+    from spar_jax.sampling import Engine
+
+    prompts = load_prompts(cfg)
+    mesh = parallel.make_mesh(cfg.mesh.shape)
+    model = from_pretrained(
+        cfg.model.path, dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype, mesh=mesh, rules=cfg.mesh.rules
+    )
+    tokenizer = load_tokenizer(cfg.model.path)
+    engine = Engine(model, tokenizer, mesh=mesh, batch_size=cfg.sampling.batch_size)
+    s = cfg.sampling
+    results = engine.generate(
+        [[{"role": "user", "content": p}] for p in prompts],
+        max_new_tokens=s.max_new_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        top_k=s.top_k,
+        seed=cfg.seed,
+    )
+    records = [
+        {"prompt": p, "response": r.completions[0].text, "finish_reason": r.completions[0].finish_reason}
+        for p, r in zip(prompts, results)
+    ]
+    path = os.path.join(cfg.workdir, "answers.jsonl")
+    io.write_jsonl(path, records)
+    for rec in records:
+        print(f"\n>>> {rec['prompt']}\n{rec['response']}")
+    return {"answers": len(records), "path": path}

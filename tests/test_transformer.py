@@ -1,0 +1,83 @@
+"""Decoder internals: KV-cache decoding equals the full forward, depth-independent program size, remat, bf16."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from spar_jax.models import Transformer, config_from_hf_dict, from_pretrained
+from tiny_checkpoints import hf_config, write_checkpoint
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "glm"])
+def test_cached_decoding_matches_full_forward(arch, tmp_path):
+    model = from_pretrained(write_checkpoint(tmp_path / arch, arch, seed=11))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(3, 256, size=(2, 12)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, :4] = 0  # row 0 is left-padded
+    full = np.asarray(model(ids, mask))
+    cache = model.init_cache(2, 16)
+    prefill, cache = model(ids[:, :8], mask[:, :8], cache=cache)
+    steps = [np.asarray(prefill)]
+    for t in range(8, 12):
+        logits, cache = model(ids[:, t : t + 1], mask[:, t : t + 1], cache=cache)
+        steps.append(np.asarray(logits))
+    got = np.concatenate(steps, axis=1)
+    np.testing.assert_allclose(got[0, 4:], full[0, 4:], atol=2e-5)
+    np.testing.assert_allclose(got[1], full[1], atol=2e-5)
+    assert int(cache.end) == 12 and cache.next_position.tolist() == [8, 12]
+
+
+def _hlo_size(layers: int) -> int:
+    cfg = config_from_hf_dict(hf_config("llama", num_hidden_layers=layers))
+    model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    ids = jax.ShapeDtypeStruct((2, 16), jnp.int32)
+    lowered = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)).lower(state, ids)
+    return len(lowered.as_text())
+
+
+def test_program_size_does_not_grow_with_depth():
+    # Layers run under lax.scan: the program for 80 layers is the 2-layer program with other constants.
+    small, deep = _hlo_size(2), _hlo_size(80)
+    assert abs(deep - small) < 0.02 * small, (small, deep)
+
+
+def test_remat_gives_identical_gradients(tmp_path):
+    directory = write_checkpoint(tmp_path / "m", "qwen2", seed=12)
+    ids = np.random.default_rng(1).integers(3, 256, size=(2, 9)).astype(np.int32)
+
+    def grads(remat):
+        model = from_pretrained(directory, remat=remat)
+        graphdef, state = nnx.split(model)
+
+        def loss(s):
+            return jnp.mean(jax.nn.log_softmax(nnx.merge(graphdef, s)(ids))[..., 5])
+
+        return jax.grad(loss)(state)
+
+    plain, remat = grads("none"), grads("full")
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(remat)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+
+def test_bfloat16_compute_is_close_to_float32(tmp_path):
+    directory = write_checkpoint(tmp_path / "m", "llama", seed=13)
+    ids = np.random.default_rng(2).integers(3, 256, size=(1, 10)).astype(np.int32)
+    f32 = np.asarray(from_pretrained(directory)(ids))
+    bf16 = from_pretrained(directory, dtype="bfloat16", param_dtype="float32")
+    assert bf16.layers.q[...].dtype == jnp.float32
+    out = np.asarray(bf16(ids))
+    assert out.dtype == np.float32
+    assert np.abs(out - f32).max() < 0.1 * np.abs(f32).max()
+    assert (out.argmax(-1) == f32.argmax(-1)).mean() > 0.8
+
+
+def test_bad_remat_and_dtype_are_clear_errors(tmp_path):
+    directory = write_checkpoint(tmp_path / "m", "llama")
+    with pytest.raises(ValueError, match="remat='sometimes'"):
+        from_pretrained(directory, remat="sometimes")
+    with pytest.raises(ValueError, match="dtype 'int8' is not supported"):
+        from_pretrained(directory, dtype="int8")
