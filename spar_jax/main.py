@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -13,14 +14,39 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml-collections config file (get_config()).")
 
 
-def run(config) -> dict:
+def _stage_evaluate(cfg, runtime) -> dict:
+    from spar_jax.spar import evaluation, sources
+
+    heldout = sources.generate_constraint_prompts(cfg.prompts.num_heldout, seed=cfg.seed)
+    directory = os.path.join(cfg.workdir, "evaluate")
+    return evaluation.evaluate_actor(runtime.engine("actor", cfg.actor.path), heldout, cfg, directory, seed=cfg.seed)
+
+
+def _stage_refine_inference(cfg, runtime) -> dict:
+    from spar_jax.eval import ifeval
+    from spar_jax.spar import inference, sources
+
+    if cfg.eval.ifeval_source:
+        prompts = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
+                    "kwargs": [dict(k) for k in p.kwargs]} for p in ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)]
+        prompts = prompts[: cfg.eval.ifeval_limit] if cfg.eval.ifeval_limit else prompts
+    else:
+        prompts = sources.generate_constraint_prompts(cfg.prompts.num_heldout, seed=cfg.seed)
+    refiner_path = cfg.refiner.path or cfg.actor.path
+    engines = (runtime.engine("actor", cfg.actor.path), runtime.engine("refiner", refiner_path))
+    return inference.run(engines, prompts, cfg, os.path.join(cfg.workdir, "refine_inference"), seed=cfg.seed)
+
+
+def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
     from spar_jax import parallel
+    from spar_jax.spar.runtime import Runtime
 
     cfg = config_lib.parse(config)
     parallel.maybe_initialize_distributed()
     os.makedirs(cfg.workdir, exist_ok=True)
+    runtime = runtime or Runtime(cfg)
     summary = {}
     for stage in cfg.stages:
         start = time.time()
@@ -28,6 +54,14 @@ def run(config) -> dict:
             from spar_jax.stages import answer
 
             summary[stage] = answer.run(cfg)
+        elif stage == "spar":
+            from spar_jax.spar.pipeline import Pipeline
+
+            summary[stage] = Pipeline(cfg, runtime).run()
+        elif stage == "evaluate":
+            summary[stage] = _stage_evaluate(cfg, runtime)
+        elif stage == "refine_inference":
+            summary[stage] = _stage_refine_inference(cfg, runtime)
         summary[stage]["seconds"] = round(time.time() - start, 2)
         logging.info("stage %s done in %.1fs", stage, summary[stage]["seconds"])
     return summary
@@ -39,11 +73,26 @@ def _main(argv):
     if _CONFIG.value is None:
         raise app.UsageError("--config=configs/NAME.py is required")
     try:
-        run(_CONFIG.value)
+        summary = run(_CONFIG.value)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if "spar" in summary:
+        with open(summary["spar"]["report"]) as f:
+            print(f.read())
+    else:
+        print(json.dumps(summary, indent=2, default=str))
+
+
+def _parse_flags(argv):
+    """absl's parser, with config-override errors (unknown key, bad type) reported in one line."""
+    try:
+        return flags.FLAGS(argv)
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+        message = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'").strip("'\" ")
+        print(f"error: bad command line: {message}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)

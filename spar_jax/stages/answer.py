@@ -21,18 +21,12 @@ def run(cfg: RunConfig) -> dict:
     prompts = load_prompts(cfg)
     mesh = parallel.make_mesh(cfg.mesh.shape)
     model = from_pretrained(
-        cfg.model.path, dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype, mesh=mesh, rules=cfg.mesh.rules
+        cfg.actor.path, dtype=cfg.actor.dtype, param_dtype=cfg.actor.param_dtype, mesh=mesh, rules=cfg.mesh.rules
     )
-    tokenizer = load_tokenizer(cfg.model.path)
-    engine = Engine(model, tokenizer, mesh=mesh, batch_size=cfg.sampling.batch_size)
-    s = cfg.sampling
+    tokenizer = load_tokenizer(cfg.actor.path)
+    engine = Engine(model, tokenizer, mesh=mesh, batch_size=cfg.engine.batch_size)
     results = engine.generate(
-        [[{"role": "user", "content": p}] for p in prompts],
-        max_new_tokens=s.max_new_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        top_k=s.top_k,
-        seed=cfg.seed,
+        [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=cfg.answer.max_new_tokens, seed=cfg.seed
     )
     records = [
         {"prompt": p, "response": r.completions[0].text, "finish_reason": r.completions[0].finish_reason}

@@ -1,0 +1,232 @@
+"""The device side of generation: one jitted function = prefill + a ``lax.while_loop`` decode state machine.
+
+Shapes: B prompt rows (a batch bucket), T prompt slots (a length bucket, left-padded), n samples per prompt,
+R = B * n decode rows (sample j of prompt i is row i * n + j), N new-token slots (a max-new-tokens bucket).
+
+The prompt batch is prefilled once; the cache rows are then repeated n times on device, so a prompt is never
+prefilled twice. Decoding runs in *segments* of geometrically growing cache room (e.g. 256, 1024, ... new slots):
+each segment is a ``while_loop`` over a cache that is only as long as its segment needs, so attention reads
+O(tokens so far) rather than O(T + N) per step, and a segment starts only if some row is still running. A row stops
+on a stop id (EOS or a stop-string token) or at ``max_new_tokens``; the loop exits as soon as every row has stopped.
+Nothing returns to the host until the whole batch is done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from spar_jax.models.transformer import CACHE_AXES, KVCache
+from spar_jax.parallel import constrain
+from spar_jax.sampling import strategies
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopShape:
+    """The static part of a compilation (with the shapes of the prompt arrays).
+
+    Attributes:
+      n: samples per prompt.
+      max_new: N, the bucketed number of new-token slots.
+      first_segment / segment_growth: cache room of the first decode segment and the factor between segments.
+      candidates: the sampler's static candidate bound C.
+    """
+
+    n: int
+    max_new: int
+    first_segment: int = 256
+    segment_growth: int = 4
+    candidates: int = 64
+
+    def segments(self) -> tuple[int, ...]:
+        """Cumulative cache room (new slots) per segment; the last holds N - 1 (the last token is never fed)."""
+        need = max(self.max_new - 1, 1)
+        caps, cap = [], max(self.first_segment, 1)
+        while cap < need:
+            caps.append(cap)
+            cap *= max(self.segment_growth, 2)
+        caps.append(need)
+        return tuple(caps)
+
+
+class Sampling(NamedTuple):
+    """Traced per-call values (never static, so they never trigger a compile)."""
+
+    temperature: jax.Array  # float32 []
+    top_k: jax.Array  # int32 []
+    top_p: jax.Array  # float32 []
+    max_new_tokens: jax.Array  # int32 [], <= LoopShape.max_new
+    stop_ids: jax.Array  # int32 [S], padded with -1
+    seed: jax.Array  # int32 []
+
+
+class Output(NamedTuple):
+    """Per decode row: tokens int32 [R, N] (0 past ``lengths``), logprobs float32 [R, N] (raw model log-probs),
+    lengths int32 [R], stopped bool [R] (True when the last token is a stop id, False when the length ran out)."""
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    lengths: jax.Array
+    stopped: jax.Array
+
+
+class _State(NamedTuple):
+    step: jax.Array  # tokens sampled so far (the next token's index)
+    last: jax.Array  # [R] the last sampled token
+    done: jax.Array  # [R]
+    out: Output
+
+
+def _grow(cache: KVCache, slots: int, shard) -> KVCache:
+    """Append ``slots`` empty slots to every row of the cache."""
+    pad = ((0, 0), (0, 0), (0, slots), (0, 0), (0, 0))
+    k = constrain(jnp.pad(cache.k, pad), CACHE_AXES, shard)
+    v = constrain(jnp.pad(cache.v, pad), CACHE_AXES, shard)
+    valid = constrain(jnp.pad(cache.valid, ((0, 0), (0, slots))), ("batch", "cache_length"), shard)
+    return cache.replace(k=k, v=v, valid=valid)
+
+
+def _repeat_rows(cache: KVCache, n: int, shard) -> KVCache:
+    if n == 1:
+        return cache
+    k = constrain(jnp.repeat(cache.k, n, axis=1), CACHE_AXES, shard)
+    v = constrain(jnp.repeat(cache.v, n, axis=1), CACHE_AXES, shard)
+    return cache.replace(
+        k=k, v=v, valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0)
+    )
+
+
+def _pick(logits, row_keys, step, params: Sampling, candidates: int):
+    """Sample one token per row at ``step`` and return (tokens [R], raw log-probs [R])."""
+    uniforms = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, step)))(row_keys)
+    tokens = strategies.sample(
+        logits, uniforms, params.temperature, params.top_k, params.top_p, candidates=candidates
+    )
+    return tokens, strategies.token_logprobs(logits, tokens)
+
+
+def _record(state: _State, tokens, logprobs, params: Sampling) -> _State:
+    """Write the tokens sampled at ``state.step`` and update the per-row stop flags."""
+    s, out, done = state.step, state.out, state.done
+    tokens = jnp.where(done, 0, tokens)
+    logprobs = jnp.where(done, 0.0, logprobs)
+    hit = ~done & jnp.isin(tokens, params.stop_ids)
+    out = Output(
+        tokens=out.tokens.at[:, s].set(tokens),
+        logprobs=out.logprobs.at[:, s].set(logprobs),
+        lengths=jnp.where(done, out.lengths, s + 1),
+        stopped=out.stopped | hit,
+    )
+    done = done | hit | (s + 1 >= params.max_new_tokens)
+    return _State(step=s + 1, last=tokens, done=done, out=out)
+
+
+def decode(
+    model,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    live: jax.Array,
+    row_ids: jax.Array,
+    params: Sampling,
+    *,
+    shape: LoopShape,
+) -> Output:
+    """Generate up to ``shape.max_new`` tokens for each of ``shape.n`` samples of every prompt.
+
+    Args:
+      model: a Transformer (see spar_jax.models.transformer).
+      prompt_ids: int32 [B, T], left-padded; prompt_mask: bool [B, T], True on real tokens.
+      live: bool [B]; False rows are batch padding (they never run past the prefill).
+      row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). Row randomness is
+        ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so a draw never depends on batching.
+      params: traced sampling values.
+    Returns:
+      ``Output`` with R = B * n rows.
+    """
+    shard = model.shard
+    b, t = prompt_ids.shape
+    n, big_n = shape.n, shape.max_new
+    rows = b * n
+    prompt_ids = constrain(prompt_ids.astype(jnp.int32), ("batch", "length"), shard)
+    prompt_mask = constrain(prompt_mask.astype(bool), ("batch", "length"), shard)
+
+    cache = model.init_cache(b, t)
+    hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache)
+    # The head on the last position only (the model's own head einsum, without T x V prompt logits).
+    logits = jnp.einsum(
+        "be,ev->bv", hidden[:, -1], model.unembed().astype(model.dtype), preferred_element_type=jnp.float32
+    )
+    logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
+    cache = _repeat_rows(cache, n, shard)
+
+    base = jax.random.key(params.seed)
+    sample_ids = jnp.tile(jnp.arange(n, dtype=jnp.int32), b)
+    row_keys = jax.vmap(lambda r, j: jax.random.fold_in(jax.random.fold_in(base, r), j))(
+        jnp.repeat(row_ids.astype(jnp.int32), n), sample_ids
+    )
+    zeros = jnp.zeros((rows, big_n), jnp.int32)
+    out = Output(
+        tokens=constrain(zeros, ("batch", None), shard),
+        logprobs=constrain(zeros.astype(jnp.float32), ("batch", None), shard),
+        lengths=jnp.zeros((rows,), jnp.int32),
+        stopped=jnp.zeros((rows,), bool),
+    )
+    done = ~jnp.repeat(live.astype(bool), n)
+    state = _State(step=jnp.zeros((), jnp.int32), last=jnp.zeros((rows,), jnp.int32), done=done, out=out)
+    state = _record(state, *_pick(logits, row_keys, 0, params, shape.candidates), params)
+
+    live_mask = jnp.ones((rows, 1), bool)
+
+    def body(carry):
+        state, cache = carry
+        logits, cache = model(state.last[:, None], live_mask, cache=cache)
+        tokens, logprobs = _pick(logits[:, 0], row_keys, state.step, params, shape.candidates)
+        return _record(state, tokens, logprobs, params), cache
+
+    caps = shape.segments()
+
+    def run(state, cache, j):
+        room = caps[j] - (cache.max_length - t)
+        if room > 0:
+            cache = _grow(cache, room, shard)
+
+        def cond(carry):
+            s = carry[0]
+            return (s.step <= caps[j]) & (s.step < big_n) & ~s.done.all()
+
+        state, cache = jax.lax.while_loop(cond, body, (state, cache))
+        if j + 1 == len(caps):
+            return state
+        return jax.lax.cond(state.done.all(), lambda s, c: s, lambda s, c: run(s, c, j + 1), state, cache)
+
+    return run(state, cache, 0).out
+
+
+class DecodeLoop:
+    """A thin stateful shell around ``decode``: holds the split model and one ``jax.jit``, counts compilations.
+
+    ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
+    ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
+    """
+
+    def __init__(self, model):
+        self.graphdef, self.state = nnx.split(model)
+        self.shard = model.shard
+        self.traces = 0
+        self.shapes: list[tuple[int, int, int, int]] = []
+        self._jit = jax.jit(self._run, static_argnames=("shape",))
+
+    def _run(self, state, prompt_ids, prompt_mask, live, row_ids, params, *, shape):
+        self.traces += 1
+        b, t = prompt_ids.shape
+        self.shapes.append((b, t, b * shape.n, shape.max_new))
+        model = nnx.merge(self.graphdef, state)
+        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape)
+
+    def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
+        """Dispatch one batch (asynchronously: read the returned arrays to wait)."""
+        return self._jit(self.state, prompt_ids, prompt_mask, live, row_ids, params, shape=shape)

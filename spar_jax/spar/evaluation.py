@@ -1,0 +1,53 @@
+"""Per-iteration evaluation of the actor: held-out generated prompts and (when reachable) IFEval proper, both scored
+by our IFEval rule checker."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from spar_jax import io
+from spar_jax.eval import ifeval
+from spar_jax.spar.prompts import actor_messages
+
+_log = logging.getLogger(__name__)
+
+
+def answer(engine, prompts: list[dict], *, max_new_tokens: int, seed: int) -> list[str]:
+    """Greedy answers of the actor (one user turn, no system prompt), in prompt order."""
+    results = engine.generate([actor_messages(p["prompt"]) for p in prompts], max_new_tokens=max_new_tokens,
+                              temperature=0.0, seed=seed)  # fmt: skip
+    return [r.completions[0].text for r in results]
+
+
+def score(prompts: list[dict], responses: list[str], directory: str, title: str) -> dict:
+    report = ifeval.score_responses(prompts, responses)
+    ifeval.write_report(report, directory, title=title)
+    io.write_jsonl(os.path.join(directory, "responses.jsonl"),
+                   [{"prompt": p["prompt"], "response": r} for p, r in zip(prompts, responses)])  # fmt: skip
+    return dict(report.metrics)
+
+
+def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: int) -> dict:
+    """Scores the actor on the held-out prompts and, if ``cfg.eval.ifeval_source`` is set and reachable, on IFEval.
+
+    Returns {"heldout": metrics, "ifeval": metrics | None, "ifeval_note": str | None}.
+    """
+    out = {"heldout": None, "ifeval": None, "ifeval_note": None}
+    if heldout:
+        responses = answer(engine, heldout, max_new_tokens=cfg.eval.max_new_tokens, seed=seed)
+        out["heldout"] = score(heldout, responses, os.path.join(directory, "heldout"), "held-out generated prompts")
+    if cfg.eval.ifeval_source:
+        try:
+            prompts = ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)
+        except (ValueError, OSError) as e:
+            out["ifeval_note"] = f"IFEval not evaluated: {e}"
+            _log.warning(out["ifeval_note"])
+            return out
+        if cfg.eval.ifeval_limit:
+            prompts = prompts[: cfg.eval.ifeval_limit]
+        records = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
+                    "kwargs": [dict(k) for k in p.kwargs]} for p in prompts]  # fmt: skip
+        responses = answer(engine, records, max_new_tokens=cfg.eval.max_new_tokens, seed=seed)
+        out["ifeval"] = score(records, responses, os.path.join(directory, "ifeval"), "IFEval")
+    return out

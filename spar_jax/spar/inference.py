@@ -1,0 +1,50 @@
+"""Inference-time tree search: answer with the actor, judge with the refiner, refine failures by tree search and
+return the first passing refinement (else the best node). Scored by the IFEval checker before and after."""
+
+from __future__ import annotations
+
+import os
+
+from spar_jax import io
+from spar_jax.spar.engine_protocol import SamplingParams, derive_seed
+from spar_jax.spar.evaluation import answer, score
+from spar_jax.spar.judging import judge
+from spar_jax.spar.mining import TreeRoot
+from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
+from spar_jax.spar.tree_search import SearchConfig, search
+
+
+def refine_answers(actor, refiner, prompts: list[dict], *, search_config: SearchConfig, judge_votes: int,
+                   judge_sampling: SamplingParams, max_new_tokens: int, seed: int,
+                   templates: Templates = DEFAULT_TEMPLATES) -> tuple[list[str], list[str], dict]:  # fmt: skip
+    """Returns (original answers, refined answers, stats). Engine calls: 1 actor + 1 judge + the search's."""
+    original = answer(actor, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    judgements = judge(refiner, [(p["prompt"], r) for p, r in zip(prompts, original)], k=judge_votes,
+                       sampling=judge_sampling, seed=derive_seed(seed, "judge"), templates=templates)  # fmt: skip
+    roots = [TreeRoot(str(p["key"]), p["prompt"], r, j)
+             for p, r, j in zip(prompts, original, judgements) if j.label == "no"]  # fmt: skip
+    outcome = search(refiner, roots, config=search_config, seed=derive_seed(seed, "search"), templates=templates)
+    refined_by_key = {t.prompt_id: t.answer for t in outcome.trees}
+    refined = [refined_by_key.get(str(p["key"]), r) for p, r in zip(prompts, original)]
+    stats = {
+        "prompts": len(prompts),
+        "judged_no": len(roots),
+        "judged_yes": sum(j.label == "yes" for j in judgements),
+        "refined_passing": sum(t.success for t in outcome.trees),
+        "engine_calls_search": len(outcome.calls),
+    }
+    return original, refined, stats
+
+
+def run(engines, prompts: list[dict], cfg, directory: str, *, seed: int) -> dict:
+    """``engines`` = (actor, refiner). Writes before/ and after/ IFEval-checker reports and trees into ``directory``."""
+    actor, refiner = engines
+    original, refined, stats = refine_answers(
+        actor, refiner, prompts, search_config=cfg.search, judge_votes=cfg.mining.k_votes,
+        judge_sampling=cfg.mining.judge_sampling, max_new_tokens=cfg.eval.max_new_tokens, seed=seed,
+    )  # fmt: skip
+    before = score(prompts, original, os.path.join(directory, "before"), "actor answers")
+    after = score(prompts, refined, os.path.join(directory, "after"), "after inference-time tree search")
+    out = {**stats, "before": before, "after": after}
+    io.write_json(os.path.join(directory, "summary.json"), out)
+    return out

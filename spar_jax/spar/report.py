@@ -1,0 +1,119 @@
+"""The run report: per-iteration statistics from the stages' DONE records → report.md, metrics.jsonl,
+TensorBoard scalars and a PNG plot across iterations."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from spar_jax import io
+
+STAGES = ("sft_actor", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
+
+
+def _info(workdir: str, it: int, stage: str) -> dict | None:
+    path = os.path.join(workdir, f"iter_{it}", stage, "DONE.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def iteration_row(workdir: str, it: int) -> dict[str, Any]:
+    """One flat row of the report for iteration ``it`` (0 = the starting models)."""
+    s = {stage: _info(workdir, it, stage) for stage in STAGES}
+    row: dict[str, Any] = {"iteration": it}
+    if s["mine"]:
+        m = s["mine"]
+        row.update(prompts=m["prompts"], responses=m["responses"], votes=m["votes"], invalid_votes=m["invalid_votes"],
+                   negatives=m["prompts_with_negative"], judge_agreement=m["judge_agreement"],
+                   labels_yes=m["labels"]["yes"], labels_no=m["labels"]["no"], labels_tie=m["labels"]["tie"])  # fmt: skip
+    if s["search"]:
+        t = s["search"]
+        row.update(trees=t["trees"], successes=t["successes"], success_rate=t["success_rate"],
+                   engine_calls=t["engine_calls"], refinements=t["refinements"], judgments=t["judgments"],
+                   main_calls_per_level=t["engine_calls_main_per_level"])  # fmt: skip
+        for depth, rate in t["success_by_depth"].items():
+            row[f"success_rate_depth_{depth}"] = rate
+    if s["data"]:
+        d = s["data"]
+        row.update(pairs=d["pairs"], refiner_examples=d["refiner_examples"], edit_similarity=d["edit_similarity"])
+        row.update({f"pool_{k}": v for k, v in d["per_pool"].items()})
+    for name in ("actor", "refiner"):
+        if s[name] and "steps" in s[name]:
+            row[f"{name}_steps"] = s[name]["steps"]
+            row[f"{name}_loss"] = s[name].get("loss")
+    if s["eval"]:
+        for split in ("heldout", "ifeval"):
+            metrics = s["eval"].get(split) or {}
+            row.update({f"{split}_{k}": v for k, v in metrics.items()})
+    for stage in STAGES:
+        if s[stage]:
+            row[f"seconds_{stage}"] = s[stage]["seconds"]
+    return row
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def render(rows: list[dict]) -> str:
+    keys = []
+    for r in rows:
+        keys.extend(k for k in r if k not in keys and k != "iteration")
+    head = "| metric | " + " | ".join(f"iter {r['iteration']}" for r in rows) + " |"
+    lines = ["# SPaR run report", "", "Iteration 0 is the starting actor (evaluation only).", "", head,
+             "|---|" + "---|" * len(rows)]  # fmt: skip
+    lines += [f"| {k} | " + " | ".join(_fmt(r.get(k)) for r in rows) + " |" for k in keys]
+    total = sum(v for r in rows for k, v in r.items() if k.startswith("seconds_") and v)
+    lines += ["", f"Total stage wall time: {total:.1f} s.", ""]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [k for k in ("heldout_average", "heldout_prompt_level_strict", "ifeval_average", "success_rate",
+                          "judge_agreement") if any(r.get(k) is not None for r in rows)]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in series:
+        pts = [(r["iteration"], r[k]) for r in rows if r.get(k) is not None]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
+    ax.set_xlabel("SPaR iteration")
+    ax.set_ylabel("fraction")
+    ax.set_xticks([r["iteration"] for r in rows])
+    ax.set_title("SPaR metrics across iterations")
+    if series:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_report(workdir: str, iterations: int) -> dict:
+    """Write report.md, metrics.jsonl, tensorboard/ and metrics.png for iterations 0..``iterations``."""
+    rows = [iteration_row(workdir, it) for it in range(iterations + 1)]
+    rows = [r for r in rows if len(r) > 1]
+    io.write_text(os.path.join(workdir, "report.md"), render(rows))
+    io.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
+    from tensorboardX import SummaryWriter
+
+    tb_dir = os.path.join(workdir, "tensorboard")
+    writer = SummaryWriter(tb_dir)
+    for r in rows:
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration":
+                writer.add_scalar(f"spar/{k}", v, r["iteration"])
+    writer.close()
+    plot(rows, os.path.join(workdir, "metrics.png"))
+    return {"iterations": rows, "report": os.path.join(workdir, "report.md")}

@@ -1,0 +1,107 @@
+"""Models, engines and trainers for the SPaR pipeline, loaded by checkpoint path on demand.
+
+The pipeline asks for "the actor's engine at checkpoint P" or "train SFT from checkpoint P on data D"; this module
+owns loading, sharing (actor and refiner at the same checkpoint share one model), releasing, and training.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+from typing import Any, Callable
+
+from spar_jax.config import ModelSpec, RunConfig
+
+_log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine
+
+
+class Runtime:
+    """Loads engines by (checkpoint path, dtype) and trains models. ``engine_factory`` replaces engine creation
+    (tests use it to script a role); by default engines are ``spar_jax.sampling.Engine`` over our models."""
+
+    def __init__(self, cfg: RunConfig, *, mesh=None, engine_factory: EngineFactory | None = None):
+        self.cfg = cfg
+        self._mesh = mesh
+        self._factory = engine_factory
+        self._engines: dict[tuple, Any] = {}
+
+    @property
+    def mesh(self):
+        if self._mesh is None:
+            from spar_jax import parallel
+
+            self._mesh = parallel.make_mesh(self.cfg.mesh.shape)
+        return self._mesh
+
+    def spec(self, role: str) -> ModelSpec:
+        return self.cfg.actor if role == "actor" else self.cfg.refiner
+
+    def engine(self, role: str, path: str):
+        """The engine for ``role`` ("actor" | "refiner") at checkpoint ``path``; shared when path and dtype match."""
+        spec = self.spec(role)
+        key = (path, spec.dtype, spec.param_dtype) if self._factory is None else (role, path)
+        if key not in self._engines:
+            self._engines[key] = self._make_engine(role, path, spec)
+        return self._engines[key]
+
+    def _make_engine(self, role: str, path: str, spec: ModelSpec):
+        if self._factory is not None:
+            return self._factory(role, path, spec)
+        from spar_jax.models import from_pretrained, load_tokenizer
+        from spar_jax.sampling import Engine
+
+        _log.info("loading %s from %s", role, path)
+        model = from_pretrained(path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
+                                rules=self.cfg.mesh.rules)  # fmt: skip
+        e = self.cfg.engine
+        return Engine(
+            model,
+            load_tokenizer(path),
+            mesh=self.mesh,
+            batch_size=e.batch_size,
+            max_prompt_length=e.max_prompt_length or None,
+            truncate_prompts=e.truncate_prompts,
+            progress=e.progress,
+        )
+
+    def release(self) -> None:
+        """Drop every loaded engine (before training, to free accelerator memory)."""
+        self._engines.clear()
+        gc.collect()
+
+    def train(self, kind: str, data_path: str, init_path: str, out_dir: str, *, role: str, seed: int) -> dict:
+        """Train ``kind`` ("dpo" | "sft") from checkpoint ``init_path`` on ``data_path``; export to ``out_dir/hf``.
+
+        Resumes from ``out_dir/checkpoints`` when present. Returns the last step's metrics and the step count.
+        """
+        from spar_jax.models import from_pretrained, load_tokenizer
+        from spar_jax.training.trainer import TrainConfig, Trainer, load_data
+
+        self.release()
+        spec = self.spec(role)
+        settings = dict(self.cfg.dpo if kind == "dpo" else self.cfg.sft)
+        config = TrainConfig(
+            kind=kind,
+            seed=seed,
+            checkpoint_dir=os.path.join(out_dir, "checkpoints"),
+            log_dir=os.path.join(out_dir, "logs"),
+            progress_bar=self.cfg.engine.progress,
+            **settings,
+        )
+        tokenizer = load_tokenizer(init_path)
+        model = from_pretrained(init_path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
+                                rules=self.cfg.mesh.rules, remat=spec.remat)  # fmt: skip
+        data = load_data(data_path, tokenizer, config)
+        trainer = Trainer(model, data, config, tokenizer=tokenizer)
+        try:
+            metrics = trainer.fit()
+            trainer.export(os.path.join(out_dir, "hf"), tokenizer=tokenizer)
+            steps = trainer.step
+        finally:
+            trainer.close()
+        del trainer, model
+        gc.collect()
+        return {"steps": int(steps), "examples": len(data), **{k: float(v) for k, v in metrics.items()}}

@@ -1,0 +1,82 @@
+"""Config schema: every shipped config parses; unknown keys and bad values fail naming the key."""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from spar_jax import config as C
+
+CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+
+
+def _load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_parse(path):
+    cfg = C.parse(_load(path))
+    assert cfg.stages and all(s in C.STAGES for s in cfg.stages)
+
+
+def test_defaults_are_the_paper_values():
+    cfg = C.parse(C.default_config())
+    assert (cfg.mining.n_samples, cfg.mining.k_votes) == (5, 5)
+    assert (cfg.mining.actor_sampling.temperature, cfg.mining.actor_sampling.top_p) == (0.9, 0.9)
+    assert (cfg.mining.judge_sampling.temperature, cfg.mining.judge_sampling.top_p) == (0.7, 1.0)
+    s = cfg.search
+    assert (s.strategy, s.branch, s.keep, s.max_depth, s.threshold, s.k_votes, s.max_rejudges) == ("bfs", 3, 2, 3, 0.5, 5, 3)
+    assert (cfg.dpo["learning_rate"], cfg.dpo["beta"], cfg.dpo["sft_weight"], cfg.dpo["batch_size"]) == (2e-7, 0.1, 0.1, 32)
+    assert (cfg.dpo["schedule"], cfg.dpo["warmup_ratio"], cfg.dpo["max_length"]) == ("linear", 0.1, 2048)
+    assert (cfg.sft["learning_rate"], cfg.sft["schedule"], cfg.sft["max_length"]) == (2e-6, "constant", 4096)
+    m = cfg.mixture
+    assert (m.cap_refine, m.cap_tree_judge_yes, m.cap_tree_judge_no, m.cap_actor_judge_no, m.cap_actor_judge_yes) == (
+        4000, 1500, 1000, 500, 2500)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("search.brnch", 3, "unknown config key 'search.brnch'"),
+    ("nonsense", 1, "unknown config key 'nonsense'"),
+    ("search.branch", 0, "config section 'search': SearchConfig.branch must be a positive int"),
+    ("dpo.schedule", "cosine", "config section 'dpo': TrainConfig.schedule='cosine'"),
+    ("stages", ("spar", "dance"), "config key 'stages' names unknown stage 'dance'"),
+    ("mesh.shape", (1, 1), "config key 'mesh.shape' must have 3 entries"),
+    ("actor.dtype", "int8", "config key 'actor.dtype' must be float32, bfloat16 or float16"),
+    ("mining.actor_top_p", 1.5, "config section 'mining': SamplingParams.top_p must be in"),
+])
+def test_bad_keys_and_values_name_the_key(key, value, message):
+    c = C.default_config()
+    section, _, leaf = key.rpartition(".")
+    target = c
+    for part in filter(None, section.split(".")):
+        target = target[part]
+    with target.unlocked() if hasattr(target, "unlocked") else _null():
+        target[leaf] = value
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        C.parse(c)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def test_command_line_unknown_key_fails_before_any_work(tmp_path):
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "spar_jax.main", f"--config={root / 'configs' / 'demo.py'}",
+         f"--config.workdir={tmp_path}", "--config.search.brnch=2"],
+        capture_output=True, text=True, cwd=root, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: bad command line: 'brnch' Did you mean \"branch\" instead of \"brnch\"?"

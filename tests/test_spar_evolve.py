@@ -1,0 +1,79 @@
+"""Prompt sources: the offline verifiable-constraint generator and LLM instruction evolution."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from spar_jax.eval import ifeval
+from spar_jax.spar import evolve
+from spar_fakes import Completion, Result
+
+
+def test_generated_prompts_are_verifiable_deterministic_and_consistent():
+    prompts = evolve.generate_constraint_prompts(200, seed=3)
+    assert prompts == evolve.generate_constraint_prompts(200, seed=3)
+    assert prompts != evolve.generate_constraint_prompts(200, seed=4)
+    for p in prompts:
+        ids = p["instruction_id_list"]
+        assert 2 <= len(ids) <= 4 and len(set(ids)) == len(ids)
+        for a in ids:
+            for b in ids:
+                assert frozenset({a, b}) not in evolve.CONFLICTS
+        strict, loose = ifeval.check(ids, p["kwargs"], p["prompt"], "some response")  # checkers build
+        assert len(strict) == len(ids)
+    mains = Counter(p["instruction_id_list"][0] for p in prompts)
+    assert set(mains) == set(evolve.MAKERS)  # every type can be the main constraint
+
+
+def test_a_compliant_response_passes_and_a_violating_one_fails():
+    prompt = {
+        "instruction_id_list": ["change_case:english_lowercase", "punctuation:no_comma", "startend:end_checker"],
+        "kwargs": [{}, {}, {"end_phrase": "until next time."}],
+    }
+    good = "the river starts in the hills and runs to the sea. until next time."
+    bad = "The river starts in the hills, and runs to the sea."
+    assert all(ifeval.check(prompt["instruction_id_list"], prompt["kwargs"], "", good)[0])
+    assert ifeval.check(prompt["instruction_id_list"], prompt["kwargs"], "", bad)[0] == [False, False, False]
+
+
+def test_generated_prompts_are_disjoint_from_ifeval(shared_data):
+    path = shared_data / "ifeval" / "input_data.jsonl"
+    ifeval_prompts = {json.loads(line)["prompt"] for line in path.open()}
+    ours = evolve.generate_constraint_prompts(500, seed=0)
+    assert not {p["prompt"] for p in ours} & ifeval_prompts
+    tasks = {t.lower() for t in evolve.TASKS}
+    assert not any(t in p.lower() for p in ifeval_prompts for t in tasks)
+
+
+class _EvolveEngine:
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, requests, *, max_new_tokens, temperature=0.0, top_p=1.0, top_k=0, n=1, seed=0, stop=None):
+        self.calls.append((len(requests), temperature, top_p, seed))
+        outs = []
+        for r in requests:
+            seed_text = r[0]["content"].rsplit("Instruction: ", 1)[1]
+            text = "None" if "integral" in seed_text else f"{seed_text} Answer in exactly three sentences."
+            outs.append(Result((Completion(text),)))
+        return outs
+
+
+def test_evolve_drops_math_and_draws_main_type_uniformly():
+    seeds = ["Describe a forest.", "Compute the integral of x^2.", "Write a poem about rain."]
+    engine = _EvolveEngine()
+    kept = evolve.evolve_instructions(engine, seeds, seed=1)
+    assert len(engine.calls) == 1 and engine.calls[0][0] == 3  # one batched call
+    assert [k["seed_index"] for k in kept] == [0, 2]
+    assert kept[0]["instruction"] == "Describe a forest. Answer in exactly three sentences."
+    assert all(k["main_constraint"] in evolve.CONSTRAINT_TYPES for k in kept)
+    mains = Counter(m for _, m in evolve.evolve_requests(["x"] * 1400, seed=0))
+    assert set(mains) == set(evolve.CONSTRAINT_TYPES) and len(evolve.CONSTRAINT_TYPES) == 14
+    assert max(mains.values()) < 2 * min(mains.values())
+
+
+@pytest.mark.parametrize("text,expected", [("None", None), (" none. ", None), ("", None),
+                                           ("Rewritten instruction: Do X.", "Do X."), ("Do Y", "Do Y")])
+def test_parse_evolved(text, expected):
+    assert evolve.parse_evolved(text) == expected
