@@ -89,7 +89,10 @@ def _parse_flags(argv):
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
-        message = str(e).replace("\\n", " ").replace("\n", " ").replace("\\'", "'").strip("'\" ")
+        message = str(e).strip()
+        if len(message) > 1 and message[0] == message[-1] == "'":  # a KeyError/AttributeError repr
+            message = message[1:-1]
+        message = message.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
         print(f"error: bad command line: {message}", file=sys.stderr)
         sys.exit(2)
 
