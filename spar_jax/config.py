@@ -14,7 +14,8 @@ import ml_collections
 
 from spar_jax.parallel import DEFAULT_RULES, Rules, normalize_rules
 
-STAGES = ("answer", "spar", "evaluate", "refine_inference")
+STAGES = ("answer", "spar", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
+EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
 _TRAIN_KEYS = (
     "learning_rate", "schedule", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum_steps",
     "max_grad_norm", "weight_decay", "beta", "sft_weight", "loss_type", "label_smoothing", "max_length",
@@ -70,8 +71,8 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.engine = ml_collections.ConfigDict()
     c.engine.batch_size = 32  # sequences per decode batch
-    c.engine.max_prompt_length = 0  # 0 = the model's context minus max_new_tokens
-    c.engine.truncate_prompts = False  # True: cut over-long prompts from the left (counted) instead of failing
+    c.engine.max_length = 0  # context limit, prompt + new tokens; 0 = the model's max_position_embeddings
+    c.engine.truncate = "error"  # over-long prompts: "error", or "left" (drop the oldest tokens; counted)
     c.engine.progress = True
 
     c.prompts = ml_collections.ConfigDict()
@@ -129,11 +130,44 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.ifeval_limit = 0  # 0 = all prompts
     c.eval.max_new_tokens = 1024
 
+    for name, cls in _eval_settings().items():  # one section per evaluation, mirroring its settings dataclass
+        c[name] = _section_from_dataclass(cls())
+
     c.answer = ml_collections.ConfigDict()
     c.answer.prompts = ("What is the capital of France?",)
     c.answer.prompts_file = ""  # JSONL with a "prompt" field; overrides answer.prompts when set
     c.answer.max_new_tokens = 128
     return c
+
+
+def _eval_settings() -> dict[str, type]:
+    from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
+
+    return {"ifeval": run_ifeval.IFEvalRunConfig, "calibration": calibration.CalibrationConfig,
+            "llmbar": llmbar.LLMBarConfig, "followbench": followbench.FollowBenchConfig}  # fmt: skip
+
+
+def _section_from_dataclass(obj) -> ml_collections.ConfigDict:
+    section = ml_collections.ConfigDict()
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        section[f.name] = _section_from_dataclass(value) if dataclasses.is_dataclass(value) else value
+    if "judge_path" not in section and "judge_name" in section:
+        section.judge_path = ""  # checkpoint of a separate judge model; "" = the refiner
+    return section
+
+
+def _dataclass_from_section(cls, section, name: str):
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        value = section[f.name]
+        default = getattr(cls(), f.name)
+        if dataclasses.is_dataclass(default):
+            value = _dataclass_from_section(type(default), value, f"{name}.{f.name}")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return _build(name, cls, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------- typed views
@@ -156,8 +190,8 @@ class MeshSpec:
 @dataclasses.dataclass(frozen=True)
 class EngineSpec:
     batch_size: int
-    max_prompt_length: int
-    truncate_prompts: bool
+    max_length: int
+    truncate: str
     progress: bool
 
 
@@ -213,6 +247,8 @@ class RunConfig:
     sft: dict[str, Any]
     eval: EvalSpec
     answer: AnswerSpec
+    evals: dict[str, Any]  # evaluation name -> its settings dataclass (spar_jax.eval.*)
+    judge_paths: dict[str, str]  # evaluation name -> separate judge checkpoint ("" = the refiner)
     raw: dict[str, Any]  # the full resolved config, for the record
 
 
@@ -284,6 +320,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     for name in ("actor", "refiner"):
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
     _require(c.engine.batch_size > 0, "engine.batch_size", "must be > 0")
+    _require(c.engine.truncate in ("error", "left"), "engine.truncate", "must be 'error' or 'left'")
     _require(c.spar.iterations >= 1, "spar.iterations", "must be >= 1")
     _require(c.spar.shard_size >= 1, "spar.shard_size", "must be >= 1")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
@@ -333,6 +370,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         sft=train("sft", "sft"),
         eval=EvalSpec(**dict(c.eval)),
         answer=AnswerSpec(tuple(c.answer.prompts), c.answer.prompts_file, int(c.answer.max_new_tokens)),
+        evals={n: _dataclass_from_section(cls, c[n], n) for n, cls in _eval_settings().items()},
+        judge_paths={n: c[n].judge_path for n in _eval_settings() if "judge_path" in c[n]},
         raw=c.to_dict(),
     )
 

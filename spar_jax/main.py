@@ -37,6 +37,33 @@ def _stage_refine_inference(cfg, runtime) -> dict:
     return inference.run(engines, prompts, cfg, os.path.join(cfg.workdir, "refine_inference"), seed=cfg.seed)
 
 
+def _stage_eval(name: str, cfg, runtime) -> dict:
+    """IFEval (actor), judge calibration and LLMBar (refiner as judge), FollowBench (actor + a judge model)."""
+    import dataclasses
+
+    from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
+
+    settings = cfg.evals[name]
+    if not settings.label:
+        settings = dataclasses.replace(settings, label=cfg.actor.path if name in ("ifeval", "followbench")
+                                       else cfg.refiner.path or cfg.actor.path)  # fmt: skip
+    out = os.path.join(cfg.workdir, name)
+    refiner_path = cfg.refiner.path or cfg.actor.path
+    if name == "ifeval":
+        engine = None if settings.responses_file else runtime.engine("actor", cfg.actor.path)
+        return run_ifeval.run(engine, settings, out)
+    if name == "calibration":
+        actor = None if settings.responses_file else runtime.engine("actor", cfg.actor.path)
+        return calibration.run(runtime.engine("refiner", refiner_path), settings, out, actor_engine=actor)
+    if name == "llmbar":
+        return llmbar.run(runtime.engine("refiner", refiner_path), settings, out)
+    judge_path = cfg.judge_paths.get(name) or refiner_path
+    actor = None if settings.responses_file else runtime.engine("actor", cfg.actor.path)
+    if not settings.judge_name:
+        settings = dataclasses.replace(settings, judge_name=judge_path)
+    return followbench.run(actor, settings, out, judge_engine=runtime.engine("refiner", judge_path))
+
+
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
@@ -62,6 +89,8 @@ def run(config, *, runtime=None) -> dict:
             summary[stage] = _stage_evaluate(cfg, runtime)
         elif stage == "refine_inference":
             summary[stage] = _stage_refine_inference(cfg, runtime)
+        else:
+            summary[stage] = _stage_eval(stage, cfg, runtime)
         summary[stage]["seconds"] = round(time.time() - start, 2)
         logging.info("stage %s done in %.1fs", stage, summary[stage]["seconds"])
     return summary
@@ -98,4 +127,5 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
+    logging.getLogger("jax").setLevel(logging.WARNING)
     app.run(_main, flags_parser=_parse_flags)

@@ -76,7 +76,7 @@ class Output(NamedTuple):
 
 class _State(NamedTuple):
     step: jax.Array  # tokens sampled so far (the next token's index)
-    last: jax.Array  # [R] the last sampled token
+    logits: jax.Array  # [R, V] logits for the next token
     done: jax.Array  # [R]
     out: Output
 
@@ -109,8 +109,8 @@ def _pick(logits, row_keys, step, params: Sampling, candidates: int):
     return tokens, strategies.token_logprobs(logits, tokens)
 
 
-def _record(state: _State, tokens, logprobs, params: Sampling) -> _State:
-    """Write the tokens sampled at ``state.step`` and update the per-row stop flags."""
+def _record(state: _State, tokens, logprobs, params: Sampling) -> tuple[_State, jax.Array]:
+    """Write the tokens sampled at ``state.step``, update the per-row stop flags; also return the tokens to feed."""
     s, out, done = state.step, state.out, state.done
     tokens = jnp.where(done, 0, tokens)
     logprobs = jnp.where(done, 0.0, logprobs)
@@ -122,7 +122,7 @@ def _record(state: _State, tokens, logprobs, params: Sampling) -> _State:
         stopped=out.stopped | hit,
     )
     done = done | hit | (s + 1 >= params.max_new_tokens)
-    return _State(step=s + 1, last=tokens, done=done, out=out)
+    return state._replace(step=s + 1, done=done, out=out), tokens
 
 
 def decode(
@@ -176,30 +176,35 @@ def decode(
         stopped=jnp.zeros((rows,), bool),
     )
     done = ~jnp.repeat(live.astype(bool), n)
-    state = _State(step=jnp.zeros((), jnp.int32), last=jnp.zeros((rows,), jnp.int32), done=done, out=out)
-    state = _record(state, *_pick(logits, row_keys, 0, params, shape.candidates), params)
-
+    state = _State(step=jnp.zeros((), jnp.int32), logits=logits, done=done, out=out)
     live_mask = jnp.ones((rows, 1), bool)
 
+    def forward(state, cache, tokens):
+        logits, cache = model(tokens[:, None], live_mask, cache=cache)
+        return state._replace(logits=logits[:, 0]), cache
+
     def body(carry):
+        # Sample token s from the current logits, then feed it (writing cache slot T + s) unless every row is done.
         state, cache = carry
-        logits, cache = model(state.last[:, None], live_mask, cache=cache)
-        tokens, logprobs = _pick(logits[:, 0], row_keys, state.step, params, shape.candidates)
-        return _record(state, tokens, logprobs, params), cache
+        tokens, logprobs = _pick(state.logits, row_keys, state.step, params, shape.candidates)
+        state, tokens = _record(state, tokens, logprobs, params)
+        return jax.lax.cond(state.done.all(), lambda s, c, _: (s, c), forward, state, cache, tokens)
 
     caps = shape.segments()
 
     def run(state, cache, j):
+        last = j + 1 == len(caps)
         room = caps[j] - (cache.max_length - t)
         if room > 0:
             cache = _grow(cache, room, shard)
+        limit = big_n if last else caps[j]
 
         def cond(carry):
             s = carry[0]
-            return (s.step <= caps[j]) & (s.step < big_n) & ~s.done.all()
+            return (s.step < limit) & ~s.done.all()
 
         state, cache = jax.lax.while_loop(cond, body, (state, cache))
-        if j + 1 == len(caps):
+        if last:
             return state
         return jax.lax.cond(state.done.all(), lambda s, c: s, lambda s, c: run(s, c, j + 1), state, cache)
 

@@ -15,7 +15,7 @@ from spar_jax.config import ModelSpec, RunConfig
 
 _log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine
+EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine, or None = default
 
 
 class Runtime:
@@ -48,8 +48,11 @@ class Runtime:
         return self._engines[key]
 
     def _make_engine(self, role: str, path: str, spec: ModelSpec):
-        if self._factory is not None:
-            return self._factory(role, path, spec)
+        engine = self._factory(role, path, spec) if self._factory is not None else None
+        return engine if engine is not None else self.default_engine(role, path, spec)
+
+    def default_engine(self, role: str, path: str, spec: ModelSpec):
+        """``spar_jax.sampling.Engine`` over our model loaded from ``path`` on the run's mesh."""
         from spar_jax.models import from_pretrained, load_tokenizer
         from spar_jax.sampling import Engine
 
@@ -62,8 +65,8 @@ class Runtime:
             load_tokenizer(path),
             mesh=self.mesh,
             batch_size=e.batch_size,
-            max_prompt_length=e.max_prompt_length or None,
-            truncate_prompts=e.truncate_prompts,
+            max_length=e.max_length or None,
+            truncate=e.truncate,
             progress=e.progress,
         )
 

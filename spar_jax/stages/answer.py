@@ -24,7 +24,9 @@ def run(cfg: RunConfig) -> dict:
         cfg.actor.path, dtype=cfg.actor.dtype, param_dtype=cfg.actor.param_dtype, mesh=mesh, rules=cfg.mesh.rules
     )
     tokenizer = load_tokenizer(cfg.actor.path)
-    engine = Engine(model, tokenizer, mesh=mesh, batch_size=cfg.engine.batch_size)
+    e = cfg.engine
+    engine = Engine(model, tokenizer, mesh=mesh, batch_size=e.batch_size, max_length=e.max_length or None,
+                    truncate=e.truncate, progress=e.progress)
     results = engine.generate(
         [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=cfg.answer.max_new_tokens, seed=cfg.seed
     )

@@ -274,13 +274,9 @@ class Trainer:
         try:
             while self.step < stop:
                 position, batch = next(batches)
-                real_tokens = int(batch["attention_mask"].sum())
-                start = time.perf_counter()
-                self.state, device_metrics = self._step_fn(self.state, self._device_batch(batch))
-                metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
-                elapsed = time.perf_counter() - start
-                self.step, self.position = self.step + 1, position
-                metrics.update(tokens_per_s=real_tokens / elapsed, step_time_s=elapsed, epoch=position.epoch)
+                metrics = self.train_step(batch)
+                self.position = position
+                metrics["epoch"] = position.epoch
                 logger.log(self.step, metrics)
                 if self.ckpt:
                     self.ckpt.save(self.step, self.state, self._meta(), force=self.step == stop)
@@ -290,6 +286,20 @@ class Trainer:
             logger.close()
             if self.ckpt:
                 self.ckpt.wait()
+        return metrics
+
+    def train_step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """One optimizer step on a host batch from ``collate`` (``batch_size`` examples); returns its metrics.
+
+        ``fit`` calls this; it does not move the data position or save checkpoints by itself.
+        """
+        real_tokens = int(batch["attention_mask"].sum())
+        start = time.perf_counter()
+        self.state, device_metrics = self._step_fn(self.state, self._device_batch(batch))
+        metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+        elapsed = time.perf_counter() - start
+        self.step += 1
+        metrics.update(tokens_per_s=real_tokens / elapsed, step_time_s=elapsed)
         return metrics
 
     def export(self, path: str, tokenizer=None) -> None:

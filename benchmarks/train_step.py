@@ -1,0 +1,183 @@
+"""Benchmark: one full DPO step (policy forward + backward on chosen and rejected, precomputed reference log-probs,
+sigmoid DPO + 0.1 × NLL of chosen, grad clipping, AdamW) on SmolLM2-135M-Instruct, fp32, CPU.
+
+spar_jax's jitted step (``Trainer.train_step``) against the same step written in plain PyTorch on the HF model
+(TRL's math: full logits, log-softmax, gathered and summed over response tokens), timed in the same process,
+alternating, medians. Also measures a large fp32 matmul (jax and torch) as the machine's practical peak.
+
+    python benchmarks/train_step.py [--shapes 2x256,4x512] [--repeats 5] [--remat none] [--out result.json]
+
+Tokens/s counts every token the policy processes per step: 2 (chosen, rejected) × batch × length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from spar_jax.models import from_pretrained, resolve_checkpoint  # noqa: E402
+from spar_jax.training.batches import TokenizedData, TruncationStats, collate  # noqa: E402
+from spar_jax.training.trainer import TrainConfig, Trainer  # noqa: E402
+
+BETA, SFT_WEIGHT, LR = 0.1, 0.1, 1e-7
+
+
+def synthetic_pairs(batch: int, length: int, vocab: int, seed: int = 0) -> TokenizedData:
+    """``batch`` pairs of full-length sequences: the first half is the prompt, the second half the response."""
+    rng = np.random.default_rng(seed)
+    ids, masks = [], []
+    for _ in range(batch):
+        seqs = tuple(rng.integers(3, vocab, size=length).astype(np.int32) for _ in range(2))
+        ids.append(seqs)
+        masks.append(tuple(np.arange(length) >= length // 2 for _ in range(2)))
+    ref = rng.normal(-3.0 * length / 2, 10.0, size=(batch, 2)).astype(np.float32)
+    return TokenizedData("dpo", ids, masks, TruncationStats(batch), ref_logps=ref)
+
+
+def model_flops(cfg, batch: int, length: int) -> float:
+    """Model FLOPs of one training step (3 × forward; remat recomputation not counted) on 2·batch sequences."""
+    e, m, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    per_token_params = layers * (e * (h + 2 * k) * d + h * d * e + 3 * e * m) + e * cfg.vocab_size
+    seqs = 2 * batch
+    dense = 2 * per_token_params * seqs * length
+    attention = layers * seqs * 2 * 2 * length * length * h * d  # QK^T and PV over the full square
+    return 3.0 * (dense + attention)
+
+
+class JaxStep:
+    def __init__(self, model, batch: int, length: int, chunk: int):
+        data = synthetic_pairs(batch, length, model.config.vocab_size)
+        cfg = TrainConfig(kind="dpo", learning_rate=LR, schedule="constant", warmup_ratio=0.0, batch_size=batch,
+                          max_steps=10_000, max_length=length, max_prompt_length=length // 2, beta=BETA,
+                          sft_weight=SFT_WEIGHT, logits_chunk_size=chunk, progress_bar=False, group_by_length=False)
+        self.trainer = Trainer(model, data, cfg)
+        self.batch = collate(data, np.arange(batch), batch, length)
+
+    def __call__(self) -> float:
+        return self.trainer.train_step(self.batch)["loss"]
+
+
+class TorchStep:
+    def __init__(self, directory: str, data: TokenizedData):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
+        self.model.train()
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=0.0)
+        b = collate(data, np.arange(len(data)), len(data), max(len(s) for x in data.ids for s in x))
+        self.ids = torch.from_numpy(b["input_ids"].astype(np.int64))
+        self.attn = torch.from_numpy(b["attention_mask"].astype(np.int64))
+        labels = b["input_ids"].astype(np.int64).copy()
+        labels[~b["loss_mask"]] = -100
+        self.labels = torch.from_numpy(labels)
+        self.ref = torch.from_numpy(b["ref_logps"])
+
+    def __call__(self) -> float:
+        torch = self.torch
+        logits = self.model(input_ids=self.ids, attention_mask=self.attn).logits[:, :-1]
+        labels = self.labels[:, 1:].clone()
+        mask = labels != -100
+        labels[~mask] = 0
+        token_logps = torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(2)).squeeze(2) * mask
+        seq = token_logps.sum(-1).view(-1, 2)
+        logits_d = (seq[:, 0] - seq[:, 1]) - (self.ref[:, 0] - self.ref[:, 1])
+        dpo = -torch.nn.functional.logsigmoid(BETA * logits_d).mean()
+        chosen = token_logps.view(-1, 2, token_logps.shape[-1])[:, 0]
+        nll = -chosen.sum() / mask.view(-1, 2, mask.shape[-1])[:, 0].sum()
+        loss = dpo + SFT_WEIGHT * nll
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+    """Median fp32 GFLOP/s of an n³ matmul in jax and in torch."""
+    import torch
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    ta = torch.randn(n, n)
+    torch.mm(ta, ta)
+    jt = statistics.median(timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+    tt = statistics.median(timed(lambda: torch.mm(ta, ta)) for _ in range(repeats))
+    return {"jax_gflops": 2 * n**3 / jt / 1e9, "torch_gflops": 2 * n**3 / tt / 1e9}
+
+
+def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int) -> dict:
+    model = from_pretrained(directory, dtype="float32", remat=remat)
+    ours = JaxStep(model, batch, length, chunk)
+    theirs = TorchStep(directory, ours.trainer.data)
+    ours_loss, theirs_loss = ours(), theirs()  # warm-up (compile), and a loss check on identical weights
+    ours(), theirs()
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        t_ours.append(timed(ours))
+        t_theirs.append(timed(theirs))
+    tokens = 2 * batch * length
+    med_ours, med_theirs = statistics.median(t_ours), statistics.median(t_theirs)
+    flops = model_flops(model.config, batch, length)
+    return {"batch": batch, "length": length, "tokens_per_step": tokens, "remat": remat, "logits_chunk": chunk,
+            "first_loss": {"spar_jax": ours_loss, "pytorch": theirs_loss},
+            "step_s": {"spar_jax": med_ours, "pytorch": med_theirs},
+            "tokens_per_s": {"spar_jax": tokens / med_ours, "pytorch": tokens / med_theirs},
+            "speedup_vs_pytorch": med_theirs / med_ours, "model_tflop_per_step": flops / 1e12,
+            "spar_jax_gflops": flops / med_ours / 1e9, "pytorch_gflops": flops / med_theirs / 1e9,
+            "all_step_s": {"spar_jax": t_ours, "pytorch": t_theirs}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", default="demo")
+    parser.add_argument("--shapes", default="2x256,4x512")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--remat", default="none")
+    parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    directory = resolve_checkpoint(args.checkpoint)
+    import torch
+
+    result = {"device": str(jax.devices()[0]), "jax": jax.__version__, "torch": torch.__version__,
+              "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "shapes": []}
+    result["matmul_peak"] = matmul_peak()
+    peak = max(result["matmul_peak"].values())
+    for shape in args.shapes.split(","):
+        b, t = (int(x) for x in shape.split("x"))
+        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk)
+        r["spar_jax_fraction_of_matmul_peak"] = r["spar_jax_gflops"] / peak
+        r["pytorch_fraction_of_matmul_peak"] = r["pytorch_gflops"] / peak
+        result["shapes"].append(r)
+        print(json.dumps(r), flush=True)
+    result["matmul_peak_after"] = matmul_peak()
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        from spar_jax.io import write_text
+
+        write_text(args.out, text + "\n")
+
+
+if __name__ == "__main__":
+    main()

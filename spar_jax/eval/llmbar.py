@@ -1,0 +1,169 @@
+"""LLMBar (Zeng et al., 2024): pointwise accuracy of a model used as the SPaR judge.
+
+Each record pairs an instruction with two outputs and says which one follows it better (``label`` 1 or 2). Both
+outputs are judged with the SPaR judgment prompt and k votes; a pair is correct when the better output's Yes-fraction
+(the SPaR value V = #Yes / #valid votes, 0 when no vote is valid) is *strictly* higher than the other's, so equal
+values count as wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import defaultdict
+from typing import Any, Sequence
+
+from spar_jax import io
+from spar_jax.eval.judge import JudgeConfig, run_judge, vote_counts
+from spar_jax.eval.remote import is_url, read_json
+from spar_jax.eval.summary import base_summary, markdown_table, pct, ratio, write_summary
+from spar_jax.spar.judging import Judgement
+
+DEFAULT_SOURCE = ("https://raw.githubusercontent.com/princeton-nlp/LLMBar/"
+                  "900616bff90b6c6c8e1681f7d079250637c55992/Dataset/LLMBar")  # fmt: skip
+NATURAL = "Natural"
+ADVERSARIAL = ("GPTInst", "GPTOut", "Manual", "Neighbor")
+SUBSETS = (NATURAL, *ADVERSARIAL)
+JUDGEMENTS_FILE = "judgements.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    subset: str
+    index: int
+    instruction: str
+    outputs: tuple[str, str]
+    label: int  # 1 or 2: the better output
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMBarConfig:
+    """``source``: a folder holding ``<Subset>.json`` files (or upstream's ``Natural/dataset.json`` and
+    ``Adversarial/<Subset>/dataset.json`` layout), or the URL of upstream's ``Dataset/LLMBar`` folder (default: the
+    GitHub repository at a fixed commit). ``limit``: the first N pairs of each subset (0 = all)."""
+
+    source: str = DEFAULT_SOURCE
+    subsets: tuple[str, ...] = SUBSETS
+    limit: int = 0
+    judge: JudgeConfig = JudgeConfig()
+    label: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "subsets", tuple(self.subsets))
+        unknown = [s for s in self.subsets if s not in SUBSETS]
+        if unknown or not self.subsets:
+            raise ValueError(f"LLMBarConfig.subsets: unknown or empty {unknown or list(self.subsets)}; "
+                             f"choose from {list(SUBSETS)}")  # fmt: skip
+        if not isinstance(self.limit, int) or self.limit < 0:
+            raise ValueError(f"LLMBarConfig.limit must be an int >= 0, got {self.limit!r}")
+
+
+def subset_location(source: str, subset: str) -> str:
+    """Where ``subset`` lives under ``source``: upstream's layout for URLs, else whichever local layout exists."""
+    upstream = f"{NATURAL}/dataset.json" if subset == NATURAL else f"Adversarial/{subset}/dataset.json"
+    if is_url(source):
+        return f"{source.rstrip('/')}/{upstream}"
+    flat, nested = os.path.join(source, f"{subset}.json"), os.path.join(source, upstream)
+    return nested if os.path.exists(nested) and not os.path.exists(flat) else flat
+
+
+def parse_pairs(data: Any, subset: str, where: str) -> list[Pair]:
+    """Validates one subset file (a JSON array of {input, output_1, output_2, label}) into pairs."""
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected a JSON array of LLMBar records, got {type(data).__name__}")
+    pairs = []
+    for i, r in enumerate(data):
+        if not isinstance(r, dict):
+            raise ValueError(f"{where}: record {i}: expected a JSON object")
+        for key in ("input", "output_1", "output_2"):
+            if not isinstance(r.get(key), str):
+                raise ValueError(f"{where}: record {i}: key {key!r} must be a string")
+        if r.get("label") not in (1, 2) or isinstance(r.get("label"), bool):
+            raise ValueError(f"{where}: record {i}: key 'label' must be 1 or 2, got {r.get('label')!r}")
+        pairs.append(Pair(subset, i, r["input"], (r["output_1"], r["output_2"]), r["label"]))
+    if not pairs:
+        raise ValueError(f"{where}: no LLMBar records")
+    return pairs
+
+
+def load_llmbar(source: str = DEFAULT_SOURCE, subsets: Sequence[str] = SUBSETS, limit: int = 0) -> list[Pair]:
+    """The pairs of ``subsets`` in that order (the first ``limit`` of each when limit > 0)."""
+    pairs = []
+    for subset in subsets:
+        location = subset_location(source, subset)
+        loaded = parse_pairs(read_json(location, f"LLMBar subset {subset}"), subset, location)
+        pairs += loaded[:limit] if limit else loaded
+    return pairs
+
+
+def yes_fraction(j: Judgement) -> float:
+    """The SPaR value V of a judgment, 0.0 when no vote is valid."""
+    return j.value if j.value is not None else 0.0
+
+
+def pair_correct(better: float, worse: float) -> bool:
+    """A pair is judged correctly only when the better output's Yes-fraction is strictly higher (ties are wrong)."""
+    return better > worse
+
+
+def llmbar_metrics(rows: Sequence[tuple[str, float, float]]) -> dict[str, Any]:
+    """Accuracy per subset, adversarial average and overall from (subset, V of better, V of worse) rows.
+
+    ``<subset>`` = accuracy of that subset (lower-case key); ``adversarial_avg`` = mean of the adversarial subsets
+    present (LLMBar's "Adversarial average"); ``overall`` = accuracy over all pairs; ``overall_macro`` = mean of the
+    subsets present. Also returns per-subset pair and tie counts (tie = equal values).
+    """
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])  # pairs, correct, ties
+    for subset, better, worse in rows:
+        c = counts[subset]
+        c[0] += 1
+        c[1] += pair_correct(better, worse)
+        c[2] += better == worse
+    acc = {s: ratio(c[1], c[0]) for s, c in counts.items()}
+    ordered = [s for s in SUBSETS if s in acc] + sorted(s for s in acc if s not in SUBSETS)
+    adversarial = [acc[s] for s in ADVERSARIAL if s in acc]
+    metrics = {s.lower(): acc[s] for s in ordered}
+    metrics["adversarial_avg"] = sum(adversarial) / len(adversarial) if adversarial else None
+    metrics["overall"] = ratio(sum(c[1] for c in counts.values()), sum(c[0] for c in counts.values()))
+    metrics["overall_macro"] = sum(acc.values()) / len(acc) if acc else None
+    per_subset = {s: {"pairs": counts[s][0], "correct": counts[s][1], "ties": counts[s][2]} for s in ordered}
+    return {"metrics": metrics, "per_subset": per_subset}
+
+
+def render_markdown(summary: dict[str, Any]) -> str:
+    m, judge = summary["metrics"], summary["settings"]["judge"]
+    title = "LLMBar (pointwise SPaR judge)" + (f" — {summary['label']}" if summary["label"] else "")
+    rows = [[s, c["pairs"], c["ties"], pct(m[s.lower()])] for s, c in summary["per_subset"].items()]
+    rows += [["Adversarial average", "", "", pct(m["adversarial_avg"])],
+             ["Overall (all pairs)", sum(c["pairs"] for c in summary["per_subset"].values()), summary["pair_ties"],
+              pct(m["overall"])], ["Overall (mean of subsets)", "", "", pct(m["overall_macro"])]]  # fmt: skip
+    lines = [
+        f"# {title}", "",
+        f"Each output judged with the SPaR judgment prompt, k = {judge['k']} votes at temperature "
+        f"{judge['temperature']}; a pair is correct when the better output's Yes-fraction is strictly higher "
+        "(ties count as wrong).", "",
+        *markdown_table(["subset", "pairs", "ties", "accuracy %"], rows), "",
+        f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run(engine, settings: LLMBarConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Judges every output of every pair in one engine call; writes judgements.jsonl, summary.json and report.md."""
+    pairs = load_llmbar(settings.source, settings.subsets, settings.limit)
+    items = [(p.instruction, out) for p in pairs for out in p.outputs]
+    judgements = run_judge(engine, items, settings.judge, "llmbar")
+    records, rows = [], []
+    for p, j1, j2 in zip(pairs, judgements[0::2], judgements[1::2]):
+        values = (yes_fraction(j1), yes_fraction(j2))
+        better, worse = (values[0], values[1]) if p.label == 1 else (values[1], values[0])
+        rows.append((p.subset, better, worse))
+        records.append({"subset": p.subset, "index": p.index, "label": p.label, "values": list(values),
+                        "correct": pair_correct(better, worse), "judgements": [j1.to_dict(), j2.to_dict()]})
+    io.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), records)
+    stats = llmbar_metrics(rows)
+    summary = base_summary("llmbar", settings.label, stats["metrics"], settings, source=settings.source,
+                           per_subset=stats["per_subset"], pair_ties=sum(b == w for _, b, w in rows),
+                           **vote_counts(judgements))  # fmt: skip
+    write_summary(out_dir, summary, render_markdown(summary))
+    return summary

@@ -1,0 +1,83 @@
+"""The IFEval run: answer IFEval's prompts with an engine (greedy, chat template) or take a responses file, score
+them with our rule checker, and write summary.json, report.md, results.jsonl and responses.jsonl."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from typing import Any, Sequence
+
+from spar_jax import io
+from spar_jax.eval import ifeval
+from spar_jax.eval.summary import base_summary
+from spar_jax.spar import engine_protocol as ep
+from spar_jax.spar.prompts import actor_messages
+
+RESPONSES_FILE = "responses.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class IFEvalRunConfig:
+    """``prompts_source``: a local JSONL with IFEval's schema or a ``datasets`` name (default ``google/IFEval``).
+    ``responses_file``: "" = generate with the engine; else score this JSONL (``prompt``, ``response`` per line).
+    ``limit``: the first N prompts only (0 = all). ``label``: names the checkpoint in summaries and plots."""
+
+    prompts_source: str = ifeval.DEFAULT_SOURCE
+    split: str = "train"
+    responses_file: str = ""
+    limit: int = 0
+    max_new_tokens: int = 1024
+    seed: int = 0
+    label: str = ""
+
+    def __post_init__(self):
+        if not isinstance(self.limit, int) or self.limit < 0:
+            raise ValueError(f"IFEvalRunConfig.limit must be an int >= 0, got {self.limit!r}")
+        ep.SamplingParams(max_new_tokens=self.max_new_tokens)  # validates max_new_tokens
+
+
+def load_prompts(settings: IFEvalRunConfig) -> list[ifeval.IFEvalPrompt]:
+    prompts = ifeval.load_ifeval_prompts(settings.prompts_source, split=settings.split)
+    return prompts[: settings.limit] if settings.limit else prompts
+
+
+def generate_responses(engine: ep.Engine, prompts: Sequence[ifeval.IFEvalPrompt], *, max_new_tokens: int,
+                       seed: int = 0) -> list[dict[str, Any]]:
+    """Greedy answers, one user turn through the chat template (no system prompt added), in prompt order.
+
+    Returns IFEval response records: ``prompt``, ``response``, ``finish_reason``, ``num_tokens``.
+    """
+    sampling = ep.SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
+    outputs = ep.generate(engine, [actor_messages(p.prompt) for p in prompts], n=1, sampling=sampling, seed=seed)
+    return [{"prompt": p.prompt, "response": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
+            for p, (c,) in zip(prompts, outputs)]  # fmt: skip
+
+
+def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Generates (or reads) the responses, scores them and writes the outputs into ``out_dir``; returns the summary.
+
+    ``engine`` may be None when ``settings.responses_file`` is set.
+    """
+    prompts = load_prompts(settings)
+    generation: dict[str, Any] = {}
+    if settings.responses_file:
+        by_prompt = ifeval.load_responses(settings.responses_file)
+        report = ifeval.score_responses(prompts, by_prompt)
+        source = settings.responses_file
+    else:
+        if engine is None:
+            raise ValueError("IFEval run: no engine to generate with and no responses_file to score")
+        records = generate_responses(engine, prompts, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
+        report = ifeval.score_responses(prompts, [r["response"] for r in records])
+        source = "generated (greedy)"
+        reasons = Counter(r["finish_reason"] for r in records)
+        generation = {"finish_reasons": dict(sorted(reasons.items())),
+                      "mean_new_tokens": sum(r["num_tokens"] for r in records) / len(records)}  # fmt: skip
+    extra = base_summary("ifeval", settings.label, report.metrics, settings, prompts_source=settings.prompts_source,
+                         responses=source, generation=generation or None)  # fmt: skip
+    extra.pop("metrics")  # write_report adds the report's own aggregates (metrics included)
+    title = f"IFEval — {settings.label}" if settings.label else "IFEval"
+    ifeval.write_report(report, out_dir, extra=extra, title=title)
+    return {**extra, **report.summary()}

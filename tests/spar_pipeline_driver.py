@@ -1,0 +1,92 @@
+"""The SPaR pipeline on a tiny random model (the actor, sampled by the real engine; both models trained for real)
+with a scripted, deterministic refiner engine. Used in-process by tests and as a subprocess for kill/resume:
+
+    python tests/spar_pipeline_driver.py WORKDIR MODEL_DIR
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from spar_fakes import TEMPLATES, ScriptedEngine, vote_text  # noqa: E402
+
+
+def _h(text: str) -> int:
+    return int(hashlib.md5(text.encode()).hexdigest(), 16)
+
+
+def _judge(instruction, response, n):
+    # Refined texts mostly pass; the actor's own outputs mostly fail; a few votes are mixed or invalid.
+    if response.startswith("refined"):
+        level = int(response.split("-")[1])
+        pattern = ["yyy", "yyn", "nny", "nnn"][min(level, 3)] if _h(response) % 3 else "ynx"
+    else:
+        pattern = ["nnn", "nny", "yyn", "nnx"][_h(response) % 4]
+    return [vote_text(pattern[i % 3], f"{_h(response) % 97}-{i}") for i in range(n)]
+
+
+def _refine(instruction, parent, critique, n):
+    depth = int(parent.split("-")[1]) + 1 if parent.startswith("refined") else 0
+    return [f"thinking about it\n[[start]]\nrefined-{(depth + i + _h(parent)) % 3}-{_h(parent + str(i)) % 1000}\n[[end]]"
+            for i in range(n)]
+
+
+def make_config(workdir: str, model_dir: str):
+    from spar_jax.config import default_config
+
+    templates = os.path.join(workdir, "templates.json")
+    os.makedirs(workdir, exist_ok=True)
+    with open(templates, "w") as f:
+        json.dump(TEMPLATES.to_dict(), f)
+    c = default_config()
+    c.workdir = workdir
+    c.seed = 5
+    c.stages = ("spar",)
+    c.actor.path = model_dir
+    c.engine.batch_size = 8
+    c.engine.progress = False
+    c.prompts.num_train = 6
+    c.prompts.num_heldout = 3
+    c.spar.iterations = 1
+    c.spar.shard_size = 3
+    c.spar.templates_file = templates
+    c.mining.n_samples = 2
+    c.mining.k_votes = 3
+    c.mining.actor_max_new_tokens = 8
+    c.mining.judge_max_new_tokens = 8
+    c.search.k_votes = 3
+    for t in (c.dpo, c.sft):
+        t.batch_size = 2
+        t.max_length = 256
+        t.max_prompt_length = 128
+        t.learning_rate = 1e-4
+        t.save_every = 1
+        t.max_steps = 2
+    c.eval.max_new_tokens = 8
+    return c
+
+
+def runtime_for(cfg):
+    from spar_jax.spar.runtime import Runtime
+
+    refiner = ScriptedEngine(judge=_judge, refine=_refine)
+    return Runtime(cfg, engine_factory=lambda role, path, spec: refiner if role == "refiner" else None)
+
+
+def run(workdir: str, model_dir: str) -> dict:
+    from spar_jax import config as config_lib
+    from spar_jax.spar.pipeline import Pipeline
+
+    cfg = config_lib.parse(make_config(workdir, model_dir))
+    return Pipeline(cfg, runtime_for(cfg)).run()
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], sys.argv[2])

@@ -1,0 +1,99 @@
+"""The SPaR loop end to end on a tiny random model, and kill -9 / resume equivalence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import spar_pipeline_driver as driver
+from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
+
+SAMPLING_ARTIFACTS = ("prompts/train.jsonl", "prompts/heldout.jsonl", "iter_1/mine/shard_00000.jsonl",
+                      "iter_1/mine/shard_00001.jsonl", "iter_1/data/dpo.jsonl", "iter_1/data/refiner_sft.jsonl")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    directory = write_checkpoint(tmp_path_factory.mktemp("tiny") / "model", "llama", seed=21, vocab_size=49152,
+                                 bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    copy_demo_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_model, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run") / "w")
+    start = time.time()
+    summary = driver.run(workdir, tiny_model)
+    return workdir, summary, time.time() - start
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_every_stage_ran_and_wrote_its_artifacts(uninterrupted):
+    workdir, summary, seconds = uninterrupted
+    print(f"pipeline wall time {seconds:.1f}s")
+    for stage in ("prompts", "iter_0/eval", "iter_1/mine", "iter_1/search", "iter_1/data", "iter_1/actor",
+                  "iter_1/refiner", "iter_1/eval"):
+        assert os.path.exists(os.path.join(workdir, stage, "DONE.json")), stage
+    rows = {r["iteration"]: r for r in summary["iterations"]}
+    it = rows[1]
+    assert it["prompts"] == 6 and it["responses"] == 12 and it["votes"] == 36
+    assert it["negatives"] > 0 and it["trees"] == it["negatives"]
+    assert it["pairs"] == it["successes"] > 0
+    assert it["actor_steps"] == 2 and it["refiner_steps"] == 2
+    assert it["main_calls_per_level"] == 2.0  # one refine + one judge call per level, whatever the tree count
+    assert "heldout_average" in rows[0] and "heldout_average" in it
+    for name in ("report.md", "metrics.jsonl", "metrics.png"):
+        assert os.path.getsize(os.path.join(workdir, name)) > 0
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    # the trained actor is a loadable HF checkpoint and differs from the start
+    actor = json.load(open(os.path.join(workdir, "iter_1/actor/DONE.json")))["checkpoint"]
+    assert actor.endswith("iter_1/actor/hf") and os.path.exists(os.path.join(actor, "tokenizer.json"))
+    # DPO pairs are (refined, root) for successful trees; the refiner mixture holds refinement examples
+    pairs = [json.loads(line) for line in open(os.path.join(workdir, "iter_1/data/dpo.jsonl"))]
+    assert all(p["chosen"][0]["content"].startswith("refined-") for p in pairs)
+    assert all(not p["rejected"][0]["content"].startswith("refined-") for p in pairs)
+
+
+def test_rerun_of_a_finished_run_does_nothing(uninterrupted, tiny_model):
+    workdir, _, _ = uninterrupted
+    before = {p: _read(os.path.join(workdir, p)) for p in SAMPLING_ARTIFACTS}
+    mtime = os.path.getmtime(os.path.join(workdir, "iter_1/actor/hf/model.safetensors"))
+    driver.run(workdir, tiny_model)
+    assert {p: _read(os.path.join(workdir, p)) for p in SAMPLING_ARTIFACTS} == before
+    assert os.path.getmtime(os.path.join(workdir, "iter_1/actor/hf/model.safetensors")) == mtime
+
+
+@pytest.mark.parametrize("kill_when", ["iter_1/mine/shard_00000.jsonl", "iter_1/actor/checkpoints/1"])
+def test_kill_and_resume_equals_uninterrupted(kill_when, uninterrupted, tiny_model, tmp_path):
+    reference, _, _ = uninterrupted
+    workdir = str(tmp_path / "w")
+    proc = subprocess.Popen([sys.executable, driver.__file__, workdir, tiny_model],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not os.path.exists(os.path.join(workdir, kill_when)):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "the run never reached the kill point"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(os.path.join(workdir, "iter_1/eval/DONE.json"))
+    driver.run(workdir, tiny_model)
+    for p in SAMPLING_ARTIFACTS:
+        assert _read(os.path.join(workdir, p)) == _read(os.path.join(reference, p)), p
+    for model in ("actor", "refiner"):
+        a = load_file(os.path.join(workdir, f"iter_1/{model}/hf/model.safetensors"))
+        b = load_file(os.path.join(reference, f"iter_1/{model}/hf/model.safetensors"))
+        assert sorted(a) == sorted(b)
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], atol=1e-6, err_msg=f"{model}: {name}")
