@@ -34,21 +34,9 @@ def _instruction(record: dict, field: str, where: str) -> str:
 
 def _records(source: str, field: str) -> Iterable[tuple[str, dict]]:
     if os.path.isfile(source):
-        if source.endswith(".json"):
-            import json
+        from spar_jax.training.records import iter_records
 
-            with open(source) as f:
-                try:
-                    data = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{source}: malformed JSON ({e.msg}, line {e.lineno})") from None
-            if not isinstance(data, list):
-                raise ValueError(f"{source}: expected a JSON list of records")
-            for i, r in enumerate(data):
-                yield f"{source}: record {i}", r
-        else:
-            for i, r in enumerate(io.read_jsonl(source)):
-                yield f"{source}: record {i}", r
+        yield from iter_records(source)
         return
     if source.endswith((".jsonl", ".json")):
         raise FileNotFoundError(f"{source}: prompt file not found")
