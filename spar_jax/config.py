@@ -90,6 +90,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.spar.initial_sft_actor = ""  # SFT data (JSONL/datasets) for the actor before iteration 1; "" = skip
     c.spar.initial_sft_refiner = ""
     c.spar.eval_base = True  # evaluate the starting actor as iteration 0
+    # Offline Stage 0: generated constraint prompts + responses judged by the IFEval rule checker and fixed by rule
+    # (spar_jax.spar.bootstrap) give initial SFT data when no strong-model data exists. 0 = off.
+    c.spar.bootstrap_prompts = 0
+    c.spar.bootstrap_responses = "synthetic"  # "synthetic" (rule-made drafts) or "actor" (samples of the actor)
+    c.spar.bootstrap_per_prompt = 2
+    c.spar.bootstrap_actor = False  # also SFT the actor on the fixed responses
+    c.spar.bootstrap_refine_share = 0.5  # refinements' share of the refiner's bootstrap examples (rest: judgments)
 
     c.mining = ml_collections.ConfigDict()
     c.mining.n_samples = 5
@@ -124,6 +131,7 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.dpo = _train_section()
     c.sft = _train_section(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
+    c.sft0 = _train_section(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.ifeval_source = ""  # "" = skip IFEval proper; else a JSONL path or "google/IFEval"
@@ -213,6 +221,11 @@ class SparSpec:
     initial_sft_actor: str
     initial_sft_refiner: str
     eval_base: bool
+    bootstrap_prompts: int
+    bootstrap_responses: str
+    bootstrap_per_prompt: int
+    bootstrap_actor: bool
+    bootstrap_refine_share: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +258,7 @@ class RunConfig:
     mixture: Any  # spar.MixtureConfig
     dpo: dict[str, Any]  # TrainConfig keyword arguments
     sft: dict[str, Any]
+    sft0: dict[str, Any]  # the initial (Stage 0) SFT of actor and refiner
     eval: EvalSpec
     answer: AnswerSpec
     evals: dict[str, Any]  # evaluation name -> its settings dataclass (spar_jax.eval.*)
@@ -323,6 +337,13 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(c.engine.truncate in ("error", "left"), "engine.truncate", "must be 'error' or 'left'")
     _require(c.spar.iterations >= 1, "spar.iterations", "must be >= 1")
     _require(c.spar.shard_size >= 1, "spar.shard_size", "must be >= 1")
+    _require(c.spar.bootstrap_responses in ("synthetic", "actor"), "spar.bootstrap_responses",
+             "must be 'synthetic' or 'actor'")
+    _require(not (c.spar.bootstrap_prompts and c.spar.initial_sft_refiner), "spar.bootstrap_prompts",
+             "and spar.initial_sft_refiner both give the refiner's initial SFT data: set one")
+    _require(0.0 < c.spar.bootstrap_refine_share <= 1.0, "spar.bootstrap_refine_share", "must be in (0, 1]")
+    _require(not (c.spar.bootstrap_actor and c.spar.initial_sft_actor), "spar.bootstrap_actor",
+             "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
@@ -368,6 +389,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         mixture=mixture,
         dpo=train("dpo", "dpo"),
         sft=train("sft", "sft"),
+        sft0=train("sft0", "sft"),
         eval=EvalSpec(**dict(c.eval)),
         answer=AnswerSpec(tuple(c.answer.prompts), c.answer.prompts_file, int(c.answer.max_new_tokens)),
         evals={n: _dataclass_from_section(cls, c[n], n) for n, cls in _eval_settings().items()},

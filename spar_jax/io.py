@@ -5,8 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 from typing import Any, Iterable, Iterator, Sequence
+
+
+class SourceUnavailableError(RuntimeError):
+    """A public data source (Hub dataset, URL) could not be reached; the message says how to pass a local copy."""
 
 
 @contextlib.contextmanager
@@ -28,7 +33,16 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
         raise
 
 
+def is_writer() -> bool:
+    """True on the process that writes shared files: process 0 of a multi-process JAX run (every process computes
+    the same records; the others skip ``write_text`` / ``write_json`` / ``write_jsonl``), always without JAX."""
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
+    if not is_writer():
+        return
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
 
@@ -38,6 +52,8 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
+    if not is_writer():
+        return
     with atomic_open(path, "w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -9,6 +9,7 @@ import sys
 import time
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml-collections config file (get_config()).")
@@ -16,8 +17,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml-collect
 
 def _stage_evaluate(cfg, runtime) -> dict:
     from spar_jax.spar import evaluation, sources
+    from spar_jax.spar.engine_protocol import derive_seed
 
-    heldout = sources.generate_constraint_prompts(cfg.prompts.num_heldout, seed=cfg.seed)
+    from spar_jax import io
+
+    # The held-out prompts of a SPaR run in this workdir, so the numbers compare with the run's own evaluations.
+    path = os.path.join(cfg.workdir, "prompts", "heldout.jsonl")
+    if os.path.exists(path):
+        heldout = list(io.read_jsonl(path))
+    else:
+        heldout = sources.generate_constraint_prompts(cfg.prompts.num_heldout,
+                                                      seed=derive_seed(cfg.seed, "heldout-prompts"))
     directory = os.path.join(cfg.workdir, "evaluate")
     return evaluation.evaluate_actor(runtime.engine("actor", cfg.actor.path), heldout, cfg, directory, seed=cfg.seed)
 
@@ -92,7 +102,7 @@ def run(config, *, runtime=None) -> dict:
         else:
             summary[stage] = _stage_eval(stage, cfg, runtime)
         summary[stage]["seconds"] = round(time.time() - start, 2)
-        logging.info("stage %s done in %.1fs", stage, summary[stage]["seconds"])
+        print(f"stage {stage} done in {summary[stage]['seconds']:.1f} s", file=sys.stderr, flush=True)
     return summary
 
 
@@ -101,9 +111,13 @@ def _main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if _CONFIG.value is None:
         raise app.UsageError("--config=configs/NAME.py is required")
+    if not flags.FLAGS["verbosity"].present:  # Orbax logs every checkpoint at INFO; progress bars tell the story
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    from spar_jax.io import SourceUnavailableError
+
     try:
         summary = run(_CONFIG.value)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, SourceUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     if "spar" in summary:

@@ -174,3 +174,12 @@ def maybe_initialize_distributed() -> bool:
         jax.distributed.initialize()
         return True
     return False
+
+
+def sync_processes(name: str) -> None:
+    """Barrier across the processes of a multi-process run (a no-op with one process): after process 0 wrote a
+    shared file, the others wait here before reading it."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

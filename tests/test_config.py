@@ -1,6 +1,7 @@
 """Config schema: every shipped config parses; unknown keys and bad values fail naming the key."""
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -80,3 +81,18 @@ def test_command_line_unknown_key_fails_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip() == "error: bad command line: 'brnch' Did you mean \"branch\" instead of \"brnch\"?"
+
+
+def test_unreachable_public_source_is_one_clear_error(tmp_path):
+    """IFEval from the Hub with the Hub offline: exit 2 and a message saying how to pass a local file."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-m", "spar_jax.main", f"--config={root / 'configs' / 'eval_ifeval.py'}",
+         f"--config.workdir={tmp_path}", "--config.ifeval.prompts_source=google/IFEval"],
+        capture_output=True, text=True, cwd=root, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: could not load IFEval prompts from the Hugging Face dataset 'google/IFEval'")
+    assert "pass a local JSONL file" in proc.stderr

@@ -48,3 +48,15 @@ def test_sharded_forward_matches_single_device(arch, tmp_path):
     sharded = jax.jit(lambda m, x, a: m(x, a))(model, ids, mask)
     assert sharded.sharding.spec[0] == ("data", "fsdp")
     np.testing.assert_allclose(np.asarray(sharded), single, atol=1e-5, rtol=1e-5)
+
+
+def test_only_process_zero_writes_shared_files(tmp_path, monkeypatch):
+    from spar_jax import io
+
+    io.write_json(tmp_path / "a.json", {"x": 1})
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    assert not io.is_writer()
+    io.write_json(tmp_path / "b.json", {"x": 1})
+    io.write_jsonl(tmp_path / "c.jsonl", [{"x": 1}])
+    io.write_text(tmp_path / "d.txt", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]

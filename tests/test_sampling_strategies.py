@@ -110,3 +110,22 @@ def test_largest_threshold_bisection_is_exact():
     neg = jnp.asarray([-3.0, -0.0, 0.0, 1e-30, -1e-30, 2.0, -jnp.inf])
     order = np.argsort(np.asarray(strategies.sortable_bits(neg)), kind="stable")
     assert list(np.asarray(neg)[order]) == sorted(np.asarray(neg).tolist())
+
+
+def test_bucket_arithmetic_and_batch_plan():
+    from spar_jax.sampling import buckets
+
+    assert buckets.power_buckets(16, 100) == (16, 32, 64, 100)
+    assert buckets.power_buckets(1, 12, multiple=4) == (4, 8, 12)
+    assert buckets.bucket_for(17, (16, 32)) == 32
+    with pytest.raises(ValueError, match="prompt length 40 exceeds the largest bucket 32"):
+        buckets.bucket_for(40, (16, 32), "prompt length")
+    lengths = [3, 20, 5, 17, 30, 1, 2]
+    plan = buckets.plan_batches(lengths, length_buckets=(16, 32), max_rows=3, row_multiple=2)
+    assert sorted(i for b in plan for i in b.indices) == list(range(len(lengths)))  # every request exactly once
+    for b in plan:
+        assert b.rows % 2 == 0 and len(b.indices) <= b.rows <= 4
+        assert all(lengths[i] <= b.length for i in b.indices)
+    assert [b.length for b in plan] == sorted((b.length for b in plan), reverse=True)
+    assert buckets.trim_at_stop("abc[[end]]x\n", ["\n", "[[end]]"]) == 3
+    assert buckets.trim_at_stop("abc", ["z"]) is None

@@ -55,6 +55,8 @@ def test_every_stage_ran_and_wrote_its_artifacts(uninterrupted):
     assert "heldout_average" in rows[0] and "heldout_average" in it
     for name in ("report.md", "metrics.jsonl", "metrics.png"):
         assert os.path.getsize(os.path.join(workdir, name)) > 0
+    report = open(os.path.join(workdir, "report.md")).read()
+    assert "Iteration 1: IFEval not evaluated: could not load IFEval prompts" in report
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tensorboard")))
     # the trained actor is a loadable HF checkpoint and differs from the start
     actor = json.load(open(os.path.join(workdir, "iter_1/actor/DONE.json")))["checkpoint"]

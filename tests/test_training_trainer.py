@@ -83,6 +83,8 @@ def test_dpo_loss_counts_exactly_the_response_tokens(tiny, tok):
     np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
     np.testing.assert_allclose(float(metrics["logps/chosen"]), seq[:, 0].mean(), rtol=1e-5)
     assert float(metrics["tokens/chosen"]) == len(chosen_tokens)
+    unchunked, _ = S.micro_loss(model, jax.tree.map(jnp.asarray, batch), totals, S.LossSpec("dpo", chunk_size=0))
+    np.testing.assert_allclose(float(unchunked), float(loss), rtol=1e-6)
 
     # Garbage in the padding (ids of padded positions and the whole padding row) changes nothing.
     noisy = dict(batch, input_ids=np.where(batch["attention_mask"], batch["input_ids"],
@@ -131,8 +133,14 @@ def test_accumulation_and_sharding_equal_the_single_device_big_batch(tiny, tok):
         for key in ("loss", "nll", "dpo_loss", "logps/chosen", "logps/rejected", "grad_norm"):
             np.testing.assert_allclose(metrics[key], m_base[key], rtol=2e-5, err_msg=f"{name} {key}")
         assert _max_diff(mu, mu_base) < 1e-4 * scale, name  # mu = (1 - b1) * gradient after one step
-        assert _max_diff(jax.tree.map(np.asarray, trainer.state["params"]),
-                         jax.tree.map(np.asarray, base.state["params"])) < 1e-5, name
+        # Adam's first update is lr * g / (|g| + eps): where |g| is near eps, float-summation-order noise in g moves
+        # it by a visible fraction of lr, so compare the updates only where the gradient is clearly non-zero.
+        params = jax.tree.map(np.asarray, trainer.state["params"])
+        base_params = jax.tree.map(np.asarray, base.state["params"])
+        worst = max(jax.tree.leaves(jax.tree.map(
+            lambda p, b, m: float(np.abs(p - b)[np.abs(m) > 1e-4 * scale].max(initial=0.0)),
+            params, base_params, mu_base)))
+        assert worst < 1e-6, (name, worst)
         if "mesh" in kw:
             q = trainer.state["params"]["layers"]["q"]
             assert len(q.sharding.device_set) == 8 and "fsdp" in str(q.sharding.spec), name

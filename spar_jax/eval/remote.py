@@ -7,6 +7,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from spar_jax.io import SourceUnavailableError
+
 
 def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
@@ -15,7 +17,7 @@ def is_url(location: str) -> bool:
 def read_json(location: str, what: str, *, timeout: float = 30.0) -> Any:
     """The parsed JSON at ``location`` (a file path or URL). ``what`` names the data in error messages.
 
-    Raises ValueError for a missing file or invalid JSON, RuntimeError when a URL cannot be fetched (with a hint
+    Raises ValueError for a missing file or invalid JSON, SourceUnavailableError (a RuntimeError) when a URL cannot be fetched (with a hint
     to pass a local copy instead).
     """
     if is_url(location):
@@ -23,7 +25,7 @@ def read_json(location: str, what: str, *, timeout: float = 30.0) -> Any:
             with urllib.request.urlopen(location, timeout=timeout) as response:
                 raw = response.read()
         except (urllib.error.URLError, OSError, ValueError) as e:
-            raise RuntimeError(
+            raise SourceUnavailableError(
                 f"could not download {what} from {location}: {e}. If this machine is offline, download the files "
                 "elsewhere and point the source setting at the local folder instead."
             ) from e

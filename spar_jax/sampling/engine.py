@@ -11,10 +11,10 @@ import dataclasses
 import logging
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm.auto import tqdm
 
 from spar_jax.models.tokenizer import chat_prompt_ids
 from spar_jax.parallel import DEFAULT_RULES, ShardingContext, shard_state
@@ -147,7 +147,8 @@ class Engine:
         """Token ids of one request: a list of token ids, a message list, or an instruction string."""
         if isinstance(request, np.ndarray):
             request = request.tolist()
-        if isinstance(request, str) or (isinstance(request, (list, tuple)) and request and isinstance(request[0], dict)):
+        is_chat = isinstance(request, (list, tuple)) and request and isinstance(request[0], dict)
+        if isinstance(request, str) or is_chat:
             if self.tokenizer is None:
                 raise ValueError(f"request {index}: chat messages need a tokenizer (the engine has none)")
             try:
@@ -160,7 +161,9 @@ class Engine:
             if bad:
                 raise ValueError(f"request {index}: token id {bad[0]} is outside the vocabulary")
             return ids
-        raise ValueError(f"request {index}: expected a non-empty list of token ids or chat messages, got {request!r:.80}")
+        raise ValueError(
+            f"request {index}: expected a non-empty list of token ids or chat messages, got {request!r:.80}"
+        )
 
     def _fit(self, ids: list[int], index: int, max_new_tokens: int) -> tuple[list[int], int]:
         room = self.max_length - max_new_tokens
@@ -204,7 +207,9 @@ class Engine:
         if stop and self.tokenizer is None:
             raise ValueError("generate: stop strings need a tokenizer (the engine has none)")
         if max_new_tokens >= self.max_length:
-            raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt (max_length={self.max_length})")
+            raise ValueError(
+                f"max_new_tokens={max_new_tokens} leaves no room for a prompt (max_length={self.max_length})"
+            )
         prompts, cut = [], []
         for i, r in enumerate(requests):
             ids, dropped = self._fit(self.prompt_ids(r, i), i, max_new_tokens)
@@ -215,7 +220,9 @@ class Engine:
         hosts.check_same_requests(prompts)
         truncated = sum(1 for c in cut if c)
         if truncated:
-            _log.warning("Engine.generate: %d of %d prompts were left-truncated to fit max_length", truncated, len(prompts))
+            _log.warning(
+                "Engine.generate: %d of %d prompts were left-truncated to fit max_length", truncated, len(prompts)
+            )
         big_n = buckets.bucket_for(max_new_tokens, self.new_token_buckets, "max_new_tokens")
         shape = LoopShape(n=n, max_new=big_n, first_segment=self.segments[0], segment_growth=self.segments[1],
                           candidates=self.candidates)  # fmt: skip
@@ -227,12 +234,12 @@ class Engine:
             [len(p) for p in prompts], length_buckets=self.length_buckets,
             max_rows=max(1, self.batch_size // n), row_multiple=self.row_multiple,
         )  # fmt: skip
+        mine = hosts.my_batches(plan, self.mesh)
         records: dict[int, dict] = {}
         pending = None
-        from tqdm.auto import tqdm
-
-        with tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress) as bar:
-            for batch in hosts.my_batches(plan, self.mesh):
+        total = sum(len(b.indices) for b in mine)
+        with tqdm(total=total, desc="generate", unit="prompt", disable=not self.progress) as bar:
+            for batch in mine:
                 out = self.loop(*self._arrays(batch, prompts), params, shape=shape)
                 self._count(batch, shape)
                 if pending is not None:

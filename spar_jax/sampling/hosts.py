@@ -28,10 +28,12 @@ def check_same_requests(token_lists) -> None:
         return
     from jax.experimental import multihost_utils
 
-    digest = hashlib.sha256(json.dumps(token_lists).encode()).digest()[:8]
-    multihost_utils.assert_equal(
-        np.frombuffer(digest, np.int32), "Engine.generate: processes were given different requests"
-    )
+    digest = np.frombuffer(hashlib.sha256(json.dumps(token_lists).encode()).digest()[:8], np.int32)
+    try:
+        multihost_utils.assert_equal(digest, "different requests")
+    except AssertionError:
+        raise ValueError("Engine.generate: processes were given different requests (every process must pass the "
+                         "same list)") from None
 
 
 def my_batches(batches: list, mesh) -> list:

@@ -8,6 +8,7 @@ prefilled twice. Decoding runs in *segments* of geometrically growing cache room
 each segment is a ``while_loop`` over a cache that is only as long as its segment needs, so attention reads
 O(tokens so far) rather than O(T + N) per step, and a segment starts only if some row is still running. A row stops
 on a stop id (EOS or a stop-string token) or at ``max_new_tokens``; the loop exits as soon as every row has stopped.
+Each step samples from the current logits and then feeds the sampled token (so one feed per batch is spare).
 Nothing returns to the host until the whole batch is done.
 """
 
@@ -43,8 +44,8 @@ class LoopShape:
     candidates: int = 64
 
     def segments(self) -> tuple[int, ...]:
-        """Cumulative cache room (new slots) per segment; the last holds N - 1 (the last token is never fed)."""
-        need = max(self.max_new - 1, 1)
+        """Cumulative cache room (new slots) per segment; the last holds all N sampled tokens."""
+        need = self.max_new
         caps, cap = [], max(self.first_segment, 1)
         while cap < need:
             caps.append(cap)
@@ -140,7 +141,7 @@ def decode(
     Args:
       model: a Transformer (see spar_jax.models.transformer).
       prompt_ids: int32 [B, T], left-padded; prompt_mask: bool [B, T], True on real tokens.
-      live: bool [B]; False rows are batch padding (they never run past the prefill).
+      live: bool [B]; False rows are batch padding (done from the start; their outputs stay empty).
       row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). Row randomness is
         ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so a draw never depends on batching.
       params: traced sampling values.
@@ -184,11 +185,12 @@ def decode(
         return state._replace(logits=logits[:, 0]), cache
 
     def body(carry):
-        # Sample token s from the current logits, then feed it (writing cache slot T + s) unless every row is done.
+        # Sample token s from the current logits, then feed it (writing cache slot T + s). The feed runs even after
+        # the last token: skipping it with lax.cond makes XLA copy the whole cache every step.
         state, cache = carry
         tokens, logprobs = _pick(state.logits, row_keys, state.step, params, shape.candidates)
         state, tokens = _record(state, tokens, logprobs, params)
-        return jax.lax.cond(state.done.all(), lambda s, c, _: (s, c), forward, state, cache, tokens)
+        return forward(state, cache, tokens)
 
     caps = shape.segments()
 
@@ -197,11 +199,10 @@ def decode(
         room = caps[j] - (cache.max_length - t)
         if room > 0:
             cache = _grow(cache, room, shard)
-        limit = big_n if last else caps[j]
 
         def cond(carry):
             s = carry[0]
-            return (s.step < limit) & ~s.done.all()
+            return (s.step < caps[j]) & ~s.done.all()
 
         state, cache = jax.lax.while_loop(cond, body, (state, cache))
         if last:

@@ -20,6 +20,13 @@ def answer(engine, prompts: list[dict], *, max_new_tokens: int, seed: int) -> li
     return [r.completions[0].text for r in results]
 
 
+def sample_responses(engine, prompts: list[dict], *, n: int, sampling, seed: int) -> list[list[str]]:
+    """``n`` sampled answers per prompt (one engine call), for Stage-0 data from the actor's own outputs."""
+    results = engine.generate([actor_messages(p["prompt"]) for p in prompts], max_new_tokens=sampling.max_new_tokens,
+                              temperature=sampling.temperature, top_p=sampling.top_p, n=n, seed=seed)  # fmt: skip
+    return [[c.text for c in r.completions] for r in results]
+
+
 def score(prompts: list[dict], responses: list[str], directory: str, title: str) -> dict:
     report = ifeval.score_responses(prompts, responses)
     ifeval.write_report(report, directory, title=title)
@@ -40,7 +47,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
     if cfg.eval.ifeval_source:
         try:
             prompts = ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, io.SourceUnavailableError) as e:
             out["ifeval_note"] = f"IFEval not evaluated: {e}"
             _log.warning(out["ifeval_note"])
             return out

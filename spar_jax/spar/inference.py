@@ -37,11 +37,14 @@ def refine_answers(actor, refiner, prompts: list[dict], *, search_config: Search
 
 
 def run(engines, prompts: list[dict], cfg, directory: str, *, seed: int) -> dict:
-    """``engines`` = (actor, refiner). Writes before/ and after/ IFEval-checker reports and trees into ``directory``."""
+    """``engines`` = (actor, refiner). Writes before/ and after/ IFEval-checker reports and summary.json into
+    ``directory``; the refiner uses ``cfg.spar.templates_file`` when set (the templates it was trained with)."""
     actor, refiner = engines
+    templates = Templates.from_file(cfg.spar.templates_file) if cfg.spar.templates_file else DEFAULT_TEMPLATES
     original, refined, stats = refine_answers(
         actor, refiner, prompts, search_config=cfg.search, judge_votes=cfg.mining.k_votes,
         judge_sampling=cfg.mining.judge_sampling, max_new_tokens=cfg.eval.max_new_tokens, seed=seed,
+        templates=templates,
     )  # fmt: skip
     before = score(prompts, original, os.path.join(directory, "before"), "actor answers")
     after = score(prompts, refined, os.path.join(directory, "after"), "after inference-time tree search")

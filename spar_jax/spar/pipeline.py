@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence
 
 from spar_jax import io
 from spar_jax.config import RunConfig
+from spar_jax.parallel import sync_processes
 from spar_jax.spar import stats as S
 from spar_jax.spar.data import dpo_pairs, refiner_mixture
 from spar_jax.spar.engine_protocol import derive_seed
@@ -60,6 +61,7 @@ def run_stage(directory: str, fn: Callable[[], dict]) -> dict:
     info = fn()
     info["seconds"] = round(time.time() - start, 2)
     io.write_json(os.path.join(directory, DONE), info)
+    sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
     return info
 
 
@@ -82,6 +84,7 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
                              f"now {plan}. Use a new workdir or delete {directory}.")  # fmt: skip
     else:
         io.write_json(plan_path, plan)
+        sync_processes(f"plan:{plan_path}")
     records: list[dict] = []
     for s in range(math.ceil(len(items) / shard_size)):
         path = os.path.join(directory, f"shard_{s:05d}.jsonl")
@@ -90,6 +93,7 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
             continue
         out = fn(list(items[s * shard_size : (s + 1) * shard_size]), s)
         io.write_jsonl(path, out)
+        sync_processes(f"shard:{path}")
         records.extend(out)
     return records
 
@@ -173,7 +177,8 @@ class Pipeline:
 
         return run_stage(directory, stage)
 
-    def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int) -> str:
+    def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int,
+              initial: bool = False) -> str:
         """Train and return the new checkpoint path (``init`` unchanged when there is no data)."""
         directory = self.path(f"iter_{it}", name)
 
@@ -181,7 +186,7 @@ class Pipeline:
             if n_examples == 0:
                 return {"skipped": "no training examples", "checkpoint": init}
             out = self.runtime.train(kind, data_path, init, directory, role=role,
-                                     seed=derive_seed(self.cfg.seed, it, name))  # fmt: skip
+                                     seed=derive_seed(self.cfg.seed, it, name), initial=initial)  # fmt: skip
             return {**out, "checkpoint": os.path.join(directory, "hf")}
 
         return run_stage(directory, stage)["checkpoint"]
@@ -193,6 +198,33 @@ class Pipeline:
         return run_stage(directory, lambda: evaluation.evaluate_actor(
             self.runtime.engine("actor", actor), heldout, self.cfg, directory, seed=derive_seed(self.cfg.seed, it, "eval")))
 
+    def bootstrap(self, avoid: list[dict], actor: str) -> dict:
+        """Stage-0 SFT data from generated prompts judged by the IFEval checker and fixed by rule."""
+        from spar_jax.spar import bootstrap, evolve
+        from spar_jax.spar.evaluation import sample_responses
+
+        directory = self.path("iter_0", "bootstrap")
+        cfg = self.cfg.spar
+
+        def stage():
+            seen = {p["prompt"] for p in avoid}
+            prompts = [p for p in evolve.generate_constraint_prompts(
+                cfg.bootstrap_prompts + len(seen), seed=derive_seed(self.cfg.seed, "bootstrap-prompts"))
+                if p["prompt"] not in seen][: cfg.bootstrap_prompts]  # fmt: skip
+            seed = derive_seed(self.cfg.seed, "bootstrap")
+            if cfg.bootstrap_responses == "actor":
+                responses = sample_responses(self.runtime.engine("actor", actor), prompts, n=cfg.bootstrap_per_prompt,
+                                             sampling=self.cfg.mining.actor_sampling, seed=seed)  # fmt: skip
+            else:
+                responses = [bootstrap.synthetic_responses(p, cfg.bootstrap_per_prompt, seed=seed) for p in prompts]
+            pools, counts = bootstrap.bootstrap_examples(prompts, responses, self.templates, seed=seed)
+            refiner = bootstrap.refiner_mixture(pools, cfg.bootstrap_refine_share, seed=seed)
+            io.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), refiner)
+            io.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
+            return {**counts, "refiner_examples": len(refiner), "actor_examples": len(pools["actor"])}
+
+        return run_stage(directory, stage)
+
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def run(self) -> dict:
@@ -202,10 +234,18 @@ class Pipeline:
         io.write_json(self.path("config.json"), cfg.raw)
         train_prompts, heldout = self.prompts()
         actor, refiner = cfg.actor.path, cfg.refiner.path or cfg.actor.path
-        if cfg.spar.initial_sft_actor:
-            actor = self.train(0, "sft_actor", "sft", cfg.spar.initial_sft_actor, actor, "actor", -1)
-        if cfg.spar.initial_sft_refiner:
-            refiner = self.train(0, "sft_refiner", "sft", cfg.spar.initial_sft_refiner, refiner, "refiner", -1)
+        actor_sft, refiner_sft = cfg.spar.initial_sft_actor, cfg.spar.initial_sft_refiner
+        counts = {"actor": -1, "refiner": -1}
+        if cfg.spar.bootstrap_prompts:
+            info = self.bootstrap(train_prompts + heldout, actor)
+            refiner_sft = self.path("iter_0", "bootstrap", "refiner_sft.jsonl")
+            counts["refiner"] = info["refiner_examples"]
+            if cfg.spar.bootstrap_actor:
+                actor_sft, counts["actor"] = self.path("iter_0", "bootstrap", "actor_sft.jsonl"), info["actor_examples"]
+        if actor_sft:
+            actor = self.train(0, "sft_actor", "sft", actor_sft, actor, "actor", counts["actor"], initial=True)
+        if refiner_sft:
+            refiner = self.train(0, "sft_refiner", "sft", refiner_sft, refiner, "refiner", counts["refiner"], initial=True)
         if cfg.spar.eval_base:
             self.evaluate(0, actor, heldout)
         for it in range(1, cfg.spar.iterations + 1):

@@ -9,7 +9,7 @@ from typing import Any
 
 from spar_jax import io
 
-STAGES = ("sft_actor", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
+STAGES = ("bootstrap", "sft_actor", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
 
 
 def _info(workdir: str, it: int, stage: str) -> dict | None:
@@ -40,7 +40,11 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
         d = s["data"]
         row.update(pairs=d["pairs"], refiner_examples=d["refiner_examples"], edit_similarity=d["edit_similarity"])
         row.update({f"pool_{k}": v for k, v in d["per_pool"].items()})
-    for name in ("actor", "refiner"):
+    if s["bootstrap"]:
+        b = s["bootstrap"]
+        row.update(bootstrap_prompts=b["prompts"], bootstrap_failing=b["failing"], bootstrap_fixed=b["fixed"],
+                   bootstrap_refiner_examples=b["refiner_examples"], bootstrap_actor_examples=b["actor_examples"])
+    for name in ("sft_actor", "sft_refiner", "actor", "refiner"):
         if s[name] and "steps" in s[name]:
             row[f"{name}_steps"] = s[name]["steps"]
             row[f"{name}_loss"] = s[name].get("loss")
@@ -48,6 +52,8 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
         for split in ("heldout", "ifeval"):
             metrics = s["eval"].get(split) or {}
             row.update({f"{split}_{k}": v for k, v in metrics.items()})
+        if s["eval"].get("ifeval_note"):
+            row["note"] = s["eval"]["ifeval_note"]
     for stage in STAGES:
         if s[stage]:
             row[f"seconds_{stage}"] = s[stage]["seconds"]
@@ -65,13 +71,14 @@ def _fmt(v) -> str:
 def render(rows: list[dict]) -> str:
     keys = []
     for r in rows:
-        keys.extend(k for k in r if k not in keys and k != "iteration")
+        keys.extend(k for k in r if k not in keys and k not in ("iteration", "note"))
     head = "| metric | " + " | ".join(f"iter {r['iteration']}" for r in rows) + " |"
     lines = ["# SPaR run report", "", "Iteration 0 is the starting actor (evaluation only).", "", head,
              "|---|" + "---|" * len(rows)]  # fmt: skip
     lines += [f"| {k} | " + " | ".join(_fmt(r.get(k)) for r in rows) + " |" for k in keys]
     total = sum(v for r in rows for k, v in r.items() if k.startswith("seconds_") and v)
     lines += ["", f"Total stage wall time: {total:.1f} s.", ""]
+    lines += [f"Iteration {r['iteration']}: {r['note']}" for r in rows if r.get("note")]
     return "\n".join(lines)
 
 

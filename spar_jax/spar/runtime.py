@@ -75,17 +75,18 @@ class Runtime:
         self._engines.clear()
         gc.collect()
 
-    def train(self, kind: str, data_path: str, init_path: str, out_dir: str, *, role: str, seed: int) -> dict:
+    def train(self, kind: str, data_path: str, init_path: str, out_dir: str, *, role: str, seed: int,
+              initial: bool = False) -> dict:
         """Train ``kind`` ("dpo" | "sft") from checkpoint ``init_path`` on ``data_path``; export to ``out_dir/hf``.
 
-        Resumes from ``out_dir/checkpoints`` when present. Returns the last step's metrics and the step count.
+        ``initial`` selects the Stage-0 SFT settings (``sft0``). Resumes from ``out_dir/checkpoints`` when present. Returns the last step's metrics and the step count.
         """
         from spar_jax.models import from_pretrained, load_tokenizer
         from spar_jax.training.trainer import TrainConfig, Trainer, load_data
 
         self.release()
         spec = self.spec(role)
-        settings = dict(self.cfg.dpo if kind == "dpo" else self.cfg.sft)
+        settings = dict(self.cfg.dpo if kind == "dpo" else self.cfg.sft0 if initial else self.cfg.sft)
         config = TrainConfig(
             kind=kind,
             seed=seed,

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from spar_jax.training.losses import chunked_token_logprobs, dpo_loss, sequence_logps, sft_loss
+from spar_jax.training.losses import chunked_token_logprobs, dpo_loss, sequence_logps, sft_loss, token_logprobs
 
 SCHEDULES = ("linear", "constant")
 
@@ -79,10 +79,17 @@ def shift_targets(input_ids: jax.Array, loss_mask: jax.Array, attention_mask: ja
 
 
 def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_size: int) -> jax.Array:
-    """[R, T] log p(input_ids[:, t + 1] | ids[:, :t + 1]) (the last column is meaningless; mask it)."""
+    """[R, T] log p(input_ids[:, t + 1] | ids[:, :t + 1]) (the last column is meaningless; mask it).
+
+    ``chunk_size`` > 0: chunked over the sequence, logits recomputed in the backward pass (memory ~ chunk × V);
+    0: full [R, T, V] float32 logits kept for the backward pass (no recomputation; small vocabularies only).
+    """
     hidden, _ = model.hidden_states(input_ids, attention_mask)
     targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
     unembed = model.unembed().astype(hidden.dtype)
+    if chunk_size <= 0:
+        logits = jnp.einsum("bte,ev->btv", hidden, unembed, preferred_element_type=jnp.float32)
+        return token_logprobs(logits, targets)
     return chunked_token_logprobs(hidden, unembed, targets, chunk_size=chunk_size)
 
 

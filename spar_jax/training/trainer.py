@@ -61,7 +61,7 @@ class TrainConfig:
     max_length: int = 2048
     max_prompt_length: int = 1024
     seed: int = 0                          # data order and the RNG in the train state
-    logits_chunk_size: int = 256           # tokens per chunk of the log-prob computation
+    logits_chunk_size: int = 256           # tokens per log-prob chunk; 0 = full logits, no recompute (more memory)
     group_by_length: bool = True
     min_bucket: int = 64                   # smallest padded length; buckets double up to max_length
     reference_batch_size: Optional[int] = None  # pairs per reference forward (default: the micro-batch)
@@ -86,7 +86,9 @@ class TrainConfig:
             bad("learning_rate", "must be >= 0")
         if not 0 <= self.warmup_ratio <= 1:
             bad("warmup_ratio", "must be in [0, 1]")
-        for key in ("epochs", "batch_size", "grad_accum_steps", "logits_chunk_size", "save_every",
+        if self.logits_chunk_size < 0:
+            bad("logits_chunk_size", "must be >= 0")
+        for key in ("epochs", "batch_size", "grad_accum_steps", "save_every",
                     "keep_checkpoints", "max_length", "min_bucket"):
             if int(getattr(self, key)) <= 0:
                 bad(key, "must be > 0")
@@ -115,7 +117,8 @@ def compute_reference_logps(model, data: TokenizedData, *, pairs_per_batch: int,
     """[N, 2] float32 sums of target log-probs of (chosen, rejected) under ``model``, one jitted pass over ``data``."""
     graphdef, state, rest = nnx.split(model, nnx.Param, ...)
     ctx = _context(model)
-    fn = jax.jit(S.make_sequence_logps(graphdef, jax.tree.structure(state), rest, chunk_size))
+    replicated = NamedSharding(ctx.mesh, PartitionSpec())  # every process can read the result
+    fn = jax.jit(S.make_sequence_logps(graphdef, jax.tree.structure(state), rest, chunk_size), out_shardings=replicated)
     params = nnx.to_pure_dict(state)
     lengths = data.lengths
     buckets = length_buckets(int(lengths.max()), min(min_bucket, int(lengths.max())))
@@ -148,6 +151,7 @@ class Trainer:
         if data.kind != config.kind:
             raise ValueError(f"the data is {data.kind!r} but TrainConfig.kind is {config.kind!r}")
         self.config, self.data, self.tokenizer = config, data, tokenizer
+        self.fingerprint = data.fingerprint()
         self.ctx = _context(model)
         self.graphdef, state, self.rest = nnx.split(model, nnx.Param, ...)
         self.state_def = jax.tree.structure(state)
@@ -208,12 +212,12 @@ class Trainer:
 
     def _meta(self) -> dict:
         return {"position": dataclasses.asdict(self.position), "signature": self.signature,
-                "total_steps": self.total_steps, "data_fingerprint": self.data.fingerprint(),
+                "total_steps": self.total_steps, "data_fingerprint": self.fingerprint,
                 "config": dataclasses.asdict(self.config)}
 
     def _restore(self, step: int, params) -> dict:
         state, meta = self.ckpt.restore(step, self._abstract_state(params), self.signature)
-        if meta.get("data_fingerprint") != self.data.fingerprint():
+        if meta.get("data_fingerprint") != self.fingerprint:
             raise ValueError(f"{self.ckpt.directory}: checkpoint step {step} was trained on different data; "
                              "resume with the same data (and tokenizer/max lengths) or use a new checkpoint_dir")
         if meta.get("total_steps") != self.total_steps:
@@ -238,8 +242,7 @@ class Trainer:
         """DPO: attach reference log-probs (cached in the checkpoint dir, else one pass of the starting model)."""
         if self.config.kind != "dpo" or self.data.ref_logps is not None:
             return
-        fingerprint = self.data.fingerprint()
-        ref = self.ckpt.load_reference(fingerprint) if self.ckpt else None
+        ref = self.ckpt.load_reference(self.fingerprint) if self.ckpt else None
         if ref is None:
             if self.step > 0:
                 raise ValueError("resuming a DPO run whose reference log-probs are not in the checkpoint directory; "
@@ -248,7 +251,7 @@ class Trainer:
                                           pairs_per_batch=self.config.reference_batch_size or self.micro,
                                           min_bucket=self.config.min_bucket)
             if self.ckpt:
-                self.ckpt.save_reference(fingerprint, ref)
+                self.ckpt.save_reference(self.fingerprint, ref)
         self.data = self.data.with_reference(ref)
         self.batches.data = self.data
 
@@ -275,8 +278,8 @@ class Trainer:
             while self.step < stop:
                 position, batch = next(batches)
                 metrics = self.train_step(batch)
+                metrics["epoch"] = self.position.epoch  # the epoch this batch came from
                 self.position = position
-                metrics["epoch"] = position.epoch
                 logger.log(self.step, metrics)
                 if self.ckpt:
                     self.ckpt.save(self.step, self.state, self._meta(), force=self.step == stop)

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from spar_jax.io import SourceUnavailableError
+
 from .registry import build_checker
 
 DEFAULT_SOURCE = "google/IFEval"
@@ -112,7 +114,7 @@ def prompts_from_hub(name: str, split: str = "train") -> list[IFEvalPrompt]:
 
         rows = datasets.load_dataset(name, split=split)
     except Exception as e:  # the hub client raises many unrelated types when offline
-        raise RuntimeError(
+        raise SourceUnavailableError(
             f"could not load IFEval prompts from the Hugging Face dataset {name!r} (split "
             f"{split!r}): {type(e).__name__}: {e}\nIf this machine is offline, pass a local "
             "JSONL file with IFEval's schema (key, prompt, instruction_id_list, kwargs) "

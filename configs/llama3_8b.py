@@ -1,0 +1,32 @@
+"""Paper scale: SPaR on LLaMA-3-8B-Instruct (actor and refiner), 3 iterations, the paper's hyper-parameters.
+
+Weights: the HF checkpoint ``meta-llama/Meta-Llama-3-8B-Instruct`` in a local directory (``launch/fetch_model.sh``
+puts it at ``actor.path`` on every TPU worker). Planned for a v5p-8 slice (4 chips, FSDP over all of them):
+``python -m spar_jax.plan --config=configs/llama3_8b.py --topology=v5p-8``.
+"""
+
+from spar_jax.paper import PAPER_SETTINGS, paper_config
+
+HF_REPO = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+# config.json of HF_REPO (public architecture numbers): the planner reads the architecture from here, no download.
+HF_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "hidden_act": "silu", "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+    "rope_scaling": None, "attention_bias": False, "tie_word_embeddings": False, "bos_token_id": 128000,
+    "eos_token_id": 128009, "torch_dtype": "bfloat16",
+}  # fmt: skip
+
+PAPER = dict(PAPER_SETTINGS, base_model=HF_REPO, topology="v5p-8",
+             ifeval_avg=dict(base=77.9, iter1=80.3, iter2=81.1, iter3=81.8, iter3_with_tree_search=83.7))
+
+
+def get_config():
+    return paper_config(
+        name="llama3_8b",
+        actor_path="models/Meta-Llama-3-8B-Instruct",
+        mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
+        engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
+        shard_size=512, dpo_grad_accum=2, sft_grad_accum=4,
+    )

@@ -1,0 +1,32 @@
+"""Paper scale: SPaR on Mistral-7B-Instruct (actor and refiner), 3 iterations, the paper's hyper-parameters.
+
+Weights: ``mistralai/Mistral-7B-Instruct-v0.3`` (the paper names "Mistral-7B-Instruct" without a version; v0.3 is
+the latest 7B instruct release with HF-format weights) in a local directory (``launch/fetch_model.sh`` puts it at
+``actor.path`` on every TPU worker). Planned for a v5p-8 slice (4 chips, FSDP over all of them):
+``python -m spar_jax.plan --config=configs/mistral_7b.py --topology=v5p-8``.
+"""
+
+from spar_jax.paper import PAPER_SETTINGS, paper_config
+
+HF_REPO = "mistralai/Mistral-7B-Instruct-v0.3"
+
+# config.json of HF_REPO (public architecture numbers): the planner reads the architecture from here, no download.
+HF_CONFIG = {
+    "architectures": ["MistralForCausalLM"], "model_type": "mistral", "vocab_size": 32768, "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "head_dim": 128, "hidden_act": "silu", "max_position_embeddings": 32768, "rms_norm_eps": 1e-5,
+    "rope_theta": 1000000.0, "sliding_window": None, "tie_word_embeddings": False, "bos_token_id": 1,
+    "eos_token_id": 2, "torch_dtype": "bfloat16",
+}  # fmt: skip
+
+PAPER = dict(PAPER_SETTINGS, base_model=HF_REPO, ifeval_avg=dict(base=57.5, iter3=75.5), topology="v5p-8")
+
+
+def get_config():
+    return paper_config(
+        name="mistral_7b",
+        actor_path="models/Mistral-7B-Instruct-v0.3",
+        mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
+        engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
+        shard_size=512, dpo_grad_accum=2, sft_grad_accum=4,
+    )

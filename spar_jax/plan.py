@@ -1,0 +1,72 @@
+"""``python -m spar_jax.plan --config=configs/llama3_70b.py --topology=v5p-128``: will this run fit, and how long?
+
+Prints per-chip memory (parameters, optimizer state, gradients, activations under the remat policy, KV cache at the
+configured sampling batch and lengths) for each phase of a SPaR iteration, flags what does not fit HBM or does not
+divide the mesh, and estimates the time of every SPaR stage from FLOPs and HBM bandwidth. Everything is measured on
+the real model built with ``jax.eval_shape`` and laid out by the run's own sharding rules on an abstract mesh of the
+slice (see ``spar_jax/planning``); nothing is allocated, so it runs on a laptop.
+
+The architecture comes from the config module's ``HF_CONFIG`` dict (the paper configs carry one), else from
+``config.json`` at ``actor.path``. Config overrides work as for ``spar_jax.main`` (``--config.engine.batch_size=64``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml-collections config file (get_config()).")
+_TOPOLOGY = flags.DEFINE_string("topology", None, "TPU slice, e.g. v5p-128, v4-64, v5e-32 (v5litepod-32), v6e-64.")
+_FORMAT = flags.DEFINE_enum("format", "text", ["text", "markdown"], "Output format.")
+_MFU = flags.DEFINE_float("mfu", 0.4, "Achieved fraction of peak FLOP/s (prefill, training).")
+_HBM = flags.DEFINE_float("hbm_efficiency", 0.7, "Achieved fraction of HBM bandwidth (decode).")
+_INSTR = flags.DEFINE_integer("instruction_tokens", 256, "Tokens of a chat-templated instruction.")
+_TEMPLATE = flags.DEFINE_integer("template_tokens", 320, "Tokens of the judge/refine template text.")
+_FAIL = flags.DEFINE_float("fail_fraction", 0.5, "Share of prompts that become refinement trees.")
+
+
+def model_config_for(config_path: str, config):
+    """The ModelConfig of the actor: ``HF_CONFIG`` of the config module, else ``actor.path``'s config.json."""
+    from spar_jax.models.config import config_from_hf_dict, load_model_config
+    from spar_jax.models.tokenizer import resolve_checkpoint
+
+    spec = importlib.util.spec_from_file_location("_plan_config", config_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    hf = getattr(module, "HF_CONFIG", None)
+    if hf is not None:
+        return config_from_hf_dict(dict(hf), source=f"{config_path}: HF_CONFIG")
+    path = config.actor.path
+    if path != "demo" and not path.endswith(".gguf") and not os.path.isdir(path):
+        raise ValueError(f"{config_path}: no HF_CONFIG dict and actor.path {path!r} is not a checkpoint directory")
+    return load_model_config(resolve_checkpoint(path))
+
+
+def _main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None or not _TOPOLOGY.value:
+        raise app.UsageError("usage: python -m spar_jax.plan --config=configs/NAME.py --topology=v5p-128")
+    from spar_jax.planning.hardware import parse_topology
+    from spar_jax.planning.plan import Workload, make_plan
+    from spar_jax.planning.report import render
+
+    try:
+        topology = parse_topology(_TOPOLOGY.value)
+        model_cfg = model_config_for(config_flags.get_config_filename(flags.FLAGS["config"]), _CONFIG.value)
+        workload = Workload(instruction_tokens=_INSTR.value, template_tokens=_TEMPLATE.value,
+                            fail_fraction=_FAIL.value, mfu=_MFU.value, hbm_efficiency=_HBM.value)
+        plan = make_plan(_CONFIG.value, model_cfg, topology, workload)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(render(plan, markdown=_FORMAT.value == "markdown"), end="")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # shapes only: never grab an accelerator
+    app.run(_main)
