@@ -16,18 +16,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml-collect
 
 
 def _stage_evaluate(cfg, runtime) -> dict:
-    from spar_jax.spar import evaluation, sources
-    from spar_jax.spar.engine_protocol import derive_seed
-
     from spar_jax import io
+    from spar_jax.spar import evaluation, sources
 
     # The held-out prompts of a SPaR run in this workdir, so the numbers compare with the run's own evaluations.
     path = os.path.join(cfg.workdir, "prompts", "heldout.jsonl")
-    if os.path.exists(path):
-        heldout = list(io.read_jsonl(path))
-    else:
-        heldout = sources.generate_constraint_prompts(cfg.prompts.num_heldout,
-                                                      seed=derive_seed(cfg.seed, "heldout-prompts"))
+    heldout = list(io.read_jsonl(path)) if os.path.exists(path) else sources.heldout_prompts(cfg)
     directory = os.path.join(cfg.workdir, "evaluate")
     return evaluation.evaluate_actor(runtime.engine("actor", cfg.actor.path), heldout, cfg, directory, seed=cfg.seed)
 

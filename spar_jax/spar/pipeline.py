@@ -200,17 +200,16 @@ class Pipeline:
 
     def bootstrap(self, avoid: list[dict], actor: str) -> dict:
         """Stage-0 SFT data from generated prompts judged by the IFEval checker and fixed by rule."""
-        from spar_jax.spar import bootstrap, evolve
+        from spar_jax.spar import bootstrap, sources
         from spar_jax.spar.evaluation import sample_responses
 
         directory = self.path("iter_0", "bootstrap")
         cfg = self.cfg.spar
 
         def stage():
-            seen = {p["prompt"] for p in avoid}
-            prompts = [p for p in evolve.generate_constraint_prompts(
-                cfg.bootstrap_prompts + len(seen), seed=derive_seed(self.cfg.seed, "bootstrap-prompts"))
-                if p["prompt"] not in seen][: cfg.bootstrap_prompts]  # fmt: skip
+            prompts = sources.generate_excluding(
+                cfg.bootstrap_prompts, seed=derive_seed(self.cfg.seed, "bootstrap-prompts"),
+                exclude=[p["prompt"] for p in avoid])  # fmt: skip
             seed = derive_seed(self.cfg.seed, "bootstrap")
             if cfg.bootstrap_responses == "actor":
                 responses = sample_responses(self.runtime.engine("actor", actor), prompts, n=cfg.bootstrap_per_prompt,

@@ -74,6 +74,20 @@ def load_prompts(source: str, field: str = "prompt", limit: int = 0) -> list[dic
     return out
 
 
+def generate_excluding(n: int, *, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
+    """``n`` generated constraint prompts (``evolve.generate_constraint_prompts``) none of whose text is in
+    ``exclude``."""
+    seen = set(exclude)
+    return [p for p in generate_constraint_prompts(n + len(seen), seed=seed) if p["prompt"] not in seen][:n]
+
+
+def heldout_prompts(cfg, exclude: Iterable[str] = ()) -> list[dict]:
+    """The run's ``prompts.num_heldout`` generated held-out prompts (keys offset by ``HELDOUT_KEY_OFFSET``)."""
+    return [{**h, "key": HELDOUT_KEY_OFFSET + h["key"]}
+            for h in generate_excluding(cfg.prompts.num_heldout, seed=derive_seed(cfg.seed, "heldout-prompts"),
+                                        exclude=exclude)]  # fmt: skip
+
+
 def prepare(cfg, runtime, directory: str) -> dict:
     """Write ``train.jsonl`` and ``heldout.jsonl`` for the run; returns their statistics."""
     p = cfg.prompts
@@ -88,12 +102,7 @@ def prepare(cfg, runtime, directory: str) -> dict:
         train = [{"key": train[k["seed_index"]]["key"], "prompt": k["instruction"], "seed_prompt": k["seed"],
                   "main_constraint": k["main_constraint"]} for k in kept]  # fmt: skip
         evolved = len(train)
-    seen = {t["prompt"] for t in train}
-    heldout = [
-        {**h, "key": HELDOUT_KEY_OFFSET + h["key"]}
-        for h in generate_constraint_prompts(p.num_heldout + len(seen), seed=derive_seed(cfg.seed, "heldout-prompts"))
-        if h["prompt"] not in seen
-    ][: p.num_heldout]
+    heldout = heldout_prompts(cfg, exclude=[t["prompt"] for t in train])
     io.write_jsonl(os.path.join(directory, "train.jsonl"), train)
     io.write_jsonl(os.path.join(directory, "heldout.jsonl"), heldout)
     return {"train": len(train), "heldout": len(heldout), "source": p.source, "evolved": evolved}
