@@ -22,6 +22,13 @@ def get_config():
     c.prompts.source = "generated"
     c.prompts.num_train = 6
     c.prompts.num_heldout = 12
+    # Two constraints per prompt, of the kinds a 135M refiner can learn to fix in a few SFT steps (wrap, append,
+    # prefix, delete commas, lowercase). Larger models use every type (the default).
+    c.prompts.constraint_types = ",".join((
+        "startend:quotation", "detectable_content:postscript", "startend:end_checker", "detectable_format:title",
+        "punctuation:no_comma", "change_case:english_lowercase",
+    ))  # fmt: skip
+    c.prompts.max_constraints = 2
 
     c.spar.iterations = 1
     c.spar.shard_size = 8
@@ -57,13 +64,17 @@ def get_config():
     c.sft0.max_prompt_length = 640
     c.sft0.save_every = 8
 
+    # No warm-up in the short runs below: with HF's ceil(warmup_ratio * steps) the first of 1-2 updates would have
+    # learning rate 0.
     c.dpo.learning_rate = 5e-7
+    c.dpo.warmup_ratio = 0.0
     c.dpo.batch_size = 4
     c.dpo.max_length = 512
     c.dpo.max_prompt_length = 256
     c.dpo.save_every = 5
 
     c.sft.learning_rate = 2e-6
+    c.sft.warmup_ratio = 0.0
     c.sft.batch_size = 4
     c.sft.epochs = 1
     c.sft.max_steps = 2

@@ -80,6 +80,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.prompts.field = "prompt"  # the instruction field of source records
     c.prompts.num_train = 1000  # 0 = every prompt of the source
     c.prompts.num_heldout = 100  # generated held-out prompts scored by the IFEval checker (0 = none)
+    # Generated prompts (train, held-out, bootstrap): comma-separated IFEval ids to draw from ("" = every type the
+    # generator makes) and the most constraints per prompt (1-4).
+    c.prompts.constraint_types = ""
+    c.prompts.max_constraints = 4
     c.prompts.evolve = False  # rewrite source prompts into constraint-heavy ones with the actor first
     c.prompts.evolve_max_new_tokens = 256
 
@@ -209,6 +213,8 @@ class PromptSpec:
     field: str
     num_train: int
     num_heldout: int
+    constraint_types: str
+    max_constraints: int
     evolve: bool
     evolve_max_new_tokens: int
 
@@ -345,6 +351,12 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(not (c.spar.bootstrap_actor and c.spar.initial_sft_actor), "spar.bootstrap_actor",
              "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
+    _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
+    from spar_jax.spar.evolve import MAKERS
+
+    unknown = sorted({t.strip() for t in c.prompts.constraint_types.split(",") if t.strip()} - set(MAKERS))
+    _require(not unknown, "prompts.constraint_types", f"has types the generator cannot make: {unknown}; "
+                                                      f"choose from {', '.join(sorted(MAKERS))}")
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
         n_samples=m.n_samples, k_votes=m.k_votes,

@@ -35,7 +35,7 @@ def _stage_refine_inference(cfg, runtime) -> dict:
                     "kwargs": [dict(k) for k in p.kwargs]} for p in ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)]
         prompts = prompts[: cfg.eval.ifeval_limit] if cfg.eval.ifeval_limit else prompts
     else:
-        prompts = sources.generate_constraint_prompts(cfg.prompts.num_heldout, seed=cfg.seed)
+        prompts = sources.generated(cfg, cfg.prompts.num_heldout, seed=cfg.seed)
     refiner_path = cfg.refiner.path or cfg.actor.path
     engines = (runtime.engine("actor", cfg.actor.path), runtime.engine("refiner", refiner_path))
     return inference.run(engines, prompts, cfg, os.path.join(cfg.workdir, "refine_inference"), seed=cfg.seed)

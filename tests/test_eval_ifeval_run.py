@@ -68,8 +68,29 @@ def test_loads_the_shared_ifeval_copy_and_limits(shared_data):
     assert [p.key for p in first] == [1000, 1001, 1005, 1012, 1019]
 
 
+def test_generation_resumes_from_the_next_unwritten_shard(tmp_path):
+    prompts = write_jsonl(tmp_path / "prompts.jsonl", IFEVAL_PROMPTS)
+    settings = IFEvalRunConfig(prompts_source=str(prompts), shard_size=2)
+    done = run_ifeval.run(_engine(), settings, tmp_path / "full")
+    # A run killed after its first shard: only shard 0 (2 prompts) and the plan are on disk.
+    (tmp_path / "killed" / "shards").mkdir(parents=True)
+    for name in ("plan.json", "shard_00000.jsonl"):
+        (tmp_path / "killed" / "shards" / name).write_bytes((tmp_path / "full" / "shards" / name).read_bytes())
+    engine = _engine()
+    resumed = run_ifeval.run(engine, settings, tmp_path / "killed")
+    (call,) = engine.calls
+    assert [r[0]["content"] for r in call.requests] == [IFEVAL_PROMPTS[2]["prompt"]]
+    assert resumed["metrics"] == done["metrics"]
+    assert (tmp_path / "killed" / "responses.jsonl").read_text() == (tmp_path / "full" / "responses.jsonl").read_text()
+    with pytest.raises(ValueError, match="produced from other inputs"):
+        run_ifeval.run(_engine(), IFEvalRunConfig(prompts_source=str(prompts), shard_size=2, max_new_tokens=7),
+                       tmp_path / "killed")  # fmt: skip
+
+
 def test_settings_are_validated():
     with pytest.raises(ValueError, match="limit must be an int >= 0"):
         IFEvalRunConfig(limit=-1)
+    with pytest.raises(ValueError, match="shard_size must be an int >= 1"):
+        IFEvalRunConfig(shard_size=0)
     with pytest.raises(ValueError, match="max_new_tokens must be a positive int"):
         IFEvalRunConfig(max_new_tokens=0)

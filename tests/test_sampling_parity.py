@@ -59,6 +59,7 @@ def test_mesh_2x2x2_equals_single_device(tmp_path):
     # An unsharded model handed to Engine(mesh=...) is placed on the mesh (the caller's model stays put).
     placed = Engine(model, None, batch_size=8, mesh=mesh, progress=False)
     assert len(placed.model.layers.q[...].sharding.device_set) == 8 and model.shard is None
+    assert len(model.layers.q[...].sharding.device_set) == 1 and len(single.loop.state["embed"][...].devices()) == 1
     greedy = placed.generate(prompts, **kwargs)
     assert [[c.token_ids for c in r.completions] for r in greedy] == [
         [c.token_ids for c in r.completions] for r in single.generate(prompts, **kwargs)

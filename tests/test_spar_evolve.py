@@ -26,6 +26,22 @@ def test_generated_prompts_are_verifiable_deterministic_and_consistent():
     assert set(mains) == set(evolve.MAKERS)  # every type can be the main constraint
 
 
+def test_generated_prompts_restricted_to_types_and_constraint_count():
+    types = ("punctuation:no_comma", "startend:quotation", "detectable_content:postscript")
+    prompts = evolve.generate_constraint_prompts(60, seed=5, instruction_ids=types, max_constraints=2)
+    counts = Counter(len(p["instruction_id_list"]) for p in prompts)
+    assert set(counts) == {2}  # a main constraint plus at least one more, capped at 2
+    assert {i for p in prompts for i in p["instruction_id_list"]} == set(types)
+    single = evolve.generate_constraint_prompts(10, seed=5, max_constraints=1)
+    assert all(len(p["instruction_id_list"]) == 1 for p in single)
+    # The default is unchanged by the options: the same prompts as before for the same seed.
+    assert evolve.generate_constraint_prompts(5, seed=3) == evolve.generate_constraint_prompts(200, seed=3)[:5]
+    with pytest.raises(ValueError, match="cannot be generated"):
+        evolve.generate_constraint_prompts(1, instruction_ids=("language:response_language",))
+    with pytest.raises(ValueError, match="max_constraints must be >= 1"):
+        evolve.generate_constraint_prompts(1, max_constraints=0)
+
+
 def test_a_compliant_response_passes_and_a_violating_one_fails():
     prompt = {
         "instruction_id_list": ["change_case:english_lowercase", "punctuation:no_comma", "startend:end_checker"],

@@ -81,3 +81,57 @@ def test_bad_remat_and_dtype_are_clear_errors(tmp_path):
         from_pretrained(directory, remat="sometimes")
     with pytest.raises(ValueError, match="dtype 'int8' is not supported"):
         from_pretrained(directory, dtype="int8")
+
+
+def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
+    # gated_mlp's hand-written backward against jax.grad of the plain SwiGLU formula.
+    from spar_jax.models import layers as L
+
+    keys = jax.random.split(jax.random.key(3), 5)
+    x = jax.random.normal(keys[0], (2, 5, 8))
+    weights = (jax.random.normal(keys[1], (8, 12)), jax.random.normal(keys[2], (8, 12)), jax.random.normal(keys[3], (12, 8)))
+    cotangent = jax.random.normal(keys[4], (2, 5, 8))
+
+    def formula(x, gate, up, down):
+        g, u = x @ gate, x @ up
+        return (g / (1 + jnp.exp(-g)) * u) @ down
+
+    got_out, got_vjp = jax.vjp(L.gated_mlp, x, *weights)
+    want_out, want_vjp = jax.vjp(formula, x, *weights)
+    np.testing.assert_allclose(np.asarray(got_out), np.asarray(want_out), rtol=1e-5, atol=1e-5)
+    for got, want in zip(got_vjp(cotangent), want_vjp(cotangent), strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "glm"])
+def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
+    # hidden_states(layer_params=...) (separate per-layer arrays, per-layer cache) computes what the scan computes:
+    # the full forward, its gradient, and a prefill + decode step through the cache.
+    model = from_pretrained(write_checkpoint(tmp_path / arch, arch, seed=14))
+    layers = model.unstacked_layers()
+    assert len(layers) == model.config.num_hidden_layers and layers[1]["q"].shape == model.layers.q[...].shape[1:]
+    ids = np.random.default_rng(3).integers(3, 256, size=(2, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=layers)), np.asarray(model(ids, mask)), atol=1e-5)
+    graphdef, state = nnx.split(model)
+
+    def loss(s, unrolled):
+        m = nnx.merge(graphdef, s)
+        return jnp.mean(m(ids, mask, layer_params=m.unstacked_layers() if unrolled else None)[..., 7])
+
+    for a, b in zip(jax.tree.leaves(jax.grad(loss)(state, True)), jax.tree.leaves(jax.grad(loss)(state, False))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+
+    def decode(per_layer):
+        cache = model.init_cache(2, 12, per_layer=per_layer)
+        lp = layers if per_layer else None
+        first, cache = model(ids[:, :8], mask[:, :8], cache=cache, layer_params=lp)
+        nxt, cache = model(ids[:, 8:], mask[:, 8:], cache=cache, layer_params=lp)
+        return np.concatenate([np.asarray(first), np.asarray(nxt)], axis=1), cache
+
+    (unrolled, c1), (scanned, c2) = decode(True), decode(False)
+    assert isinstance(c1.k, tuple) and c1.k[0].shape == c2.k.shape[1:] and c1.max_length == c2.max_length == 12
+    np.testing.assert_allclose(unrolled, scanned, atol=1e-5)
+    np.testing.assert_allclose(np.stack([np.asarray(k) for k in c1.k]), np.asarray(c2.k), atol=1e-5)

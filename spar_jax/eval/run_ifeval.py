@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from spar_jax import io
 from spar_jax.eval import ifeval
 from spar_jax.eval.summary import base_summary
+from spar_jax.shards import sharded
 from spar_jax.spar import engine_protocol as ep
 from spar_jax.spar.prompts import actor_messages
 
@@ -21,7 +22,8 @@ RESPONSES_FILE = "responses.jsonl"
 class IFEvalRunConfig:
     """``prompts_source``: a local JSONL with IFEval's schema or a ``datasets`` name (default ``google/IFEval``).
     ``responses_file``: "" = generate with the engine; else score this JSONL (``prompt``, ``response`` per line).
-    ``limit``: the first N prompts only (0 = all). ``label``: names the checkpoint in summaries and plots."""
+    ``limit``: the first N prompts only (0 = all). ``label``: names the checkpoint in summaries and plots.
+    ``shard_size``: prompts per resumable shard of generated responses (a killed run continues from the next one)."""
 
     prompts_source: str = ifeval.DEFAULT_SOURCE
     split: str = "train"
@@ -30,10 +32,13 @@ class IFEvalRunConfig:
     max_new_tokens: int = 1024
     seed: int = 0
     label: str = ""
+    shard_size: int = 64
 
     def __post_init__(self):
         if not isinstance(self.limit, int) or self.limit < 0:
             raise ValueError(f"IFEvalRunConfig.limit must be an int >= 0, got {self.limit!r}")
+        if not isinstance(self.shard_size, int) or self.shard_size < 1:
+            raise ValueError(f"IFEvalRunConfig.shard_size must be an int >= 1, got {self.shard_size!r}")
         ep.SamplingParams(max_new_tokens=self.max_new_tokens)  # validates max_new_tokens
 
 
@@ -68,7 +73,10 @@ def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.P
     else:
         if engine is None:
             raise ValueError("IFEval run: no engine to generate with and no responses_file to score")
-        records = generate_responses(engine, prompts, max_new_tokens=settings.max_new_tokens, seed=settings.seed)
+        records = sharded(os.path.join(out_dir, "shards"), prompts, settings.shard_size,
+                          lambda shard, _: generate_responses(engine, shard, max_new_tokens=settings.max_new_tokens,
+                                                              seed=settings.seed),
+                          keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts])  # fmt: skip
         io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
         report = ifeval.score_responses(prompts, [r["response"] for r in records])
         source = "generated (greedy)"

@@ -32,7 +32,9 @@ LAYER_AXES: dict[str, tuple[str, ...]] = {
     "up": ("embed", "mlp"),
     "down": ("mlp", "embed"),
 }
-CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+# Stacked [L, B, K, S, D]; a per-layer cache drops the leading "layers" axis. Head-major, so attention reads K and V
+# without a transpose.
+CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -59,7 +61,8 @@ class KVCache:
     """Key/value cache for incremental decoding.
 
     Attributes:
-      k, v: [L, B, S, K, D] cached keys/values (slot s of row b).
+      k, v: [L, B, K, S, D] cached keys/values (slot s of row b), or tuples of L per-layer [B, K, S, D] arrays (the
+        layout of ``Transformer.hidden_states(..., layer_params=...)``).
       valid: bool [B, S], True where a slot holds a real (non-padding) token.
       next_position: int32 [B], the rotary position the next real token of each row gets.
       end: int32 scalar, the next slot to write (all rows write the same slots; padding is masked by ``valid``).
@@ -73,7 +76,7 @@ class KVCache:
 
     @property
     def max_length(self) -> int:
-        return self.k.shape[2]
+        return jax.tree.leaves(self.k)[0].shape[-2]
 
 
 class Blocks(nnx.Module):
@@ -135,8 +138,8 @@ class Transformer(nnx.Module):
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None):
-        hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache)
+    def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None):
+        hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache, layer_params=layer_params)
         logits = jnp.einsum("bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32)
         logits = constrain(logits, ("batch", "length", "vocab"), self.shard)
         return logits if cache is None else (logits, new_cache)
@@ -145,22 +148,37 @@ class Transformer(nnx.Module):
         """The output projection [E, V] (the transposed embedding when tied)."""
         return self.embed[...].T if self.lm_head is None else self.lm_head[...]
 
-    def init_cache(self, batch_size: int, max_length: int, dtype=None) -> KVCache:
-        """An empty cache for ``batch_size`` rows and ``max_length`` slots (prompt + new tokens)."""
+    def unstacked_layers(self) -> tuple[dict[str, jax.Array], ...]:
+        """The decoder layers' parameters as L separate per-layer dicts (a copy; see ``hidden_states``)."""
+        arrays = self.layers.arrays()
+        return tuple({name: a[i] for name, a in arrays.items()} for i in range(self.config.num_hidden_layers))
+
+    def init_cache(self, batch_size: int, max_length: int, dtype=None, *, per_layer: bool = False) -> KVCache:
+        """An empty cache for ``batch_size`` rows and ``max_length`` slots (prompt + new tokens): stacked, or a tuple
+        of per-layer arrays with ``per_layer`` (for ``hidden_states(..., layer_params=...)``)."""
         cfg = self.config
-        shape = (cfg.num_hidden_layers, batch_size, max_length, cfg.num_key_value_heads, cfg.head_dim)
-        zeros = jnp.zeros(shape, dtype or self.dtype)
-        zeros = constrain(zeros, CACHE_AXES, self.shard)
+        shape = (batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim)
+        if per_layer:
+            zeros = constrain(jnp.zeros(shape, dtype or self.dtype), CACHE_AXES[1:], self.shard)
+            k = v = (zeros,) * cfg.num_hidden_layers
+        else:
+            k = v = constrain(jnp.zeros((cfg.num_hidden_layers, *shape), dtype or self.dtype), CACHE_AXES, self.shard)
         return KVCache(
-            k=zeros,
-            v=zeros,
+            k=k,
+            v=v,
             valid=jnp.zeros((batch_size, max_length), bool),
             next_position=jnp.zeros((batch_size,), jnp.int32),
             end=jnp.zeros((), jnp.int32),
         )
 
-    def hidden_states(self, input_ids, attention_mask=None, *, cache: KVCache | None = None):
-        """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache)."""
+    def hidden_states(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None):
+        """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
+
+        By default the layers run under ``lax.scan`` over the stacked parameters (program size independent of depth).
+        ``layer_params`` (from ``unstacked_layers()``) runs them as an unrolled loop over separate per-layer arrays
+        instead, with a per-layer cache: XLA:CPU copies every layer's weights out of the stack on each scan step,
+        which dominates a decode step there; the result is the same.
+        """
         cfg = self.config
         input_ids = jnp.asarray(input_ids, jnp.int32)
         b, t = input_ids.shape
@@ -180,20 +198,24 @@ class Transformer(nnx.Module):
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
-        params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
-        windows = jnp.asarray(cfg.layer_windows())
         step = functools.partial(
             self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin, write_at=None if cache is None else cache.end
         )
-        policy = REMAT_POLICIES[self.remat]
         if self.remat != "none":
-            step = jax.checkpoint(step, policy=policy, prevent_cse=False)
-        if cache is None:
-            carry = (x, None, None)
+            step = jax.checkpoint(step, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+        ck, cv = (None, None) if cache is None else (cache.k, cache.v)
+        if layer_params is None:
+            params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
+            windows = jnp.asarray(cfg.layer_windows())
+            layer_ids = jnp.arange(cfg.num_hidden_layers)
+            (x, ck, cv), _ = jax.lax.scan(step, (x, ck, cv), (params, windows, layer_ids))
         else:
-            carry = (x, cache.k, cache.v)
-        layer_ids = jnp.arange(cfg.num_hidden_layers)
-        (x, ck, cv), _ = jax.lax.scan(step, carry, (params, windows, layer_ids))
+            ks, vs = [None] * len(layer_params), [None] * len(layer_params)
+            for i, (p, window) in enumerate(zip(layer_params, cfg.layer_windows(), strict=True)):
+                p = {k: v.astype(self.dtype) for k, v in p.items()}
+                layer_cache = (None, None) if cache is None else (ck[i], cv[i])
+                (x, ks[i], vs[i]), _ = step((x, *layer_cache), (p, window, None))
+            ck, cv = (None, None) if cache is None else (tuple(ks), tuple(vs))
         x = L.rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
         if cache is None:
             return x, None
@@ -205,6 +227,7 @@ class Transformer(nnx.Module):
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
     def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at):
+        """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache."""
         cfg = self.config
         x, cache_k, cache_v = carry
         p, window, layer = xs
@@ -217,12 +240,18 @@ class Transformer(nnx.Module):
         q = L.apply_rope(q, cos, sin, cfg.rope)
         k = L.apply_rope(k, cos, sin, cfg.rope)
         q = constrain(q, ("batch", "length", "heads", "head_dim"), self.shard)
+        k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, D]
         if cache_k is not None:
-            start = (layer, 0, write_at, 0, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
-            k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
-            v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
+            if layer is None:
+                cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, write_at, 0))
+                cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_at, 0))
+                k, v = cache_k.astype(self.dtype), cache_v.astype(self.dtype)
+            else:
+                start = (layer, 0, 0, write_at, 0)
+                cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
+                cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
+                k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
+                v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
         mask = base_mask & ((window == 0) | (distance < window))[None]
         attn = L.attention(q, k, v, mask)
         x = x + jnp.einsum("bthd,hde->bte", attn, p["o"])

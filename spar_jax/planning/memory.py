@@ -164,7 +164,7 @@ def optimizer_chip_bytes(cfg: ModelConfig, mesh, rules: Rules, tx: optax.Gradien
 def kv_cache_chip_bytes(cfg: ModelConfig, mesh, rules: Rules, *, rows: int, length: int, dtype: str) -> int:
     """Bytes on one chip of the k and v caches for ``rows`` decode rows of ``length`` slots (``init_cache`` shapes,
     laid out by ``CACHE_AXES``)."""
-    shape = (cfg.num_hidden_layers, rows, length, cfg.num_key_value_heads, cfg.head_dim)
+    shape = (cfg.num_hidden_layers, rows, cfg.num_key_value_heads, length, cfg.head_dim)
     spec = logical_to_spec(CACHE_AXES, shape, mesh, rules)
     return 2 * shard_bytes(shape, dtype, spec, mesh)
 

@@ -66,7 +66,7 @@ def _place_model(model, mesh):
     if mesh is None or (model.shard is not None and model.shard.mesh == mesh):
         return model
     graphdef, state = nnx.split(model)
-    placed = nnx.merge(graphdef, state)
+    placed = nnx.merge(graphdef, state, copy=True)  # new Variables: placing must not move the caller's arrays
     placed.shard = ShardingContext(mesh, model.shard.rules if model.shard is not None else DEFAULT_RULES)
     nnx.update(placed, shard_state(nnx.state(placed), placed.shard))
     return placed
@@ -85,6 +85,7 @@ class Engine:
       length_buckets / new_token_buckets: allowed padded prompt lengths / new-token slots (default: powers of two
         from ``min_bucket`` up to ``max_length``).
       first_segment / segment_growth: decode cache growth (see ``loop.py``); candidates: sampler fast-path bound.
+      layer_loop: "auto" | "scan" | "unrolled", how decode runs the layers (see ``loop.DecodeLoop``).
       eos_token_ids: ids that end a sample (default: the EOS ids of the config and the tokenizer; () for none).
       progress: show a tqdm bar per call.
     """
@@ -104,6 +105,7 @@ class Engine:
         first_segment: int = 256,
         segment_growth: int = 4,
         candidates: int = 64,
+        layer_loop: str = "auto",
         eos_token_ids: Sequence[int] | None = None,
         progress: bool = True,
     ):
@@ -134,7 +136,7 @@ class Engine:
         if self.shard is not None:
             for axis in dict(self.shard.rules).get("batch", ()):
                 self.row_multiple *= self.mesh.shape[axis]
-        self.loop = DecodeLoop(self.model)
+        self.loop = DecodeLoop(self.model, layer_loop=layer_loop)
         self.stats = EngineStats()
 
     @property

@@ -82,23 +82,27 @@ class _State(NamedTuple):
     out: Output
 
 
+def _map_kv(cache: KVCache, fn, shard) -> KVCache:
+    """Apply ``fn`` to every K/V array (stacked [L, B, K, S, D] or per-layer [B, K, S, D]) and re-constrain it."""
+
+    def one(x):
+        return constrain(fn(x), CACHE_AXES[-x.ndim :], shard)
+
+    return cache.replace(k=jax.tree.map(one, cache.k), v=jax.tree.map(one, cache.v))
+
+
 def _grow(cache: KVCache, slots: int, shard) -> KVCache:
     """Append ``slots`` empty slots to every row of the cache."""
-    pad = ((0, 0), (0, 0), (0, slots), (0, 0), (0, 0))
-    k = constrain(jnp.pad(cache.k, pad), CACHE_AXES, shard)
-    v = constrain(jnp.pad(cache.v, pad), CACHE_AXES, shard)
+    cache = _map_kv(cache, lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, slots), (0, 0)]), shard)
     valid = constrain(jnp.pad(cache.valid, ((0, 0), (0, slots))), ("batch", "cache_length"), shard)
-    return cache.replace(k=k, v=v, valid=valid)
+    return cache.replace(valid=valid)
 
 
 def _repeat_rows(cache: KVCache, n: int, shard) -> KVCache:
     if n == 1:
         return cache
-    k = constrain(jnp.repeat(cache.k, n, axis=1), CACHE_AXES, shard)
-    v = constrain(jnp.repeat(cache.v, n, axis=1), CACHE_AXES, shard)
-    return cache.replace(
-        k=k, v=v, valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0)
-    )
+    cache = _map_kv(cache, lambda x: jnp.repeat(x, n, axis=x.ndim - 4), shard)
+    return cache.replace(valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0))
 
 
 def _pick(logits, row_keys, step, params: Sampling, candidates: int):
@@ -135,6 +139,7 @@ def decode(
     params: Sampling,
     *,
     shape: LoopShape,
+    layer_params=None,
 ) -> Output:
     """Generate up to ``shape.max_new`` tokens for each of ``shape.n`` samples of every prompt.
 
@@ -145,6 +150,8 @@ def decode(
       row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). Row randomness is
         ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so a draw never depends on batching.
       params: traced sampling values.
+      layer_params: None (layers under ``lax.scan``) or ``model.unstacked_layers()`` (an unrolled layer loop over
+        separate arrays, with a per-layer cache; faster on XLA:CPU, see ``Transformer.hidden_states``).
     Returns:
       ``Output`` with R = B * n rows.
     """
@@ -155,8 +162,8 @@ def decode(
     prompt_ids = constrain(prompt_ids.astype(jnp.int32), ("batch", "length"), shard)
     prompt_mask = constrain(prompt_mask.astype(bool), ("batch", "length"), shard)
 
-    cache = model.init_cache(b, t)
-    hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache)
+    cache = model.init_cache(b, t, per_layer=layer_params is not None)
+    hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache, layer_params=layer_params)
     # The head on the last position only (the model's own head einsum, without T x V prompt logits).
     logits = jnp.einsum(
         "be,ev->bv", hidden[:, -1], model.unembed().astype(model.dtype), preferred_element_type=jnp.float32
@@ -181,7 +188,7 @@ def decode(
     live_mask = jnp.ones((rows, 1), bool)
 
     def forward(state, cache, tokens):
-        logits, cache = model(tokens[:, None], live_mask, cache=cache)
+        logits, cache = model(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
         return state._replace(logits=logits[:, 0]), cache
 
     def body(carry):
@@ -212,27 +219,51 @@ def decode(
     return run(state, cache, 0).out
 
 
+LAYER_LOOPS = ("auto", "scan", "unrolled")
+
+
+def _placed_layers(model) -> tuple[dict[str, jax.Array], ...]:
+    """``model.unstacked_layers()`` as concrete arrays sharded like the stack (minus its leading layers axis)."""
+
+    def layer_sharding(a):
+        if isinstance(a.sharding, jax.sharding.NamedSharding):
+            return jax.sharding.NamedSharding(a.sharding.mesh, jax.sharding.PartitionSpec(*a.sharding.spec[1:]))
+        return a.sharding
+
+    stacked = model.layers.arrays()
+    shardings = tuple({k: layer_sharding(a) for k, a in stacked.items()} for _ in range(model.config.num_hidden_layers))
+    return jax.jit(lambda _: model.unstacked_layers(), out_shardings=shardings)(None)
+
+
 class DecodeLoop:
     """A thin stateful shell around ``decode``: holds the split model and one ``jax.jit``, counts compilations.
 
+    ``layer_loop``: "scan" (stacked layers; compile time independent of depth), "unrolled" (separate per-layer arrays,
+    an extra copy of the layer weights; no per-step weight copies on XLA:CPU) or "auto" (unrolled on CPU, else scan).
     ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
     ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, *, layer_loop: str = "auto"):
+        if layer_loop not in LAYER_LOOPS:
+            raise ValueError(f"layer_loop={layer_loop!r}; choose one of {LAYER_LOOPS}")
+        if layer_loop == "auto":
+            layer_loop = "unrolled" if jax.default_backend() == "cpu" else "scan"
+        self.layer_loop = layer_loop
         self.graphdef, self.state = nnx.split(model)
+        self.layer_params = _placed_layers(model) if layer_loop == "unrolled" else None
         self.shard = model.shard
         self.traces = 0
         self.shapes: list[tuple[int, int, int, int]] = []
         self._jit = jax.jit(self._run, static_argnames=("shape",))
 
-    def _run(self, state, prompt_ids, prompt_mask, live, row_ids, params, *, shape):
+    def _run(self, state, layer_params, prompt_ids, prompt_mask, live, row_ids, params, *, shape):
         self.traces += 1
         b, t = prompt_ids.shape
         self.shapes.append((b, t, b * shape.n, shape.max_new))
         model = nnx.merge(self.graphdef, state)
-        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape)
+        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params)
 
     def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
         """Dispatch one batch (asynchronously: read the returned arrays to wait)."""
-        return self._jit(self.state, prompt_ids, prompt_mask, live, row_ids, params, shape=shape)
+        return self._jit(self.state, self.layer_params, prompt_ids, prompt_mask, live, row_ids, params, shape=shape)

@@ -172,15 +172,24 @@ def _compatible(chosen: Sequence[str], candidate: str) -> bool:
     return candidate not in chosen and all(frozenset({c, candidate}) not in CONFLICTS for c in chosen)
 
 
-def generate_constraint_prompts(n: int, *, seed: int = 0, tasks: Sequence[str] = TASKS) -> list[dict[str, Any]]:
-    """``n`` prompts in IFEval's schema: {key, prompt, instruction_id_list, kwargs}. Deterministic in ``seed``."""
-    ids = sorted(MAKERS)
+def generate_constraint_prompts(n: int, *, seed: int = 0, tasks: Sequence[str] = TASKS,
+                                instruction_ids: Sequence[str] = (), max_constraints: int = 4) -> list[dict[str, Any]]:
+    """``n`` prompts in IFEval's schema: {key, prompt, instruction_id_list, kwargs}. Deterministic in ``seed``.
+
+    Each prompt has a main constraint and 1-3 more (at most ``max_constraints`` in all), drawn from
+    ``instruction_ids`` (default: every type we generate, ``sorted(MAKERS)``)."""
+    unknown = sorted(set(instruction_ids) - set(MAKERS))
+    if unknown:
+        raise ValueError(f"constraint types {unknown} cannot be generated; choose from {sorted(MAKERS)}")
+    if max_constraints < 1:
+        raise ValueError(f"max_constraints must be >= 1, got {max_constraints}")
+    ids = sorted(instruction_ids or MAKERS)
     out = []
     for i in range(n):
         rng = random.Random(derive_seed(seed, "constraint-prompt", i))
         main = rng.choice(ids)  # the main constraint, uniform over types
         chosen = [main]
-        for _ in range(rng.randint(1, 3)):
+        for _ in range(min(rng.randint(1, 3), max_constraints - 1)):
             options = [c for c in ids if _compatible(chosen, c)]
             if options:
                 chosen.append(rng.choice(options))

@@ -18,7 +18,6 @@ result does not depend on where a run was interrupted) and training from its las
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ from typing import Any, Callable, Sequence
 from spar_jax import io
 from spar_jax.config import RunConfig
 from spar_jax.parallel import sync_processes
+from spar_jax.shards import sharded
 from spar_jax.spar import stats as S
 from spar_jax.spar.data import dpo_pairs, refiner_mixture
 from spar_jax.spar.engine_protocol import derive_seed
@@ -63,39 +63,6 @@ def run_stage(directory: str, fn: Callable[[], dict]) -> dict:
     io.write_json(os.path.join(directory, DONE), info)
     sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
     return info
-
-
-def _fingerprint(items: Sequence[Any]) -> str:
-    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[[list, int], list[dict]],
-            keys: Sequence[Any]) -> list[dict]:  # fmt: skip
-    """Apply ``fn(shard_items, shard_index) -> records`` shard by shard, writing ``shard_XXXXX.jsonl`` atomically and
-    skipping shards already on disk. ``keys`` identify the items: a rerun over different items fails clearly."""
-    os.makedirs(directory, exist_ok=True)
-    plan = {"items": len(items), "shard_size": shard_size, "fingerprint": _fingerprint(list(keys))}
-    plan_path = os.path.join(directory, "plan.json")
-    if os.path.exists(plan_path):
-        with open(plan_path) as f:
-            old = json.load(f)
-        if old != plan:
-            raise ValueError(f"{plan_path}: this workdir was produced from other inputs or shard size ({old}); "
-                             f"now {plan}. Use a new workdir or delete {directory}.")  # fmt: skip
-    else:
-        io.write_json(plan_path, plan)
-        sync_processes(f"plan:{plan_path}")
-    records: list[dict] = []
-    for s in range(math.ceil(len(items) / shard_size)):
-        path = os.path.join(directory, f"shard_{s:05d}.jsonl")
-        if os.path.exists(path):
-            records.extend(io.read_jsonl(path))
-            continue
-        out = fn(list(items[s * shard_size : (s + 1) * shard_size]), s)
-        io.write_jsonl(path, out)
-        sync_processes(f"shard:{path}")
-        records.extend(out)
-    return records
 
 
 class Pipeline:
@@ -208,7 +175,7 @@ class Pipeline:
 
         def stage():
             prompts = sources.generate_excluding(
-                cfg.bootstrap_prompts, seed=derive_seed(self.cfg.seed, "bootstrap-prompts"),
+                self.cfg, cfg.bootstrap_prompts, seed=derive_seed(self.cfg.seed, "bootstrap-prompts"),
                 exclude=[p["prompt"] for p in avoid])  # fmt: skip
             seed = derive_seed(self.cfg.seed, "bootstrap")
             if cfg.bootstrap_responses == "actor":

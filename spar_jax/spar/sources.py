@@ -74,17 +74,22 @@ def load_prompts(source: str, field: str = "prompt", limit: int = 0) -> list[dic
     return out
 
 
-def generate_excluding(n: int, *, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
-    """``n`` generated constraint prompts (``evolve.generate_constraint_prompts``) none of whose text is in
-    ``exclude``."""
+def generated(cfg, n: int, *, seed: int) -> list[dict]:
+    """``n`` generated constraint prompts with the run's ``prompts.constraint_types`` / ``max_constraints``."""
+    types = tuple(t.strip() for t in cfg.prompts.constraint_types.split(",") if t.strip())
+    return generate_constraint_prompts(n, seed=seed, instruction_ids=types, max_constraints=cfg.prompts.max_constraints)
+
+
+def generate_excluding(cfg, n: int, *, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
+    """``n`` generated constraint prompts (see ``generated``) none of whose text is in ``exclude``."""
     seen = set(exclude)
-    return [p for p in generate_constraint_prompts(n + len(seen), seed=seed) if p["prompt"] not in seen][:n]
+    return [p for p in generated(cfg, n + len(seen), seed=seed) if p["prompt"] not in seen][:n]
 
 
 def heldout_prompts(cfg, exclude: Iterable[str] = ()) -> list[dict]:
     """The run's ``prompts.num_heldout`` generated held-out prompts (keys offset by ``HELDOUT_KEY_OFFSET``)."""
     return [{**h, "key": HELDOUT_KEY_OFFSET + h["key"]}
-            for h in generate_excluding(cfg.prompts.num_heldout, seed=derive_seed(cfg.seed, "heldout-prompts"),
+            for h in generate_excluding(cfg, cfg.prompts.num_heldout, seed=derive_seed(cfg.seed, "heldout-prompts"),
                                         exclude=exclude)]  # fmt: skip
 
 
@@ -92,7 +97,7 @@ def prepare(cfg, runtime, directory: str) -> dict:
     """Write ``train.jsonl`` and ``heldout.jsonl`` for the run; returns their statistics."""
     p = cfg.prompts
     if p.source == "generated":
-        train = generate_constraint_prompts(p.num_train, seed=derive_seed(cfg.seed, "train-prompts"))
+        train = generated(cfg, p.num_train, seed=derive_seed(cfg.seed, "train-prompts"))
     else:
         train = load_prompts(p.source, p.field, p.num_train)
     evolved = 0
