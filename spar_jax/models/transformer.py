@@ -56,6 +56,12 @@ def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def split_layers(stacked: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], ...]:
+    """Stacked layer parameters {name: [L, ...]} -> L per-layer dicts {name: [...]}."""
+    n = len(next(iter(stacked.values())))
+    return tuple({name: a[i] for name, a in stacked.items()} for i in range(n))
+
+
 @flax.struct.dataclass
 class KVCache:
     """Key/value cache for incremental decoding.
@@ -150,8 +156,7 @@ class Transformer(nnx.Module):
 
     def unstacked_layers(self) -> tuple[dict[str, jax.Array], ...]:
         """The decoder layers' parameters as L separate per-layer dicts (a copy; see ``hidden_states``)."""
-        arrays = self.layers.arrays()
-        return tuple({name: a[i] for name, a in arrays.items()} for i in range(self.config.num_hidden_layers))
+        return split_layers(self.layers.arrays())
 
     def init_cache(self, batch_size: int, max_length: int, dtype=None, *, per_layer: bool = False) -> KVCache:
         """An empty cache for ``batch_size`` rows and ``max_length`` slots (prompt + new tokens): stacked, or a tuple

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from spar_jax.models.transformer import CACHE_AXES, KVCache
+from spar_jax.models.transformer import CACHE_AXES, KVCache, split_layers
 from spar_jax.parallel import constrain
 from spar_jax.sampling import strategies
 
@@ -232,7 +232,8 @@ def _placed_layers(model) -> tuple[dict[str, jax.Array], ...]:
 
     stacked = model.layers.arrays()
     shardings = tuple({k: layer_sharding(a) for k, a in stacked.items()} for _ in range(model.config.num_hidden_layers))
-    return jax.jit(lambda _: model.unstacked_layers(), out_shardings=shardings)(None)
+    # The stack is an argument, not a closure: a global array spanning other processes cannot be closed over.
+    return jax.jit(split_layers, out_shardings=shardings)(stacked)
 
 
 class DecodeLoop:

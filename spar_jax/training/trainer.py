@@ -135,7 +135,7 @@ def compute_reference_logps(model, data: TokenizedData, *, pairs_per_batch: int,
 
 def _context(model) -> ShardingContext:
     """The model's sharding context, or a one-device mesh for a model loaded without one."""
-    return model.shard or ShardingContext(make_mesh((1, 1, 1), devices=jax.devices()[:1]))
+    return model.shard or ShardingContext(make_mesh((1, 1, 1), devices=jax.local_devices()[:1]))
 
 
 def _place(array: np.ndarray, ctx: ShardingContext, names) -> jax.Array:
