@@ -352,11 +352,12 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
              "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
-    from spar_jax.spar.evolve import MAKERS
+    from spar_jax.spar.evolve import parse_constraint_types
 
-    unknown = sorted({t.strip() for t in c.prompts.constraint_types.split(",") if t.strip()} - set(MAKERS))
-    _require(not unknown, "prompts.constraint_types", f"has types the generator cannot make: {unknown}; "
-                                                      f"choose from {', '.join(sorted(MAKERS))}")
+    try:
+        parse_constraint_types(c.prompts.constraint_types)
+    except ValueError as e:
+        _require(False, "prompts.constraint_types", str(e))
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
         n_samples=m.n_samples, k_votes=m.k_votes,

@@ -172,6 +172,15 @@ def _compatible(chosen: Sequence[str], candidate: str) -> bool:
     return candidate not in chosen and all(frozenset({c, candidate}) not in CONFLICTS for c in chosen)
 
 
+def parse_constraint_types(text: str) -> tuple[str, ...]:
+    """A comma-separated list of IFEval ids ("" = none given) -> the ids; raises ValueError for ids we cannot make."""
+    ids = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = sorted(set(ids) - set(MAKERS))
+    if unknown:
+        raise ValueError(f"has types the generator cannot make: {unknown}; choose from {', '.join(sorted(MAKERS))}")
+    return ids
+
+
 def generate_constraint_prompts(n: int, *, seed: int = 0, tasks: Sequence[str] = TASKS,
                                 instruction_ids: Sequence[str] = (), max_constraints: int = 4) -> list[dict[str, Any]]:
     """``n`` prompts in IFEval's schema: {key, prompt, instruction_id_list, kwargs}. Deterministic in ``seed``.

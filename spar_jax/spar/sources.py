@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from spar_jax import io
 from spar_jax.spar.engine_protocol import derive_seed
-from spar_jax.spar.evolve import evolve_instructions, generate_constraint_prompts  # noqa: F401 (re-export)
+from spar_jax.spar.evolve import evolve_instructions, generate_constraint_prompts, parse_constraint_types  # noqa: F401
 
 
 HELDOUT_KEY_OFFSET = 1_000_000  # held-out keys never collide with generated training keys
@@ -76,7 +76,7 @@ def load_prompts(source: str, field: str = "prompt", limit: int = 0) -> list[dic
 
 def generated(cfg, n: int, *, seed: int) -> list[dict]:
     """``n`` generated constraint prompts with the run's ``prompts.constraint_types`` / ``max_constraints``."""
-    types = tuple(t.strip() for t in cfg.prompts.constraint_types.split(",") if t.strip())
+    types = parse_constraint_types(cfg.prompts.constraint_types)
     return generate_constraint_prompts(n, seed=seed, instruction_ids=types, max_constraints=cfg.prompts.max_constraints)
 
 
