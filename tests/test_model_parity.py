@@ -52,3 +52,18 @@ def test_left_padded_row_equals_unpadded(arch, tmp_path):
     ref_full = _hf_logits(directory, full[None].astype(np.int64))[0]
     assert np.abs(ours[1, pad:] - ref_short).max() <= TOL
     assert np.abs(ours[0] - ref_full).max() <= TOL
+
+
+def test_per_layer_windows_match_transformers(tmp_path):
+    """Qwen2 with sliding windows on some layers only (``max_window_layers``): each layer gets its own mask."""
+    overrides = {"use_sliding_window": True, "sliding_window": 4, "max_window_layers": 1}
+    directory = write_checkpoint(tmp_path / "qwen2_windows", "qwen2", seed=3, **overrides)
+    full = write_checkpoint(tmp_path / "qwen2_full", "qwen2", seed=3)
+    ids = np.random.default_rng(2).integers(3, 256, size=(2, 11)).astype(np.int32)
+    model = from_pretrained(directory)
+    assert tuple(model.config.layer_windows()) == (0, 4)
+    ours = np.asarray(model(ids))
+    ref = _hf_logits(directory, ids.astype(np.int64))
+    assert np.abs(ours - ref).max() <= TOL
+    # The window matters at this length: without it the logits differ.
+    assert np.abs(ours - _hf_logits(full, ids.astype(np.int64))).max() > 100 * TOL

@@ -60,13 +60,17 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     """
     b, t, h, d = q.shape
     kh = k.shape[1]
-    qg = q.reshape(b, t, kh, h // kh, d)
-    scores = jnp.einsum("btkgd,bksd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    g = h // kh
+    # Query rows ordered (token, group) so that the heads sharing a KV head form one [T * G, D] matrix per (b, k):
+    # both dots are then plain batched matmuls, and the output reshapes back to [B, T, H * D] with one transpose.
+    # (XLA:CPU picks much worse layouts, including per-call copies of the output projection, for [B, K, G, T, D].)
+    qg = q.reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
+    scores = jnp.einsum("bkqd,bksd->bkqs", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d**-0.5)
-    scores = jnp.where(mask[:, None, None, :, :], scores, MASK_VALUE)
+    scores = jnp.where(jnp.repeat(mask, g, axis=1)[:, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bksd->btkgd", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, h, d).astype(q.dtype)
+    out = jnp.einsum("bkqs,bksd->bkqd", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
 
 
 @jax.custom_vjp

@@ -199,6 +199,13 @@ class Transformer(nnx.Module):
         k_slots = jnp.arange(s)
         distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
         base_mask = key_valid[:, None, :] & (distance >= 0)[None]
+        windows = cfg.layer_windows()
+        if (windows == windows[0]).all():
+            # One mask for every layer, built once: per-layer masks would be recomputed (and, when training, saved
+            # for the backward pass) in every layer.
+            if windows[0]:
+                base_mask = base_mask & (distance < int(windows[0]))[None]
+            windows = None
         cos, sin = L.rope_cos_sin(positions, cfg.rope)
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
@@ -211,12 +218,13 @@ class Transformer(nnx.Module):
         ck, cv = (None, None) if cache is None else (cache.k, cache.v)
         if layer_params is None:
             params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
-            windows = jnp.asarray(cfg.layer_windows())
             layer_ids = jnp.arange(cfg.num_hidden_layers)
-            (x, ck, cv), _ = jax.lax.scan(step, (x, ck, cv), (params, windows, layer_ids))
+            xs = (params, None if windows is None else jnp.asarray(windows), layer_ids)
+            (x, ck, cv), _ = jax.lax.scan(step, (x, ck, cv), xs)
         else:
             ks, vs = [None] * len(layer_params), [None] * len(layer_params)
-            for i, (p, window) in enumerate(zip(layer_params, cfg.layer_windows(), strict=True)):
+            per_layer = [None] * len(layer_params) if windows is None else [int(w) for w in windows]
+            for i, (p, window) in enumerate(zip(layer_params, per_layer, strict=True)):
                 p = {k: v.astype(self.dtype) for k, v in p.items()}
                 layer_cache = (None, None) if cache is None else (ck[i], cv[i])
                 (x, ks[i], vs[i]), _ = step((x, *layer_cache), (p, window, None))
@@ -232,7 +240,9 @@ class Transformer(nnx.Module):
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
     def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at):
-        """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache."""
+        """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache;
+        ``window`` its attention window (0 = unlimited), or None when ``base_mask`` already holds the one window of all
+        layers."""
         cfg = self.config
         x, cache_k, cache_v = carry
         p, window, layer = xs
@@ -257,9 +267,10 @@ class Transformer(nnx.Module):
                 cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
                 k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
                 v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
-        mask = base_mask & ((window == 0) | (distance < window))[None]
+        mask = base_mask if window is None else base_mask & ((window == 0) | (distance < window))[None]
         attn = L.attention(q, k, v, mask)
-        x = x + jnp.einsum("bthd,hde->bte", attn, p["o"])
+        b, t, h, d = attn.shape  # the output projection as one [H * D, E] matmul (see L.attention)
+        x = x + jnp.einsum("btf,fe->bte", attn.reshape(b, t, h * d), p["o"].reshape(h * d, -1))
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
         x = x + L.gated_mlp(h, p["gate"], p["up"], p["down"])
