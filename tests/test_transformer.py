@@ -104,6 +104,34 @@ def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
 
 
+def test_attention_gradient_equals_autodiff_of_the_formula():
+    # attention's hand-written backward against jax.grad of plain grouped-query attention, with a causal mask, a
+    # left-padded row and a fully masked (padding) query row.
+    from spar_jax.models import layers as L
+
+    b, t, h, kh, d = 2, 5, 6, 2, 4
+    keys = jax.random.split(jax.random.key(4), 4)
+    q = jax.random.normal(keys[0], (b, t, h, d))
+    k, v = jax.random.normal(keys[1], (2, b, kh, t, d))
+    cotangent = jax.random.normal(keys[2], (b, t, h, d))
+    mask = np.tril(np.ones((t, t), bool))[None].repeat(b, 0)
+    mask[1, :, :2] = False  # row 1 is left-padded by two tokens: its first two queries see nothing
+
+    def formula(q, k, v):
+        kr, vr = jnp.repeat(k, h // kh, axis=1), jnp.repeat(v, h // kh, axis=1)  # [B, H, S, D]
+        scores = jnp.einsum("bthd,bhsd->bhts", q, kr) / np.sqrt(d)
+        probs = jax.nn.softmax(jnp.where(mask[:, None], scores, L.MASK_VALUE), axis=-1)
+        return jnp.einsum("bhts,bhsd->bthd", probs, vr)
+
+    got_out, got_vjp = jax.vjp(lambda q, k, v: L.attention(q, k, v, jnp.asarray(mask)), q, k, v)
+    want_out, want_vjp = jax.vjp(formula, q, k, v)
+    np.testing.assert_allclose(np.asarray(got_out), np.asarray(want_out), rtol=1e-5, atol=1e-5)
+    for got, want in zip(got_vjp(cotangent), want_vjp(cotangent), strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5)
+    assert float(jnp.abs(got_vjp(cotangent)[0][1, :2]).max()) == 0.0  # padding queries get no gradient
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "glm"])
 def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     # hidden_states(layer_params=...) (separate per-layer arrays, per-layer cache) computes what the scan computes:
