@@ -62,6 +62,12 @@ def split_layers(stacked: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], .
     return tuple({name: a[i] for name, a in stacked.items()} for i in range(n))
 
 
+def _windowed(base_mask: jax.Array, distance: jax.Array, window) -> jax.Array:
+    """base_mask bool [B, T, S] limited to keys less than ``window`` slots back (0 = unlimited); ``distance`` [T, S]
+    is query slot - key slot; ``window`` a Python int or a traced int32 scalar."""
+    return base_mask & ((window == 0) | (distance < window))[None]
+
+
 @flax.struct.dataclass
 class KVCache:
     """Key/value cache for incremental decoding.
@@ -203,9 +209,7 @@ class Transformer(nnx.Module):
         if (windows == windows[0]).all():
             # One mask for every layer, built once: per-layer masks would be recomputed (and, when training, saved
             # for the backward pass) in every layer.
-            if windows[0]:
-                base_mask = base_mask & (distance < int(windows[0]))[None]
-            windows = None
+            base_mask, windows = _windowed(base_mask, distance, int(windows[0])), None
         cos, sin = L.rope_cos_sin(positions, cfg.rope)
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
@@ -267,10 +271,11 @@ class Transformer(nnx.Module):
                 cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
                 k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
                 v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
-        mask = base_mask if window is None else base_mask & ((window == 0) | (distance < window))[None]
+        mask = base_mask if window is None else _windowed(base_mask, distance, window)
         attn = L.attention(q, k, v, mask)
-        b, t, h, d = attn.shape  # the output projection as one [H * D, E] matmul (see L.attention)
-        x = x + jnp.einsum("btf,fe->bte", attn.reshape(b, t, h * d), p["o"].reshape(h * d, -1))
+        # The output projection as one [H * D, E] matmul (see L.attention).
+        o = p["o"].reshape(-1, p["o"].shape[-1])
+        x = x + jnp.einsum("btf,fe->bte", attn.reshape(*attn.shape[:2], -1), o)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
         x = x + L.gated_mlp(h, p["gate"], p["up"], p["down"])
