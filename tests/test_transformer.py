@@ -7,6 +7,8 @@ import pytest
 from flax import nnx
 
 from spar_jax.models import Transformer, config_from_hf_dict, from_pretrained
+from spar_jax.models import layers as L
+from spar_jax.models.transformer import fuse_layer
 from tiny_checkpoints import hf_config, write_checkpoint
 
 
@@ -85,7 +87,6 @@ def test_bad_remat_and_dtype_are_clear_errors(tmp_path):
 
 def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
     # gated_mlp's hand-written backward against jax.grad of the plain SwiGLU formula.
-    from spar_jax.models import layers as L
 
     keys = jax.random.split(jax.random.key(3), 5)
     x = jax.random.normal(keys[0], (2, 5, 8))
@@ -107,7 +108,6 @@ def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
 def test_attention_gradient_equals_autodiff_of_the_formula():
     # attention's hand-written backward against jax.grad of plain grouped-query attention, with a causal mask, a
     # left-padded row and a fully masked (padding) query row.
-    from spar_jax.models import layers as L
 
     b, t, h, kh, d = 2, 5, 6, 2, 4
     keys = jax.random.split(jax.random.key(4), 4)
@@ -152,14 +152,33 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     for a, b in zip(jax.tree.leaves(jax.grad(loss)(state, True)), jax.tree.leaves(jax.grad(loss)(state, False))):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
 
-    def decode(per_layer):
-        cache = model.init_cache(2, 12, per_layer=per_layer)
-        lp = layers if per_layer else None
+    # The fused decode layout (qkv and gate|up concatenated, all out-major) computes the same, including the decode
+    # steps, whose few rows go through linear_t's multiply-and-sum form.
+    fused = tuple(fuse_layer(p) for p in layers)
+    assert "q" not in fused[0] and fused[0]["qkv_t"].shape[1] == model.config.hidden_size
+    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=fused)), np.asarray(model(ids, mask)), atol=1e-5)
+
+    def decode(lp):
+        cache = model.init_cache(2, 12, per_layer=lp is not None)
         first, cache = model(ids[:, :8], mask[:, :8], cache=cache, layer_params=lp)
         nxt, cache = model(ids[:, 8:], mask[:, 8:], cache=cache, layer_params=lp)
         return np.concatenate([np.asarray(first), np.asarray(nxt)], axis=1), cache
 
-    (unrolled, c1), (scanned, c2) = decode(True), decode(False)
-    assert isinstance(c1.k, tuple) and c1.k[0].shape == c2.k.shape[1:] and c1.max_length == c2.max_length == 12
-    np.testing.assert_allclose(unrolled, scanned, atol=1e-5)
-    np.testing.assert_allclose(np.stack([np.asarray(k) for k in c1.k]), np.asarray(c2.k), atol=1e-5)
+    (scanned, c2) = decode(None)
+    for lp in (layers, fused):
+        unrolled, c1 = decode(lp)
+        assert isinstance(c1.k, tuple) and c1.k[0].shape == c2.k.shape[1:] and c1.max_length == c2.max_length == 12
+        np.testing.assert_allclose(unrolled, scanned, atol=1e-5)
+        np.testing.assert_allclose(np.stack([np.asarray(k) for k in c1.k]), np.asarray(c2.k), atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 16, 32, 33, 96])
+def test_linear_t_equals_the_matmul_for_every_row_count(rows):
+    # 2..FEW_ROWS rows take the multiply-and-sum form, the rest a dot; both are x @ w_t.T.
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 3, 40)).astype(np.float32)  # rows * 3 rows in all
+    w_t = rng.standard_normal((24, 40)).astype(np.float32)
+    for xs in (x[:, :1], x):
+        got = np.asarray(jax.jit(L.linear_t)(xs, w_t))
+        assert got.shape == (*xs.shape[:-1], 24)
+        np.testing.assert_allclose(got, xs.astype(np.float64) @ w_t.T.astype(np.float64), rtol=1e-5, atol=1e-4)

@@ -5,6 +5,8 @@ Shapes: B batch, T query length, S key length, E embed, H query heads, K kv head
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -71,6 +73,34 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
+
+
+# Up to this many rows (and at least 2), ``linear_t`` multiplies and sums instead of calling a dot.
+FEW_ROWS = 32
+
+
+def linear_t(x: jax.Array, w_t: jax.Array, dtype=None) -> jax.Array:
+    """x [..., K] times an out-major weight w_t [N, K] (i.e. x @ w_t.T) -> [..., N] in ``dtype`` (default x's),
+    accumulated in float32.
+
+    With 2..FEW_ROWS rows (a decode step) the product is a broadcast multiply summed over K, which XLA:CPU runs as
+    one fused pass over the weights, faster than its GEMM for so few rows: 1.4x for 30 layers' MLP weights at 8 rows,
+    1.2x at 32, 1.6-2x for SmolLM2's [49152, 576] head at 8. One row stays a dot (a GEMV, already at memory speed; the
+    multiply-and-sum is much slower there), and so do more rows (compute-bound). Feed each input to one call only:
+    XLA materializes a broadcast that two of these share, [N, rows, K] in memory (hence the fused q|k|v and gate|up).
+    """
+    dtype = x.dtype if dtype is None else dtype
+    rows, k = math.prod(x.shape[:-1]), x.shape[-1]
+    if 2 <= rows <= FEW_ROWS:
+        y = jnp.sum(w_t[:, None, :] * x.reshape(rows, k)[None], axis=-1, dtype=jnp.float32)  # [N, rows]
+        return y.T.reshape(*x.shape[:-1], w_t.shape[0]).astype(dtype)
+    return jnp.einsum("...k,nk->...n", x, w_t, preferred_element_type=jnp.float32).astype(dtype)
+
+
+def gated_mlp_fused(x: jax.Array, gate_up_t: jax.Array, down_t: jax.Array) -> jax.Array:
+    """``gated_mlp`` with out-major weights: gate_up_t [2M, E] (gate rows, then up rows), down_t [E, M]."""
+    g, u = jnp.split(linear_t(x, gate_up_t), 2, axis=-1)
+    return linear_t(jax.nn.silu(g) * u, down_t)
 
 
 @jax.custom_vjp

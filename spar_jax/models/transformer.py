@@ -62,6 +62,34 @@ def split_layers(stacked: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], .
     return tuple({name: a[i] for name, a in stacked.items()} for i in range(n))
 
 
+# The fused, out-major layout of one layer's projections (see ``fuse_layer``): name -> logical axes. The fused output
+# dimensions concatenate differently sharded pieces, so they are not sharded.
+FUSED_AXES: dict[str, tuple[str | None, ...]] = {
+    "qkv_t": (None, "embed"),
+    "o_t": ("embed", None),
+    "gate_up_t": (None, "embed"),
+    "down_t": ("embed", "mlp"),
+}
+_UNFUSED = ("q", "k", "v", "o", "gate", "up", "down")
+
+
+def fuse_layer(p: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """One layer's parameters with the projections fused and stored out-major ([out, in], for ``L.linear_t``):
+    qkv_t [(H + 2K) * D, E], o_t [E, H * D], gate_up_t [2M, E], down_t [E, M]; norms and biases unchanged.
+
+    ``_block`` accepts this layout as well as the plain one. It is the decode layout on XLA:CPU: one product per
+    input instead of several (a shared input makes XLA materialize its broadcast), in the form ``L.linear_t``
+    reads at memory speed when only a few rows are decoded.
+    """
+    e = p["q"].shape[0]
+    fused = {name: a for name, a in p.items() if name not in _UNFUSED}
+    fused["qkv_t"] = jnp.concatenate([p[n].reshape(e, -1) for n in ("q", "k", "v")], axis=1).T
+    fused["o_t"] = p["o"].reshape(-1, e).T
+    fused["gate_up_t"] = jnp.concatenate([p["gate"], p["up"]], axis=1).T
+    fused["down_t"] = p["down"].T
+    return fused
+
+
 def _windowed(base_mask: jax.Array, distance: jax.Array, window) -> jax.Array:
     """base_mask bool [B, T, S] limited to keys less than ``window`` slots back (0 = unlimited); ``distance`` [T, S]
     is query slot - key slot; ``window`` a Python int or a traced int32 scalar."""
@@ -152,9 +180,13 @@ class Transformer(nnx.Module):
 
     def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None):
         hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache, layer_params=layer_params)
-        logits = jnp.einsum("bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32)
-        logits = constrain(logits, ("batch", "length", "vocab"), self.shard)
+        logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)
+
+    def logits(self, hidden: jax.Array) -> jax.Array:
+        """float32 logits [B, T, V] of final hidden states [B, T, E]."""
+        logits = jnp.einsum("bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32)
+        return constrain(logits, ("batch", "length", "vocab"), self.shard)
 
     def unembed(self) -> jax.Array:
         """The output projection [E, V] (the transposed embedding when tied)."""
@@ -251,9 +283,14 @@ class Transformer(nnx.Module):
         x, cache_k, cache_v = carry
         p, window, layer = xs
         h = L.rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-        q = jnp.einsum("bte,ehd->bthd", h, p["q"])
-        k = jnp.einsum("bte,ekd->btkd", h, p["k"])
-        v = jnp.einsum("bte,ekd->btkd", h, p["v"])
+        if "qkv_t" in p:  # the fused layout (fuse_layer)
+            nq, nk, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+            q, k, v = jnp.split(L.linear_t(h, p["qkv_t"]), [nq * d, (nq + nk) * d], axis=-1)
+            q, k, v = q.reshape(*q.shape[:2], nq, d), k.reshape(*k.shape[:2], nk, d), v.reshape(*v.shape[:2], nk, d)
+        else:
+            q = jnp.einsum("bte,ehd->bthd", h, p["q"])
+            k = jnp.einsum("bte,ekd->btkd", h, p["k"])
+            v = jnp.einsum("bte,ekd->btkd", h, p["v"])
         if cfg.attention_bias:
             q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
         q = L.apply_rope(q, cos, sin, cfg.rope)
@@ -274,10 +311,16 @@ class Transformer(nnx.Module):
         mask = base_mask if window is None else _windowed(base_mask, distance, window)
         attn = L.attention(q, k, v, mask)
         # The output projection as one [H * D, E] matmul (see L.attention).
-        o = p["o"].reshape(-1, p["o"].shape[-1])
-        x = x + jnp.einsum("btf,fe->bte", attn.reshape(*attn.shape[:2], -1), o)
+        attn = attn.reshape(*attn.shape[:2], -1)
+        if "o_t" in p:
+            x = x + L.linear_t(attn, p["o_t"])
+        else:
+            x = x + jnp.einsum("btf,fe->bte", attn, p["o"].reshape(-1, p["o"].shape[-1]))
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-        x = x + L.gated_mlp(h, p["gate"], p["up"], p["down"])
+        if "gate_up_t" in p:
+            x = x + L.gated_mlp_fused(h, p["gate_up_t"], p["down_t"])
+        else:
+            x = x + L.gated_mlp(h, p["gate"], p["up"], p["down"])
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         return (x, cache_k, cache_v), None

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from spar_jax.models.transformer import CACHE_AXES, KVCache, split_layers
+from spar_jax.models import layers as L
+from spar_jax.models.transformer import CACHE_AXES, FUSED_AXES, LAYER_AXES, KVCache, fuse_layer, split_layers
 from spar_jax.parallel import constrain
 from spar_jax.sampling import strategies
 
@@ -105,6 +106,14 @@ def _repeat_rows(cache: KVCache, n: int, shard) -> KVCache:
     return cache.replace(valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0))
 
 
+def _head(model, hidden, head_t) -> jax.Array:
+    """float32 logits [B, T, V] of hidden [B, T, E]: the model's own head, or ``linear_t`` with ``head_t``."""
+    if head_t is None:
+        return model.logits(hidden)
+    logits = L.linear_t(hidden, head_t.astype(model.dtype), dtype=jnp.float32)
+    return constrain(logits, ("batch", "length", "vocab"), model.shard)
+
+
 def _pick(logits, row_keys, step, params: Sampling, candidates: int):
     """Sample one token per row at ``step`` and return (tokens [R], raw log-probs [R])."""
     uniforms = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, step)))(row_keys)
@@ -140,6 +149,7 @@ def decode(
     *,
     shape: LoopShape,
     layer_params=None,
+    head_t=None,
 ) -> Output:
     """Generate up to ``shape.max_new`` tokens for each of ``shape.n`` samples of every prompt.
 
@@ -150,8 +160,11 @@ def decode(
       row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). Row randomness is
         ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so a draw never depends on batching.
       params: traced sampling values.
-      layer_params: None (layers under ``lax.scan``) or ``model.unstacked_layers()`` (an unrolled layer loop over
-        separate arrays, with a per-layer cache; faster on XLA:CPU, see ``Transformer.hidden_states``).
+      layer_params: None (layers under ``lax.scan``) or per-layer parameter dicts, plain (``model.unstacked_layers()``)
+        or fused (``fuse_layer``), for an unrolled layer loop with a per-layer cache (faster on XLA:CPU, see
+        ``Transformer.hidden_states``).
+      head_t: None (the model's head) or the output projection out-major, [V, E] (the embedding itself when tied),
+        applied with ``L.linear_t``.
     Returns:
       ``Output`` with R = B * n rows.
     """
@@ -164,10 +177,8 @@ def decode(
 
     cache = model.init_cache(b, t, per_layer=layer_params is not None)
     hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache, layer_params=layer_params)
-    # The head on the last position only (the model's own head einsum, without T x V prompt logits).
-    logits = jnp.einsum(
-        "be,ev->bv", hidden[:, -1], model.unembed().astype(model.dtype), preferred_element_type=jnp.float32
-    )
+    # The head on the last position only (no T x V prompt logits).
+    logits = _head(model, hidden[:, -1:], head_t)[:, 0]
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
 
@@ -188,8 +199,8 @@ def decode(
     live_mask = jnp.ones((rows, 1), bool)
 
     def forward(state, cache, tokens):
-        logits, cache = model(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
-        return state._replace(logits=logits[:, 0]), cache
+        hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
+        return state._replace(logits=_head(model, hidden, head_t)[:, 0]), cache
 
     def body(carry):
         # Sample token s from the current logits, then feed it (writing cache slot T + s). The feed runs even after
@@ -222,25 +233,37 @@ def decode(
 LAYER_LOOPS = ("auto", "scan", "unrolled")
 
 
-def _placed_layers(model) -> tuple[dict[str, jax.Array], ...]:
-    """``model.unstacked_layers()`` as concrete arrays sharded like the stack (minus its leading layers axis)."""
+def _decode_params(model) -> tuple[tuple[dict[str, jax.Array], ...], jax.Array]:
+    """The unrolled decode layout, as concrete arrays: every layer's parameters fused (``fuse_layer``), and the head
+    out-major [V, E] (the embedding itself when tied; a transposed copy otherwise)."""
+    shard = model.shard
 
-    def layer_sharding(a):
-        if isinstance(a.sharding, jax.sharding.NamedSharding):
-            return jax.sharding.NamedSharding(a.sharding.mesh, jax.sharding.PartitionSpec(*a.sharding.spec[1:]))
-        return a.sharding
+    def fused_shardings(p):
+        if shard is None:
+            return None
+        names = {n: FUSED_AXES.get(n, LAYER_AXES.get(n)) for n in p}
+        return {n: shard.sharding(names[n], a.shape) for n, a in p.items()}
+
+    def fuse_all(stacked):
+        return tuple(fuse_layer(p) for p in split_layers(stacked))
 
     stacked = model.layers.arrays()
-    shardings = tuple({k: layer_sharding(a) for k, a in stacked.items()} for _ in range(model.config.num_hidden_layers))
+    shapes = jax.eval_shape(fuse_all, stacked)
     # The stack is an argument, not a closure: a global array spanning other processes cannot be closed over.
-    return jax.jit(split_layers, out_shardings=shardings)(stacked)
+    layers = jax.jit(fuse_all, out_shardings=tuple(fused_shardings(p) for p in shapes))(stacked)
+    if model.lm_head is None:
+        return layers, model.embed[...]
+    head = model.lm_head[...]
+    out = None if shard is None else shard.sharding(("vocab", "embed"), head.shape[::-1])
+    return layers, jax.jit(jnp.transpose, out_shardings=out)(head)
 
 
 class DecodeLoop:
     """A thin stateful shell around ``decode``: holds the split model and one ``jax.jit``, counts compilations.
 
-    ``layer_loop``: "scan" (stacked layers; compile time independent of depth), "unrolled" (separate per-layer arrays,
-    an extra copy of the layer weights; no per-step weight copies on XLA:CPU) or "auto" (unrolled on CPU, else scan).
+    ``layer_loop``: "scan" (stacked layers; compile time independent of depth), "unrolled" (separate per-layer arrays
+    in the fused layout of ``_decode_params``, an extra copy of the layer weights; no per-step weight copies on
+    XLA:CPU, and weights streamed at memory speed by small decode batches) or "auto" (unrolled on CPU, else scan).
     ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
     ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
     """
@@ -252,19 +275,23 @@ class DecodeLoop:
             layer_loop = "unrolled" if jax.default_backend() == "cpu" else "scan"
         self.layer_loop = layer_loop
         self.graphdef, self.state = nnx.split(model)
-        self.layer_params = _placed_layers(model) if layer_loop == "unrolled" else None
+        self.layer_params, self.head_t = _decode_params(model) if layer_loop == "unrolled" else (None, None)
         self.shard = model.shard
         self.traces = 0
         self.shapes: list[tuple[int, int, int, int]] = []
         self._jit = jax.jit(self._run, static_argnames=("shape",))
 
-    def _run(self, state, layer_params, prompt_ids, prompt_mask, live, row_ids, params, *, shape):
+    def _run(self, state, layer_params, head_t, prompt_ids, prompt_mask, live, row_ids, params, *, shape):
         self.traces += 1
         b, t = prompt_ids.shape
         self.shapes.append((b, t, b * shape.n, shape.max_new))
         model = nnx.merge(self.graphdef, state)
-        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params)
+        return decode(
+            model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params, head_t=head_t
+        )
 
     def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
         """Dispatch one batch (asynchronously: read the returned arrays to wait)."""
-        return self._jit(self.state, self.layer_params, prompt_ids, prompt_mask, live, row_ids, params, shape=shape)
+        return self._jit(
+            self.state, self.layer_params, self.head_t, prompt_ids, prompt_mask, live, row_ids, params, shape=shape
+        )
