@@ -79,7 +79,7 @@ def fuse_layer(p: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
     ``_block`` accepts this layout as well as the plain one. It is the decode layout on XLA:CPU: one product per
     input instead of several (a shared input makes XLA materialize its broadcast), in the form ``L.linear_t``
-    reads at memory speed when only a few rows are decoded.
+    streams fastest when only a few rows are decoded.
     """
     e = p["q"].shape[0]
     fused = {name: a for name, a in p.items() if name not in _UNFUSED}
@@ -218,9 +218,9 @@ class Transformer(nnx.Module):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
 
         By default the layers run under ``lax.scan`` over the stacked parameters (program size independent of depth).
-        ``layer_params`` (from ``unstacked_layers()``) runs them as an unrolled loop over separate per-layer arrays
-        instead, with a per-layer cache: XLA:CPU copies every layer's weights out of the stack on each scan step,
-        which dominates a decode step there; the result is the same.
+        ``layer_params`` (from ``unstacked_layers()``, or those through ``fuse_layer``) runs them as an unrolled loop
+        over separate per-layer arrays instead, with a per-layer cache: XLA:CPU copies every layer's weights out of
+        the stack on each scan step, which dominates a decode step there; the result is the same.
         """
         cfg = self.config
         input_ids = jnp.asarray(input_ids, jnp.int32)
