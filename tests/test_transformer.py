@@ -87,7 +87,6 @@ def test_bad_remat_and_dtype_are_clear_errors(tmp_path):
 
 def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
     # gated_mlp's hand-written backward against jax.grad of the plain SwiGLU formula.
-
     keys = jax.random.split(jax.random.key(3), 5)
     x = jax.random.normal(keys[0], (2, 5, 8))
     weights = (jax.random.normal(keys[1], (8, 12)), jax.random.normal(keys[2], (8, 12)), jax.random.normal(keys[3], (12, 8)))
@@ -108,7 +107,6 @@ def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
 def test_attention_gradient_equals_autodiff_of_the_formula():
     # attention's hand-written backward against jax.grad of plain grouped-query attention, with a causal mask, a
     # left-padded row and a fully masked (padding) query row.
-
     b, t, h, kh, d = 2, 5, 6, 2, 4
     keys = jax.random.split(jax.random.key(4), 4)
     q = jax.random.normal(keys[0], (b, t, h, d))
