@@ -127,9 +127,12 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
         message = str(e).strip()
-        if len(message) > 1 and message[0] == message[-1] == "'":  # a KeyError/AttributeError repr
+        while len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":  # a KeyError/AttributeError repr
             message = message[1:-1]
         message = message.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
+        if message.isidentifier():  # a bare key name: an override of a key the config does not have
+            flag = next((a.split("=")[0] for a in argv if f".{message}" in a.split("=")[0]), None)
+            message = f"unknown config key {message!r}" + (f" in {flag}" if flag else "")
         print(f"error: bad command line: {message}", file=sys.stderr)
         sys.exit(2)
 

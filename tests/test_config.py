@@ -74,16 +74,22 @@ class _null:
         return False
 
 
-def test_command_line_unknown_key_fails_before_any_work(tmp_path):
+@pytest.mark.parametrize("override, message", [
+    ("--config.search.brnch=2", "'brnch' Did you mean \"branch\" instead of \"brnch\"?"),
+    # A section the config does not have (ml_collections raises a bare KeyError for it).
+    ("--config.sampling.layer_loop=scan", "unknown config key 'sampling' in --config.sampling.layer_loop"),
+])
+def test_command_line_unknown_key_fails_before_any_work(override, message, tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     proc = subprocess.run(
         [sys.executable, "-m", "spar_jax.main", f"--config={root / 'configs' / 'demo.py'}",
-         f"--config.workdir={tmp_path}", "--config.search.brnch=2"],
+         f"--config.workdir={tmp_path}", override],
         capture_output=True, text=True, cwd=root, timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: bad command line: 'brnch' Did you mean \"branch\" instead of \"brnch\"?"
+    assert proc.stderr.strip() == f"error: bad command line: {message}"
+    assert not any(tmp_path.iterdir())  # nothing was started
 
 
 def test_unreachable_public_source_is_one_clear_error(tmp_path):
