@@ -131,7 +131,7 @@ def _parse_flags(argv):
             message = message[1:-1]
         message = message.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
         if message.isidentifier():  # a bare key name: an override of a key the config does not have
-            flag = next((a.split("=")[0] for a in argv if f".{message}" in a.split("=")[0]), None)
+            flag = next((a.split("=")[0] for a in argv if message in a.split("=")[0].split(".")[1:]), None)
             message = f"unknown config key {message!r}" + (f" in {flag}" if flag else "")
         print(f"error: bad command line: {message}", file=sys.stderr)
         sys.exit(2)

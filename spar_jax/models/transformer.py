@@ -183,9 +183,15 @@ class Transformer(nnx.Module):
         logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)
 
-    def logits(self, hidden: jax.Array) -> jax.Array:
-        """float32 logits [B, T, V] of final hidden states [B, T, E]."""
-        logits = jnp.einsum("bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32)
+    def logits(self, hidden: jax.Array, head_t: jax.Array | None = None) -> jax.Array:
+        """float32 logits [B, T, V] of final hidden states [B, T, E]; with ``head_t``, the output projection given
+        out-major [V, E] (the decode layout, see ``fuse_layer``) and applied with ``L.linear_t``."""
+        if head_t is None:
+            logits = jnp.einsum(
+                "bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32
+            )
+        else:
+            logits = L.linear_t(hidden, head_t.astype(self.dtype), dtype=jnp.float32)
         return constrain(logits, ("batch", "length", "vocab"), self.shard)
 
     def unembed(self) -> jax.Array:

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from spar_jax.models import layers as L
 from spar_jax.models.transformer import CACHE_AXES, FUSED_AXES, LAYER_AXES, KVCache, fuse_layer, split_layers
 from spar_jax.parallel import constrain
 from spar_jax.sampling import strategies
@@ -106,14 +105,6 @@ def _repeat_rows(cache: KVCache, n: int, shard) -> KVCache:
     return cache.replace(valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0))
 
 
-def _head(model, hidden, head_t) -> jax.Array:
-    """float32 logits [B, T, V] of hidden [B, T, E]: the model's own head, or ``linear_t`` with ``head_t``."""
-    if head_t is None:
-        return model.logits(hidden)
-    logits = L.linear_t(hidden, head_t.astype(model.dtype), dtype=jnp.float32)
-    return constrain(logits, ("batch", "length", "vocab"), model.shard)
-
-
 def _pick(logits, row_keys, step, params: Sampling, candidates: int):
     """Sample one token per row at ``step`` and return (tokens [R], raw log-probs [R])."""
     uniforms = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, step)))(row_keys)
@@ -163,8 +154,8 @@ def decode(
       layer_params: None (layers under ``lax.scan``) or per-layer parameter dicts, plain (``model.unstacked_layers()``)
         or fused (``fuse_layer``), for an unrolled layer loop with a per-layer cache (faster on XLA:CPU, see
         ``Transformer.hidden_states``).
-      head_t: None (the model's head) or the output projection out-major, [V, E] (the embedding itself when tied),
-        applied with ``L.linear_t``.
+      head_t: None or the output projection out-major, [V, E] (the embedding itself when tied); see
+        ``Transformer.logits``.
     Returns:
       ``Output`` with R = B * n rows.
     """
@@ -178,7 +169,7 @@ def decode(
     cache = model.init_cache(b, t, per_layer=layer_params is not None)
     hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache, layer_params=layer_params)
     # The head on the last position only (no T x V prompt logits).
-    logits = _head(model, hidden[:, -1:], head_t)[:, 0]
+    logits = model.logits(hidden[:, -1:], head_t)[:, 0]
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
 
@@ -200,7 +191,7 @@ def decode(
 
     def forward(state, cache, tokens):
         hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
-        return state._replace(logits=_head(model, hidden, head_t)[:, 0]), cache
+        return state._replace(logits=model.logits(hidden, head_t)[:, 0]), cache
 
     def body(carry):
         # Sample token s from the current logits, then feed it (writing cache slot T + s). The feed runs even after
@@ -241,8 +232,7 @@ def _decode_params(model) -> tuple[tuple[dict[str, jax.Array], ...], jax.Array]:
     def fused_shardings(p):
         if shard is None:
             return None
-        names = {n: FUSED_AXES.get(n, LAYER_AXES.get(n)) for n in p}
-        return {n: shard.sharding(names[n], a.shape) for n, a in p.items()}
+        return {n: shard.sharding(FUSED_AXES.get(n, LAYER_AXES.get(n)), a.shape) for n, a in p.items()}
 
     def fuse_all(stacked):
         return tuple(fuse_layer(p) for p in split_layers(stacked))
@@ -263,7 +253,8 @@ class DecodeLoop:
 
     ``layer_loop``: "scan" (stacked layers; compile time independent of depth), "unrolled" (separate per-layer arrays
     in the fused layout of ``_decode_params``, an extra copy of the layer weights; no per-step weight copies on
-    XLA:CPU, and weights streamed at memory speed by small decode batches) or "auto" (unrolled on CPU, else scan).
+    XLA:CPU, and small decode batches read the weights through ``layers.linear_t``) or "auto" (unrolled on CPU, else
+    scan).
     ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
     ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
     """
