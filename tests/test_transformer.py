@@ -130,6 +130,45 @@ def test_attention_gradient_equals_autodiff_of_the_formula():
     assert float(jnp.abs(got_vjp(cotangent)[0][1, :2]).max()) == 0.0  # padding queries get no gradient
 
 
+@pytest.mark.parametrize("t", [3, 4, 11])
+def test_causal_attention_equals_attention_values_and_gradients(t):
+    # Query blocks of 4 over t tokens (ragged last block at 11, a single block at 3 and 4), with a left-padded row and
+    # a 3-token window on top of the causal mask: the skipped blocks above the diagonal change nothing.
+    b, h, kh, d = 2, 6, 2, 4
+    keys = jax.random.split(jax.random.key(5), 3)
+    q = jax.random.normal(keys[0], (b, t, h, d))
+    k, v = jax.random.normal(keys[1], (2, b, kh, t, d))
+    cotangent = jax.random.normal(keys[2], (b, t, h, d))
+    pos = np.arange(t)
+    mask = np.broadcast_to((pos[:, None] >= pos[None]) & (pos[:, None] - pos[None] < 3), (b, t, t)).copy()
+    mask[1, :, :2] = False
+    # Queries that see no key at all (row 1's two padding tokens) average whatever keys their block holds: a
+    # different, equally meaningless value, which nothing downstream reads (no loss and no other query uses it).
+    seen = mask.any(-1)  # [B, T]
+    assert not seen[1, :2].any() and seen.sum() == b * t - 2
+    cotangent = cotangent * seen[:, :, None, None]
+    mask = jnp.asarray(mask)
+    got_out, got_vjp = jax.vjp(lambda q, k, v: L.causal_attention(q, k, v, mask, block=4), q, k, v)
+    want_out, want_vjp = jax.vjp(lambda q, k, v: L.attention(q, k, v, mask), q, k, v)
+    np.testing.assert_allclose(np.asarray(got_out)[seen], np.asarray(want_out)[seen], rtol=1e-6, atol=1e-6)
+    for got, want in zip(got_vjp(cotangent), want_vjp(cotangent), strict=True):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_long_forward_in_causal_blocks_matches_the_cached_prefill(arch, tmp_path):
+    # 300 tokens: the forward without a cache runs causal_attention in blocks of 128 (128, 128, 44); a prefill through
+    # the cache runs plain attention over all slots. Mistral's tiny config adds a sliding window.
+    model = from_pretrained(write_checkpoint(tmp_path / arch, arch, seed=12))
+    ids = np.random.default_rng(1).integers(3, 256, size=(2, 300)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :37] = 0
+    full = np.asarray(model(ids, mask))
+    cached, _ = model(ids, mask, cache=model.init_cache(2, 300))
+    np.testing.assert_allclose(full[0], np.asarray(cached)[0], atol=2e-5)
+    np.testing.assert_allclose(full[1, 37:], np.asarray(cached)[1, 37:], atol=2e-5)
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "glm"])
 def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     # hidden_states(layer_params=...) (separate per-layer arrays, per-layer cache) computes what the scan computes:

@@ -75,6 +75,31 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
 
 
+# Query block (tokens) of ``causal_attention``.
+CAUSAL_BLOCK = 128
+
+
+def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, block: int = CAUSAL_BLOCK):
+    """``attention`` for self-attention without a cache, where query t and key t are the same position and ``mask``
+    is causal (it may mask more: padding, windows). Shapes as in ``attention``, with S == T.
+
+    Queries go in blocks of ``block`` tokens, each attending only to the keys up to its last query: the blocks
+    above the diagonal, fully masked, are never computed. With n blocks that is (n + 1) / 2n of the score and value
+    products, forward and backward (and of the saved probabilities); at 8 x 512 tokens, SmolLM2's attention forward +
+    backward took 146 instead of 247 ms per layer on XLA:CPU. The result equals ``attention(q, k, v, mask)`` on every
+    query that sees at least one key; a query that sees none (a padding token) averages the keys of its block instead
+    of all keys, an equally arbitrary value that no real token reads.
+    """
+    t = q.shape[1]
+    if t <= block:
+        return attention(q, k, v, mask)
+    outs = []
+    for lo in range(0, t, block):
+        hi = min(lo + block, t)
+        outs.append(attention(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi]))
+    return jnp.concatenate(outs, axis=1)
+
+
 # Up to this many rows (and at least 2), ``linear_t`` multiplies and sums instead of calling a dot.
 FEW_ROWS = 32
 
