@@ -157,16 +157,21 @@ def test_causal_attention_equals_attention_values_and_gradients(t):
 
 @pytest.mark.parametrize("arch", ["llama", "mistral"])
 def test_long_forward_in_causal_blocks_matches_the_cached_prefill(arch, tmp_path):
-    # 300 tokens: the forward without a cache runs causal_attention in blocks of 128 (128, 128, 44); a prefill through
-    # the cache runs plain attention over all slots. Mistral's tiny config adds a sliding window.
+    # 300 tokens: the forward without a cache runs causal_attention in blocks of 75; a prefill into a cache with a spare
+    # slot runs plain attention over all slots. Mistral's tiny config adds a sliding window.
     model = from_pretrained(write_checkpoint(tmp_path / arch, arch, seed=12))
     ids = np.random.default_rng(1).integers(3, 256, size=(2, 300)).astype(np.int32)
     mask = np.ones_like(ids)
     mask[1, :37] = 0
     full = np.asarray(model(ids, mask))
-    cached, _ = model(ids, mask, cache=model.init_cache(2, 300))
+    cached, _ = model(ids, mask, cache=model.init_cache(2, 301))
+    assert L.causal_block(300) == 75
     np.testing.assert_allclose(full[0], np.asarray(cached)[0], atol=2e-5)
     np.testing.assert_allclose(full[1, 37:], np.asarray(cached)[1, 37:], atol=2e-5)
+    # A prefill into a cache of exactly its 200 tokens runs causal_attention too (blocks of 50).
+    exact, _ = model(ids[:, :200], mask[:, :200], cache=model.init_cache(2, 200))
+    np.testing.assert_allclose(np.asarray(exact)[0], full[0, :200], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(exact)[1, 37:], full[1, 37:200], atol=2e-5)
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "glm"])

@@ -315,8 +315,9 @@ class Transformer(nnx.Module):
                 k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
                 v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
         mask = base_mask if window is None else _windowed(base_mask, distance, window)
-        # Without a cache, query and key slots are the same positions 0..T-1 and the mask is causal.
-        attn = L.attention(q, k, v, mask) if cache_k is not None else L.causal_attention(q, k, v, mask)
+        # As many keys as queries: no cache, or a prefill filling a cache of exactly T slots (it must start at slot 0).
+        # Query and key slots are then the same positions and the mask is causal.
+        attn = L.causal_attention(q, k, v, mask) if k.shape[2] == q.shape[1] else L.attention(q, k, v, mask)
         # The output projection as one [H * D, E] matmul (see L.attention).
         attn = attn.reshape(*attn.shape[:2], -1)
         if "o_t" in p:
