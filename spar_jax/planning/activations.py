@@ -108,7 +108,8 @@ def training_activations(local_cfg: ModelConfig, *, rows: int, length: int, dtyp
 def prefill_working_set(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str) -> int:
     """Transient bytes of one layer's forward over ``rows`` prompts of ``length`` tokens on one chip (no backward,
     so nothing is stored across layers). From ``layers.attention``: the float32 scores and the compute-dtype
-    probabilities [H, T, T] are live together; around them the layer's q/k/v, attention output and MLP activations:
+    probabilities [H, T, T] are live together (an upper bound for ``layers.causal_attention``, whose query blocks
+    together hold (n + 1) / 2n of them); around them the layer's q/k/v, attention output and MLP activations:
 
         rows * (H * T * T * (4 + c) + T * ((2 * H + 2 * K) * D + 3 * M + 2 * E) * c)      c = compute-dtype bytes
     """
