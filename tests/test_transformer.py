@@ -214,6 +214,17 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
         np.testing.assert_allclose(np.stack([np.asarray(k) for k in c1.k]), np.asarray(c2.k), atol=1e-5)
 
 
+def test_unrolled_layers_compute_the_rotary_table_once(tmp_path):
+    # XLA fuses the cos/sin table into each consumer; unrolled, that is every layer's q and k (see _computed_once).
+    model = from_pretrained(write_checkpoint(tmp_path / "llama", "llama", seed=3))
+    assert model.config.num_hidden_layers >= 2
+    layers = tuple(fuse_layer(p) for p in model.unstacked_layers())
+    ids = jnp.ones((2, 16), jnp.int32)
+    hlo = jax.jit(lambda lp, x: model(x, layer_params=lp)).lower(layers, ids).compile().as_text()
+    # Once per branch of the conditional, instead of twice (q, k) per layer.
+    assert hlo.count(" cosine(") == 2 and hlo.count(" sine(") == 2
+
+
 @pytest.mark.parametrize("rows", [1, 2, 5, 16, 32, 33, 96])
 def test_linear_t_equals_the_matmul_for_every_row_count(rows):
     # 2..FEW_ROWS rows take the multiply-and-sum form, the rest a dot; both are x @ w_t.T.
