@@ -51,11 +51,12 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, rope: RopeConfig) -
     return out if rest.shape[-1] == 0 else jnp.concatenate([out, rest], axis=-1)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, k_transposed: bool = False) -> jax.Array:
     """Grouped-query softmax attention.
 
     Args:
-      q: [B, T, H, D] queries; k, v: [B, K, S, D] keys/values (head-major); mask: bool [B, T, S], True = may attend.
+      q: [B, T, H, D] queries; k, v: [B, K, S, D] keys/values (head-major), or k [B, K, D, S] with ``k_transposed``
+        (the KV cache's layout); mask: bool [B, T, S], True = may attend.
     Returns:
       [B, T, H, D] in q's dtype. Scores and softmax are float32. Fully-masked rows (padding queries) give a uniform
       average instead of NaN.
@@ -67,7 +68,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.
     # both dots are then plain batched matmuls, and the output reshapes back to [B, T, H * D] with one transpose.
     # (XLA:CPU picks much worse layouts, including per-call copies of the output projection, for [B, K, G, T, D].)
     qg = q.reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
-    scores = jnp.einsum("bkqd,bksd->bkqs", qg, k, preferred_element_type=jnp.float32)
+    spec = "bkqd,bkds->bkqs" if k_transposed else "bkqd,bksd->bkqs"
+    scores = jnp.einsum(spec, qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d**-0.5)
     scores = jnp.where(jnp.repeat(mask, g, axis=1)[:, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)

@@ -32,9 +32,12 @@ LAYER_AXES: dict[str, tuple[str, ...]] = {
     "up": ("embed", "mlp"),
     "down": ("mlp", "embed"),
 }
-# Stacked [L, B, K, S, D]; a per-layer cache drops the leading "layers" axis. Head-major, so attention reads K and V
-# without a transpose.
+# The value cache, stacked [L, B, K, S, D]; a per-layer cache drops the leading "layers" axis. Head-major, so attention
+# reads K and V without a transpose.
 CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
+# The key cache, [L, B, K, D, S]: stored transposed, so that a decode step's scores q K^T are a plain product over
+# the minor-most slots (XLA:CPU runs the transposed-operand form of these many small products 1.3x slower).
+K_CACHE_AXES = ("layers", "batch", "kv_heads", "head_dim", "cache_length")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -112,8 +115,10 @@ class KVCache:
     """Key/value cache for incremental decoding.
 
     Attributes:
-      k, v: [L, B, K, S, D] cached keys/values (slot s of row b), or tuples of L per-layer [B, K, S, D] arrays (the
-        layout of ``Transformer.hidden_states(..., layer_params=...)``).
+      k: [L, B, K, D, S] cached keys, transposed (slot s of row b is ``k[:, b, :, :, s]``; see ``K_CACHE_AXES``).
+      v: [L, B, K, S, D] cached values.
+        Per layer (the layout of ``Transformer.hidden_states(..., layer_params=...)``), k and v are tuples of L
+        arrays without the leading axis.
       valid: bool [B, S], True where a slot holds a real (non-padding) token.
       next_position: int32 [B], the rotary position the next real token of each row gets.
       end: int32 scalar, the next slot to write (all rows write the same slots; padding is masked by ``valid``).
@@ -127,7 +132,7 @@ class KVCache:
 
     @property
     def max_length(self) -> int:
-        return jax.tree.leaves(self.k)[0].shape[-2]
+        return jax.tree.leaves(self.v)[0].shape[-2]
 
 
 class Blocks(nnx.Module):
@@ -217,12 +222,16 @@ class Transformer(nnx.Module):
         """An empty cache for ``batch_size`` rows and ``max_length`` slots (prompt + new tokens): stacked, or a tuple
         of per-layer arrays with ``per_layer`` (for ``hidden_states(..., layer_params=...)``)."""
         cfg = self.config
-        shape = (batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim)
+        dtype = dtype or self.dtype
+        k_shape = (batch_size, cfg.num_key_value_heads, cfg.head_dim, max_length)
+        v_shape = (batch_size, cfg.num_key_value_heads, max_length, cfg.head_dim)
         if per_layer:
-            zeros = constrain(jnp.zeros(shape, dtype or self.dtype), CACHE_AXES[1:], self.shard)
-            k = v = (zeros,) * cfg.num_hidden_layers
+            k = (constrain(jnp.zeros(k_shape, dtype), K_CACHE_AXES[1:], self.shard),) * cfg.num_hidden_layers
+            v = (constrain(jnp.zeros(v_shape, dtype), CACHE_AXES[1:], self.shard),) * cfg.num_hidden_layers
         else:
-            k = v = constrain(jnp.zeros((cfg.num_hidden_layers, *shape), dtype or self.dtype), CACHE_AXES, self.shard)
+            n = cfg.num_hidden_layers
+            k = constrain(jnp.zeros((n, *k_shape), dtype), K_CACHE_AXES, self.shard)
+            v = constrain(jnp.zeros((n, *v_shape), dtype), CACHE_AXES, self.shard)
         return KVCache(
             k=k,
             v=v,
@@ -317,21 +326,25 @@ class Transformer(nnx.Module):
         k = L.apply_rope(k, cos, sin, cfg.rope)
         q = constrain(q, ("batch", "length", "heads", "head_dim"), self.shard)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, D]
-        if cache_k is not None:
-            if layer is None:
-                cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, 0, write_at, 0))
-                cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, 0, write_at, 0))
-                k, v = cache_k.astype(self.dtype), cache_v.astype(self.dtype)
-            else:
-                start = (layer, 0, 0, write_at, 0)
-                cache_k = jax.lax.dynamic_update_slice(cache_k, k[None].astype(cache_k.dtype), start)
-                cache_v = jax.lax.dynamic_update_slice(cache_v, v[None].astype(cache_v.dtype), start)
-                k = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False).astype(self.dtype)
-                v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False).astype(self.dtype)
         mask = base_mask if window is None else _windowed(base_mask, distance, window)
-        # As many keys as queries: no cache, or a prefill filling a cache of exactly T slots (it must start at slot 0).
-        # Query and key slots are then the same positions and the mask is causal.
-        attn = L.causal_attention(q, k, v, mask) if k.shape[2] == q.shape[1] else L.attention(q, k, v, mask)
+        if cache_k is not None:
+            kt, v_new = k.transpose(0, 1, 3, 2).astype(cache_k.dtype), v.astype(cache_v.dtype)  # [B, K, D, T]
+            if layer is None:
+                cache_k = jax.lax.dynamic_update_slice(cache_k, kt, (0, 0, 0, write_at))
+                cache_v = jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, write_at, 0))
+                all_kt, all_v = cache_k, cache_v
+            else:
+                cache_k = jax.lax.dynamic_update_slice(cache_k, kt[None], (layer, 0, 0, 0, write_at))
+                cache_v = jax.lax.dynamic_update_slice(cache_v, v_new[None], (layer, 0, 0, write_at, 0))
+                all_kt = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False)
+                all_v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
+        if cache_k is None or cache_v.shape[-2] == q.shape[1]:
+            # As many keys as queries: no cache, or a prefill filling a cache of exactly T slots (it must start at
+            # slot 0, so the cache then holds just these keys). Query and key slots are the same positions and the
+            # mask is causal.
+            attn = L.causal_attention(q, k, v, mask)
+        else:
+            attn = L.attention(q, all_kt.astype(self.dtype), all_v.astype(self.dtype), mask, k_transposed=True)
         # The output projection as one [H * D, E] matmul (see L.attention).
         attn = attn.reshape(*attn.shape[:2], -1)
         if "o_t" in p:

@@ -23,7 +23,7 @@ from jax.sharding import AbstractMesh, AxisType, NamedSharding, PartitionSpec
 
 from spar_jax.models.config import ModelConfig
 from spar_jax.models.pretrained import abstract_model
-from spar_jax.models.transformer import CACHE_AXES
+from spar_jax.models.transformer import CACHE_AXES, K_CACHE_AXES
 from spar_jax.parallel import MESH_AXES, Rules, ShardingContext, logical_to_spec, param_shardings, resolve_mesh_shape
 
 
@@ -163,10 +163,13 @@ def optimizer_chip_bytes(cfg: ModelConfig, mesh, rules: Rules, tx: optax.Gradien
 
 def kv_cache_chip_bytes(cfg: ModelConfig, mesh, rules: Rules, *, rows: int, length: int, dtype: str) -> int:
     """Bytes on one chip of the k and v caches for ``rows`` decode rows of ``length`` slots (``init_cache`` shapes,
-    laid out by ``CACHE_AXES``)."""
-    shape = (cfg.num_hidden_layers, rows, cfg.num_key_value_heads, length, cfg.head_dim)
-    spec = logical_to_spec(CACHE_AXES, shape, mesh, rules)
-    return 2 * shard_bytes(shape, dtype, spec, mesh)
+    laid out by ``K_CACHE_AXES`` and ``CACHE_AXES``)."""
+    v_shape = (cfg.num_hidden_layers, rows, cfg.num_key_value_heads, length, cfg.head_dim)
+    k_shape = (*v_shape[:3], cfg.head_dim, length)
+    total = 0
+    for shape, axes in ((k_shape, K_CACHE_AXES), (v_shape, CACHE_AXES)):
+        total += shard_bytes(shape, dtype, logical_to_spec(axes, shape, mesh, rules), mesh)
+    return total
 
 
 def rows_per_chip(rows: int, length: int, width: int, mesh, rules: Rules) -> int:

@@ -21,7 +21,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from spar_jax.models.transformer import CACHE_AXES, FUSED_AXES, LAYER_AXES, KVCache, fuse_layer, split_layers
+from spar_jax.models.transformer import (
+    CACHE_AXES, FUSED_AXES, K_CACHE_AXES, LAYER_AXES, KVCache, fuse_layer, split_layers,
+)  # fmt: skip
 from spar_jax.parallel import constrain
 from spar_jax.sampling import strategies
 
@@ -83,17 +85,19 @@ class _State(NamedTuple):
 
 
 def _map_kv(cache: KVCache, fn, shard) -> KVCache:
-    """Apply ``fn`` to every K/V array (stacked [L, B, K, S, D] or per-layer [B, K, S, D]) and re-constrain it."""
+    """Apply ``fn(x, slot_axis)`` to every K/V array (stacked or per-layer, see ``KVCache``) and re-constrain it;
+    ``slot_axis`` is the index of x's cache_length axis."""
 
-    def one(x):
-        return constrain(fn(x), CACHE_AXES[-x.ndim :], shard)
+    def over(arrays, axes):
+        slot = axes.index("cache_length") - len(axes)
+        return jax.tree.map(lambda x: constrain(fn(x, x.ndim + slot), axes[-x.ndim :], shard), arrays)
 
-    return cache.replace(k=jax.tree.map(one, cache.k), v=jax.tree.map(one, cache.v))
+    return cache.replace(k=over(cache.k, K_CACHE_AXES), v=over(cache.v, CACHE_AXES))
 
 
 def _grow(cache: KVCache, slots: int, shard) -> KVCache:
     """Append ``slots`` empty slots to every row of the cache."""
-    cache = _map_kv(cache, lambda x: jnp.pad(x, [(0, 0)] * (x.ndim - 2) + [(0, slots), (0, 0)]), shard)
+    cache = _map_kv(cache, lambda x, at: jnp.pad(x, [(0, slots if i == at else 0) for i in range(x.ndim)]), shard)
     valid = constrain(jnp.pad(cache.valid, ((0, 0), (0, slots))), ("batch", "cache_length"), shard)
     return cache.replace(valid=valid)
 
@@ -101,7 +105,7 @@ def _grow(cache: KVCache, slots: int, shard) -> KVCache:
 def _repeat_rows(cache: KVCache, n: int, shard) -> KVCache:
     if n == 1:
         return cache
-    cache = _map_kv(cache, lambda x: jnp.repeat(x, n, axis=x.ndim - 4), shard)
+    cache = _map_kv(cache, lambda x, _: jnp.repeat(x, n, axis=x.ndim - 4), shard)
     return cache.replace(valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0))
 
 
