@@ -99,17 +99,6 @@ def _windowed(base_mask: jax.Array, distance: jax.Array, window) -> jax.Array:
     return base_mask & ((window == 0) | (distance < window))[None]
 
 
-def _computed_once(fn, x: jax.Array):
-    """``fn(x)``, materialized once for all its consumers.
-
-    XLA fuses cheap elementwise producers into every consumer and recomputes them there: left alone, the rotary
-    cos/sin are recomputed in each unrolled layer's q and k fusions, per head (8% of a 1024-token prefill of SmolLM2
-    on XLA:CPU). ``optimization_barrier`` does not stop it (XLA:CPU removes barriers before fusion); a conditional is
-    never fused into its users. Both branches are ``fn``, so the predicate's value does not matter.
-    """
-    return jax.lax.cond(x.ravel()[0] >= 0, fn, fn, x)
-
-
 @flax.struct.dataclass
 class KVCache:
     """Key/value cache for incremental decoding.
@@ -271,7 +260,9 @@ class Transformer(nnx.Module):
         if layer_params is None:
             cos, sin = L.rope_cos_sin(positions, cfg.rope)  # scan operands: computed once anyway
         else:
-            cos, sin = _computed_once(functools.partial(L.rope_cos_sin, rope=cfg.rope), positions)
+            # Materialized once: XLA would fuse it into every layer's q and k and recompute it there, per head
+            # (8% of a 1024-token prefill of SmolLM2 on XLA:CPU).
+            cos, sin = L.materialized(functools.partial(L.rope_cos_sin, rope=cfg.rope), positions)
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
