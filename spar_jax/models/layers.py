@@ -178,12 +178,13 @@ def _silu_mul_grads(g, u, dh):
 
 def _gated_mlp_bwd(residuals, dy):
     x, g, u, gate, up, down = residuals
-    dh = jnp.einsum("bte,me->btm", dy, down)
+    gate_t, up_t, down_t = materialized(lambda *w: tuple(a.T for a in w), gate, up, down)
+    dh = jnp.einsum("bte,em->btm", dy, down_t)
     h, du, dg = materialized(_silu_mul_grads, g, u, dh)  # in [B, T, M] (see the docstring)
     d_down = jnp.einsum("btm,bte->me", h, dy)
     d_gate = jnp.einsum("bte,btm->em", x, dg)
     d_up = jnp.einsum("bte,btm->em", x, du)
-    dx = jnp.einsum("btm,em->bte", dg, gate) + jnp.einsum("btm,em->bte", du, up)
+    dx = jnp.einsum("btm,me->bte", dg, gate_t) + jnp.einsum("btm,me->bte", du, up_t)
     return dx, d_gate, d_up, d_down
 
 
