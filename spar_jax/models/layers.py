@@ -181,7 +181,7 @@ def _gated_mlp_bwd(residuals, dy):
     gate_t, up_t, down_t = materialized(lambda *w: tuple(a.T for a in w), gate, up, down)
     dh = jnp.einsum("bte,em->btm", dy, down_t)
     h, du, dg = materialized(_silu_mul_grads, g, u, dh)  # in [B, T, M] (see the docstring)
-    d_down = jnp.einsum("btm,bte->me", h, dy)
+    d_down = materialized(jnp.transpose, jnp.einsum("bte,btm->em", dy, h))
     d_gate = jnp.einsum("bte,btm->em", x, dg)
     d_up = jnp.einsum("bte,btm->em", x, du)
     dx = jnp.einsum("btm,me->bte", dg, gate_t) + jnp.einsum("btm,me->bte", du, up_t)
