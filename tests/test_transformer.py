@@ -215,7 +215,7 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
 
 
 def test_unrolled_layers_compute_the_rotary_table_once(tmp_path):
-    # XLA fuses the cos/sin table into each consumer; unrolled, that is every layer's q and k (see _computed_once).
+    # XLA fuses the cos/sin table into each consumer; unrolled, that is every layer's q and k (see layers.materialized).
     model = from_pretrained(write_checkpoint(tmp_path / "llama", "llama", seed=3))
     assert model.config.num_hidden_layers >= 2
     layers = tuple(fuse_layer(p) for p in model.unstacked_layers())

@@ -33,10 +33,11 @@ LAYER_AXES: dict[str, tuple[str, ...]] = {
     "down": ("mlp", "embed"),
 }
 # The value cache, stacked [L, B, K, S, D]; a per-layer cache drops the leading "layers" axis. Head-major, so attention
-# reads K and V without a transpose.
+# reads V without a transpose.
 CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
 # The key cache, [L, B, K, D, S]: stored transposed, so that a decode step's scores q K^T are a plain product over
-# the minor-most slots (XLA:CPU runs the transposed-operand form of these many small products 1.3x slower).
+# the minor-most slots (XLA:CPU ran the transposed-operand form of these many small products 36 vs 20 ms per step at
+# SmolLM2's batch 32).
 K_CACHE_AXES = ("layers", "batch", "kv_heads", "head_dim", "cache_length")
 REMAT_POLICIES = {
     "none": None,
