@@ -5,7 +5,8 @@ spar_jax's jitted step (``Trainer.train_step``) against the same step written in
 (TRL's math: full logits, log-softmax, gathered and summed over response tokens), timed in the same process,
 alternating, medians. Also measures a large fp32 matmul (jax and torch) as the machine's practical peak.
 
-    python benchmarks/train_step.py [--shapes 2x256,4x512] [--repeats 5] [--remat none] [--out result.json]
+    python benchmarks/train_step.py [--shapes 2x256,4x512] [--repeats 5] [--remat none] [--unroll-layers]
+                                    [--out result.json]
 
 Tokens/s counts every token the policy processes per step: 2 (chosen, rejected) × batch × length.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import time
 
@@ -111,6 +113,15 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def timed_with_faults(fn, faults: list[int]) -> float:
+    """``timed``, appending the minor page faults the call took (first touches of freshly mapped memory: XLA:CPU
+    maps each run's temporary buffer anew, and glibc malloc maps large tensors anew)."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    elapsed = timed(fn)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return elapsed
+
+
 def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     """Median fp32 GFLOP/s of an n³ matmul in jax and in torch."""
     import torch
@@ -125,23 +136,25 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     return {"jax_gflops": 2 * n**3 / jt / 1e9, "torch_gflops": 2 * n**3 / tt / 1e9}
 
 
-def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int) -> dict:
-    model = from_pretrained(directory, dtype="float32", remat=remat)
+def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int, scan_layers: bool) -> dict:
+    model = from_pretrained(directory, dtype="float32", remat=remat, scan_layers=scan_layers)
     ours = JaxStep(model, batch, length, chunk)
     theirs = TorchStep(directory, ours.trainer.data)
     ours_loss, theirs_loss = ours(), theirs()  # warm-up (compile), and a loss check on identical weights
     ours(), theirs()
-    t_ours, t_theirs = [], []
+    t_ours, t_theirs, f_ours, f_theirs = [], [], [], []
     for _ in range(repeats):
-        t_ours.append(timed(ours))
-        t_theirs.append(timed(theirs))
+        t_ours.append(timed_with_faults(ours, f_ours))
+        t_theirs.append(timed_with_faults(theirs, f_theirs))
     tokens = 2 * batch * length
     med_ours, med_theirs = statistics.median(t_ours), statistics.median(t_theirs)
     flops = model_flops(model.config, batch, length)
-    return {"batch": batch, "length": length, "tokens_per_step": tokens, "remat": remat, "logits_chunk": chunk,
+    return {"batch": batch, "length": length, "tokens_per_step": tokens, "remat": remat, "scan_layers": scan_layers,
+            "logits_chunk": chunk,
             "first_loss": {"spar_jax": ours_loss, "pytorch": theirs_loss},
             "step_s": {"spar_jax": med_ours, "pytorch": med_theirs},
             "min_step_s": {"spar_jax": min(t_ours), "pytorch": min(t_theirs)},
+            "minor_page_faults_per_step": {"spar_jax": statistics.median(f_ours), "pytorch": statistics.median(f_theirs)},
             "tokens_per_s": {"spar_jax": tokens / med_ours, "pytorch": tokens / med_theirs},
             "speedup_vs_pytorch": med_theirs / med_ours, "model_tflop_per_step": flops / 1e12,
             "spar_jax_gflops": flops / med_ours / 1e9, "pytorch_gflops": flops / med_theirs / 1e9,
@@ -155,6 +168,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--remat", default="dots_no_batch", help="model remat policy (none, dots, dots_no_batch, full)")
     parser.add_argument("--chunk", type=int, default=256)
+    parser.add_argument("--unroll-layers", action="store_true", help="model scan_layers=False (the layer loop unrolled)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     directory = resolve_checkpoint(args.checkpoint)
@@ -162,11 +176,12 @@ def main() -> None:
 
     result = {"device": str(jax.devices()[0]), "jax": jax.__version__, "torch": torch.__version__,
               "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+              "ld_preload": os.environ.get("LD_PRELOAD", ""),
               "load_average_before": os.getloadavg(), "shapes": []}
     result["matmul_peak"] = matmul_peak()
     for shape in args.shapes.split(","):
         b, t = (int(x) for x in shape.split("x"))
-        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk)
+        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk, not args.unroll_layers)
         result["shapes"].append(r)
         print(json.dumps(r), flush=True)
     result["matmul_peak_after"] = matmul_peak()

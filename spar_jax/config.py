@@ -29,6 +29,7 @@ def _model_section(path: str) -> ml_collections.ConfigDict:
     m.dtype = "float32"  # compute dtype
     m.param_dtype = ""  # "" = same as dtype
     m.remat = "none"
+    m.scan_layers = True  # False: training unrolls the layer loop (faster on CPU, longer compiles)
     return m
 
 
@@ -191,6 +192,7 @@ class ModelSpec:
     dtype: str
     param_dtype: str | None
     remat: str
+    scan_layers: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,7 +378,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
 
     def model(name):
         x = c[name]
-        return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat)
+        return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat, x.scan_layers)
 
     def train(name, kind):
         from spar_jax.training.trainer import TrainConfig

@@ -41,6 +41,13 @@ def test_defaults_are_the_paper_values():
         4000, 1500, 1000, 500, 2500)
 
 
+def test_scan_layers_flows_into_the_model_spec():
+    c = C.default_config()
+    assert C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers
+    c.actor.scan_layers = False
+    assert not C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers
+
+
 @pytest.mark.parametrize("key,value,message", [
     ("search.brnch", 3, "unknown config key 'search.brnch'"),
     ("nonsense", 1, "unknown config key 'nonsense'"),

@@ -48,6 +48,9 @@ def test_sharded_forward_matches_single_device(arch, tmp_path):
     sharded = jax.jit(lambda m, x, a: m(x, a))(model, ids, mask)
     assert sharded.sharding.spec[0] == ("data", "fsdp")
     np.testing.assert_allclose(np.asarray(sharded), single, atol=1e-5, rtol=1e-5)
+    # The unrolled layer loop splits the sharded stack per layer; same result.
+    unrolled = jax.jit(lambda m, x, a: m(x, a))(from_pretrained(directory, mesh=mesh, scan_layers=False), ids, mask)
+    np.testing.assert_allclose(np.asarray(unrolled), single, atol=1e-5, rtol=1e-5)
 
 
 def test_only_process_zero_writes_shared_files(tmp_path, monkeypatch):

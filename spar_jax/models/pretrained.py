@@ -28,7 +28,8 @@ def _dtype(name):
     return jnp.dtype(name)
 
 
-def abstract_model(cfg, *, dtype="float32", param_dtype=None, mesh=None, rules=DEFAULT_RULES, remat="none"):
+def abstract_model(cfg, *, dtype="float32", param_dtype=None, mesh=None, rules=DEFAULT_RULES, remat="none",
+                   scan_layers=True):
     """A Transformer whose parameters are ShapeDtypeStructs (no memory), for loading or planning."""
     shard = ShardingContext(mesh, rules) if mesh is not None else None
     return nnx.eval_shape(
@@ -37,13 +38,15 @@ def abstract_model(cfg, *, dtype="float32", param_dtype=None, mesh=None, rules=D
             dtype=_dtype(dtype),
             param_dtype=_dtype(param_dtype or dtype),
             remat=remat,
+            scan_layers=scan_layers,
             shard=shard,
             rngs=nnx.Rngs(0),
         )
     )
 
 
-def from_pretrained(path, *, dtype="float32", param_dtype=None, mesh=None, rules=DEFAULT_RULES, remat="none"):
+def from_pretrained(path, *, dtype="float32", param_dtype=None, mesh=None, rules=DEFAULT_RULES, remat="none",
+                    scan_layers=True):
     """Load a model from an HF checkpoint directory, a ``.gguf`` file, or ``"demo"``.
 
     Tensors are streamed one at a time and placed directly with their target sharding on ``mesh`` (by the logical
@@ -51,7 +54,8 @@ def from_pretrained(path, *, dtype="float32", param_dtype=None, mesh=None, rules
     """
     directory = resolve_checkpoint(path)
     cfg = load_model_config(directory)
-    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat)
+    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat,
+                           scan_layers=scan_layers)
     graphdef, state = nnx.split(model)
     if mesh is not None:
         shardings = param_shardings(state, model.shard)

@@ -63,7 +63,10 @@ def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 def split_layers(stacked: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], ...]:
     """Stacked layer parameters {name: [L, ...]} -> L per-layer dicts {name: [...]}."""
     n = len(next(iter(stacked.values())))
-    return tuple({name: a[i] for name, a in stacked.items()} for i in range(n))
+    # split, not indexing: its transpose (the gradient) is one concatenate; XLA:CPU turns the transpose of n
+    # indexings into n full-size pads added together.
+    parts = {name: jnp.split(a, n) for name, a in stacked.items()}
+    return tuple({name: p[i][0] for name, p in parts.items()} for i in range(n))
 
 
 # The fused, out-major layout of one layer's projections (see ``fuse_layer``): name -> logical axes. The fused output
@@ -158,6 +161,7 @@ class Transformer(nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         remat: str = "none",
+        scan_layers: bool = True,
         shard: ShardingContext | None = None,
         rngs: nnx.Rngs,
     ):
@@ -167,6 +171,7 @@ class Transformer(nnx.Module):
         self.dtype = jnp.dtype(dtype)
         self.param_dtype = jnp.dtype(param_dtype)
         self.remat = remat
+        self.scan_layers = scan_layers
         self.shard = shard
         e, v = config.hidden_size, config.vocab_size
         self.embed = nnx.Param(
@@ -233,10 +238,12 @@ class Transformer(nnx.Module):
     def hidden_states(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
 
-        By default the layers run under ``lax.scan`` over the stacked parameters (program size independent of depth).
-        ``layer_params`` (from ``unstacked_layers()``, or those through ``fuse_layer``) runs them as an unrolled loop
-        over separate per-layer arrays instead, with a per-layer cache: XLA:CPU copies every layer's weights out of
-        the stack on each scan step, which dominates a decode step there; the result is the same.
+        With ``scan_layers`` (the default) the layers run under ``lax.scan`` over the stacked parameters (program size
+        independent of depth). ``layer_params`` (from ``unstacked_layers()``, or those through ``fuse_layer``) runs
+        them as an unrolled loop over separate per-layer arrays instead, with a per-layer cache: XLA:CPU copies every
+        layer's weights out of the stack on each scan step, which dominates a decode step there; the result is the
+        same. Without ``scan_layers``, a call without a cache unrolls over ``unstacked_layers()`` (training on CPU:
+        no per-layer weight copies, stacked residuals or zero-filled gradient stacks; about twice the compile time).
         """
         cfg = self.config
         input_ids = jnp.asarray(input_ids, jnp.int32)
@@ -273,6 +280,8 @@ class Transformer(nnx.Module):
         if self.remat != "none":
             step = jax.checkpoint(step, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
         ck, cv = (None, None) if cache is None else (cache.k, cache.v)
+        if layer_params is None and cache is None and not self.scan_layers:
+            layer_params = self.unstacked_layers()
         if layer_params is None:
             params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
             layer_ids = jnp.arange(cfg.num_hidden_layers)

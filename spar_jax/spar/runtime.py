@@ -97,7 +97,7 @@ class Runtime:
         )
         tokenizer = load_tokenizer(init_path)
         model = from_pretrained(init_path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
-                                rules=self.cfg.mesh.rules, remat=spec.remat)  # fmt: skip
+                                rules=self.cfg.mesh.rules, remat=spec.remat, scan_layers=spec.scan_layers)  # fmt: skip
         data = load_data(data_path, tokenizer, config)
         trainer = Trainer(model, data, config, tokenizer=tokenizer)
         try:
