@@ -122,6 +122,29 @@ def test_bad_remat_and_dtype_are_clear_errors(tmp_path):
         from_pretrained(directory, dtype="int8")
 
 
+def test_masked_softmax_gradient_equals_autodiff_and_keeps_only_the_probabilities():
+    keys = jax.random.split(jax.random.key(4), 2)
+    scores = 3 * jax.random.normal(keys[0], (2, 1, 6, 5))
+    mask = jnp.tril(jnp.ones((6, 5), bool), k=-1)[None, None].repeat(2, axis=0)  # row 0 fully masked
+    cotangent = jax.random.normal(keys[1], scores.shape)
+
+    def formula(scores):
+        return jax.nn.softmax(jnp.where(mask, scores, L.MASK_VALUE), axis=-1)
+
+    got, got_vjp = jax.vjp(lambda s: L.masked_softmax(s, mask), scores)
+    want, want_vjp = jax.vjp(formula, scores)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-7)
+    np.testing.assert_allclose(np.asarray(got_vjp(cotangent)[0]), np.asarray(want_vjp(cotangent)[0]), atol=1e-6)
+    assert np.allclose(np.asarray(got)[:, :, 0], 1 / 5) and not np.asarray(got_vjp(cotangent)[0])[:, :, 0].any()
+    # What the backward pass keeps: the probabilities and the mask, not the exponentials or the quotient's pieces
+    # (autodiff of the formula keeps four score-sized arrays).
+    from jax._src.ad_checkpoint import saved_residuals
+
+    saved = [aval.shape for aval, _ in saved_residuals(lambda s: L.masked_softmax(s, mask).sum(), scores)]
+    assert sorted(saved) == [scores.shape, scores.shape], saved
+    assert len([a for a, _ in saved_residuals(lambda s: formula(s).sum(), scores) if a.shape == scores.shape]) >= 3
+
+
 def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
     # gated_mlp's hand-written backward against jax.grad of the plain SwiGLU formula.
     keys = jax.random.split(jax.random.key(3), 5)

@@ -63,6 +63,31 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array, rope: RopeConfig) -
     return out if rest.shape[-1] == 0 else jnp.concatenate([out, rest], axis=-1)
 
 
+@jax.custom_vjp
+def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
+    """softmax(where(mask, scores, MASK_VALUE)) over the last axis. scores float32 [..., Q, S]; mask bool,
+    broadcastable to scores. Fully masked rows give a uniform distribution.
+
+    The backward pass keeps only the probabilities (and the mask as given): autodiff of the same formula saved the
+    masked scores, their exponentials, the quotient and a broadcast mask, four score-sized arrays per attention.
+    """
+    return jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1)
+
+
+def _masked_softmax_fwd(scores, mask):
+    probs = masked_softmax(scores, mask)
+    return probs, (probs, mask)
+
+
+def _masked_softmax_bwd(residuals, g):
+    probs, mask = residuals
+    d_scores = probs * (g - jnp.sum(g * probs, axis=-1, keepdims=True))
+    return jnp.where(mask, d_scores, 0.0), None
+
+
+masked_softmax.defvjp(_masked_softmax_fwd, _masked_softmax_bwd)
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, k_transposed: bool = False) -> jax.Array:
     """Grouped-query softmax attention.
 
@@ -83,8 +108,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, k_tr
     spec = "bkqd,bkds->bkqs" if k_transposed else "bkqd,bksd->bkqs"
     scores = jnp.einsum(spec, qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d**-0.5)
-    scores = jnp.where(jnp.repeat(mask, g, axis=1)[:, None], scores, MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    probs = masked_softmax(scores, jnp.repeat(mask, g, axis=1)[:, None]).astype(v.dtype)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
 
