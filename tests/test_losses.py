@@ -283,6 +283,46 @@ def test_chunked_matches_unchunked_value_and_grad(length, chunk_size):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("length,chunk_size,rows", [
+    (37, 8, [(9, 20), (12, 15)]),   # the span starts inside a chunk
+    (37, 8, [(30, 36), (33, 37)]),  # the last chunk would run past T: moved back
+    (32, 8, [(0, 32), (5, 6)]),     # everything
+    (32, 8, [(4, 4), (7, 7)]),      # no targets at all
+    (20, 64, [(9, 20), (12, 15)]),  # one chunk: every position computed
+])
+def test_chunked_with_a_mask_computes_the_masked_span_with_exact_values_and_grads(length, chunk_size, rows):
+    hidden, unembed, targets, weights = _chunk_inputs(2, length, 16, 50, seed=3)
+    mask = jnp.asarray(np.stack([(np.arange(length) >= a) & (np.arange(length) < b) for a, b in rows]))
+
+    def full(h, w):
+        return jnp.sum(jnp.where(mask, weights * token_logprobs(h @ w, targets), 0.0))
+
+    def chunked(h, w):
+        lp = chunked_token_logprobs(h, w, targets, chunk_size=chunk_size, mask=mask)
+        return jnp.sum(jnp.where(mask, weights * lp, 0.0))
+
+    out = jax.jit(lambda h, w: chunked_token_logprobs(h, w, targets, chunk_size=chunk_size, mask=mask))(hidden, unembed)
+    ref = token_logprobs(hidden @ unembed, targets)
+    np.testing.assert_allclose(jnp.where(mask, out, 0.0), jnp.where(mask, ref, 0.0), rtol=1e-5, atol=1e-5)
+    used = np.flatnonzero(np.asarray(mask).any(0))
+    outside = np.ones(length, bool)
+    if -(-length // chunk_size) == 1:
+        outside[:] = False  # one chunk: computed everywhere
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+    elif used.size:  # whole chunks from the first used position, the last one ending by T
+        n = -(-(used[-1] + 1 - used[0]) // chunk_size)
+        last = min(used[0] + (n - 1) * chunk_size, length - chunk_size)  # the last chunk, moved back if need be
+        outside[used[0]:used[0] + (n - 1) * chunk_size] = False
+        outside[last:last + chunk_size] = False
+    np.testing.assert_array_equal(np.asarray(out)[:, outside], 0.0)  # not computed
+    assert np.all(np.asarray(out)[:, ~outside] < 0)  # computed
+    v_full, g_full = jax.value_and_grad(full, argnums=(0, 1))(hidden, unembed)
+    v_chunk, g_chunk = jax.jit(jax.value_and_grad(chunked, argnums=(0, 1)))(hidden, unembed)
+    np.testing.assert_allclose(v_chunk, v_full, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g_chunk, g_full):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_chunked_bf16_inputs_give_float32():
     hidden, unembed, targets, _ = _chunk_inputs(2, 24, 16, 40, dtype=jnp.bfloat16)
     out = chunked_token_logprobs(hidden, unembed, targets, chunk_size=8)

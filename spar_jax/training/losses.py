@@ -56,7 +56,7 @@ def _chunk_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array) -
 
 
 def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
-                           chunk_size: int = 256) -> jax.Array:
+                           chunk_size: int = 256, mask: Optional[jax.Array] = None) -> jax.Array:
     """Per-token log-probs of ``targets`` under ``hidden @ unembed`` without the full [B, T, V] logits.
 
     The sequence axis is cut into chunks of ``chunk_size`` tokens and scanned; each chunk's body is under
@@ -70,6 +70,10 @@ def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.A
       unembed: [E, V] output projection (for tied embeddings pass ``embedding.T``).
       targets: [B, T] int token ids aligned with ``hidden``.
       chunk_size: tokens per chunk (> 0); T need not be a multiple (the tail is padded internally).
+      mask: optional [B, T] bool, the positions whose log-probs will be used. Then only whole chunks from the first
+        True position of any row through its last are computed (a prompt before every row's response costs no
+        logits, forward or backward); positions outside them hold 0.0. T within one chunk: all computed.
+        SmolLM2's DPO step at 4 x 512 tokens (half prompt) on XLA:CPU: 40.9 -> 37.0 s.
     Returns:
       [B, T] float32 log-probabilities.
     """
@@ -83,6 +87,11 @@ def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.A
     batch, length, width = hidden.shape
     chunk = min(int(chunk_size), length)
     n_chunks = -(-length // chunk)
+    if mask is not None:
+        if mask.shape != targets.shape:
+            raise ValueError(f"chunked_token_logprobs: mask {mask.shape} does not match targets {targets.shape}")
+        if n_chunks > 1:  # one chunk covers every position anyway
+            return _span_logprobs(hidden, unembed, targets, mask.astype(bool), chunk)
     pad = n_chunks * chunk - length
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
@@ -99,6 +108,37 @@ def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.A
 
     _, out = lax.scan(step, None, (hidden_chunks, target_chunks))
     return out.swapaxes(0, 1).reshape(batch, n_chunks * chunk)[:, :length]
+
+
+def _span_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, mask: jax.Array,
+                   chunk: int) -> jax.Array:
+    """``chunked_token_logprobs`` in whole chunks from the first True position of ``mask`` (any row) through the
+    last, 0.0 elsewhere.
+
+    The span starts at a traced offset, so its chunks are dynamic slices; ceil(T / chunk) of them are scanned and
+    those past the span's end skipped with a ``cond``. A chunk that would run past T is moved back to end at T: it
+    overwrites positions that the previous chunk computed with the same values, so nothing is counted twice, in the
+    values or their gradients.
+    """
+    batch, length, _ = hidden.shape
+    columns = jnp.any(mask, axis=0)
+    start = jnp.argmax(columns).astype(jnp.int32)
+    stop = jnp.where(jnp.any(columns), length - jnp.argmax(columns[::-1]), 0).astype(jnp.int32)
+    body = jax.checkpoint(_chunk_logprobs, prevent_cse=False)
+
+    def step(out, i):
+        first = start + i * chunk
+
+        def compute(out):
+            at = jnp.minimum(first, length - chunk)
+            h = lax.dynamic_slice_in_dim(hidden, at, chunk, axis=1)
+            t = lax.dynamic_slice_in_dim(targets, at, chunk, axis=1)
+            return lax.dynamic_update_slice_in_dim(out, body(h, unembed, t), at, axis=1)
+
+        return lax.cond(first < stop, compute, lambda out: out, out), None
+
+    out, _ = lax.scan(step, jnp.zeros((batch, length), jnp.float32), jnp.arange(-(-length // chunk), dtype=jnp.int32))
+    return out
 
 
 def _check_mask(name: str, token_logps: jax.Array, mask: jax.Array) -> None:

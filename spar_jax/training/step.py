@@ -78,11 +78,14 @@ def shift_targets(input_ids: jax.Array, loss_mask: jax.Array, attention_mask: ja
     return targets, target_mask
 
 
-def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_size: int) -> jax.Array:
+def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_size: int,
+                target_mask: jax.Array | None = None) -> jax.Array:
     """[R, T] log p(input_ids[:, t + 1] | ids[:, :t + 1]) (the last column is meaningless; mask it).
 
     ``chunk_size`` > 0: chunked over the sequence, logits recomputed in the backward pass (memory ~ chunk × V);
-    0: full [R, T, V] float32 logits kept for the backward pass (no recomputation; small vocabularies only).
+    with ``target_mask`` (from ``shift_targets``) only the span of positions that some row uses is computed, and
+    the rest of the result is 0.0. 0: full [R, T, V] float32 logits kept for the backward pass (no recomputation;
+    small vocabularies only).
     """
     hidden, _ = model.hidden_states(input_ids, attention_mask)
     targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
@@ -90,7 +93,7 @@ def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_si
     if chunk_size <= 0:
         logits = jnp.einsum("bte,ev->btv", hidden, unembed, preferred_element_type=jnp.float32)
         return token_logprobs(logits, targets)
-    return chunked_token_logprobs(hidden, unembed, targets, chunk_size=chunk_size)
+    return chunked_token_logprobs(hidden, unembed, targets, chunk_size=chunk_size, mask=target_mask)
 
 
 def batch_totals(batch: dict[str, jax.Array], kind: str) -> dict[str, jax.Array]:
@@ -111,8 +114,8 @@ def micro_loss(model, mb: dict[str, jax.Array], totals: dict[str, jax.Array],
     SFT: token-mean NLL over target tokens. DPO: ``dpo_loss`` (mean over valid pairs) + ``sft_weight`` × token-mean
     NLL of the chosen responses — the SPaR actor objective, chosen and rejected in one forward pass.
     """
-    tlp = token_logps(model, mb["input_ids"], mb["attention_mask"], spec.chunk_size)
     _, tmask = shift_targets(mb["input_ids"], mb["loss_mask"], mb["attention_mask"])
+    tlp = token_logps(model, mb["input_ids"], mb["attention_mask"], spec.chunk_size, tmask)
     if spec.kind == "sft":
         mask = tmask & mb["valid"][:, None]
         nll, _ = sft_loss(tlp, mask)
@@ -179,7 +182,7 @@ def make_sequence_logps(graphdef, state_def, rest, chunk_size: int) -> Callable:
 
     def fn(params, input_ids, loss_mask, attention_mask):
         model = nnx.merge(graphdef, params_to_state(params, state_def), rest)
-        tlp = token_logps(model, input_ids, attention_mask, chunk_size)
-        return sequence_logps(tlp, shift_targets(input_ids, loss_mask, attention_mask)[1])
+        tmask = shift_targets(input_ids, loss_mask, attention_mask)[1]
+        return sequence_logps(token_logps(model, input_ids, attention_mask, chunk_size, tmask), tmask)
 
     return fn
