@@ -83,8 +83,8 @@ def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_si
     """[R, T] log p(input_ids[:, t + 1] | ids[:, :t + 1]) (the last column is meaningless; mask it).
 
     ``chunk_size`` > 0: chunked over the sequence, logits recomputed in the backward pass (memory ~ chunk × V);
-    with ``target_mask`` (from ``shift_targets``) only the span of positions that some row uses is computed, and
-    the rest of the result is 0.0. 0: full [R, T, V] float32 logits kept for the backward pass (no recomputation;
+    with ``target_mask`` (from ``shift_targets``) only whole chunks over the positions some row uses are computed,
+    and the rest of the result is 0.0 (see ``chunked_token_logprobs``). 0: full [R, T, V] float32 logits kept for the backward pass (no recomputation;
     small vocabularies only).
     """
     hidden, _ = model.hidden_states(input_ids, attention_mask)
