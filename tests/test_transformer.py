@@ -258,7 +258,9 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     # steps, whose few rows go through linear_t's multiply-and-sum form.
     fused = tuple(fuse_layer(p) for p in layers)
     assert "q" not in fused[0] and fused[0]["qkv_t"].shape[1] == model.config.hidden_size
-    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=fused)), np.asarray(model(ids, mask)), atol=1e-5)
+    # Concatenated weights change the matmuls' summation order: float32 rounding, relative to the logit's size.
+    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=fused)), np.asarray(model(ids, mask)),
+                               rtol=1e-5, atol=1e-5)
 
     def decode(lp):
         cache = model.init_cache(2, 12, per_layer=lp is not None)
