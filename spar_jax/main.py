@@ -47,6 +47,7 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
 
     from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
 
+    deferred = runtime.deferred_engine  # each loaded on first use, after the stage has read its inputs
     settings = cfg.evals[name]
     if not settings.label:
         settings = dataclasses.replace(settings, label=cfg.actor.path if name in ("ifeval", "followbench")
@@ -54,18 +55,18 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
     out = os.path.join(cfg.workdir, name)
     refiner_path = cfg.refiner.path or cfg.actor.path
     if name == "ifeval":
-        engine = None if settings.responses_file else runtime.engine("actor", cfg.actor.path)
+        engine = None if settings.responses_file else deferred("actor", cfg.actor.path)
         return run_ifeval.run(engine, settings, out)
     if name == "calibration":
-        actor = None if settings.responses_file else runtime.engine("actor", cfg.actor.path)
-        return calibration.run(runtime.engine("refiner", refiner_path), settings, out, actor_engine=actor)
+        actor = None if settings.responses_file else deferred("actor", cfg.actor.path)
+        return calibration.run(deferred("refiner", refiner_path), settings, out, actor_engine=actor)
     if name == "llmbar":
-        return llmbar.run(runtime.engine("refiner", refiner_path), settings, out)
+        return llmbar.run(deferred("refiner", refiner_path), settings, out)
     judge_path = cfg.judge_paths.get(name) or refiner_path
-    actor = None if settings.responses_file else runtime.engine("actor", cfg.actor.path)
+    actor = None if settings.responses_file else deferred("actor", cfg.actor.path)
     if not settings.judge_name:
         settings = dataclasses.replace(settings, judge_name=judge_path)
-    return followbench.run(actor, settings, out, judge_engine=runtime.engine("refiner", judge_path))
+    return followbench.run(actor, settings, out, judge_engine=deferred("refiner", judge_path))
 
 
 def run(config, *, runtime=None) -> dict:

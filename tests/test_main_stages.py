@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+
 from spar_jax import main
-from spar_jax.config import default_config
+from spar_jax.config import default_config, parse
+from spar_jax.io import SourceUnavailableError
+from spar_jax.spar.runtime import DeferredEngine, Runtime
 
 
 def test_ifeval_stage_scores_a_responses_file(tmp_path, shared_data):
@@ -23,3 +27,35 @@ def test_ifeval_stage_scores_a_responses_file(tmp_path, shared_data):
     assert written["metrics"] == summary["metrics"]
     assert written["label"] == "demo" and written["num_prompts"] == 20
     assert 0.0 < summary["metrics"]["average"] < 1.0
+
+
+@pytest.mark.parametrize(
+    "stage, key", [("ifeval", "prompts_source"), ("calibration", "prompts_source"), ("llmbar", "source"),
+                   ("followbench", "source")],
+)  # fmt: skip
+def test_a_missing_input_file_fails_before_any_model_is_loaded(tmp_path, stage, key):
+    """An evaluation reads its inputs before it loads a model: a bad path is reported at once, not after a load."""
+    def load(role, path, spec):
+        raise AssertionError(f"the {role} model was loaded before the stage read its inputs")
+
+    c = default_config()
+    c.workdir = str(tmp_path / "run")
+    c.stages = (stage,)
+    missing = tmp_path / "missing.jsonl"
+    setattr(c[stage], key, str(missing))
+    with pytest.raises((FileNotFoundError, ValueError, SourceUnavailableError), match="missing.jsonl"):
+        main.run(c, runtime=Runtime(parse(c), engine_factory=load))
+
+
+def test_deferred_engine_loads_once_on_first_use():
+    class Engine:
+        batch_size = 8
+
+        def generate(self, requests):
+            return [r.upper() for r in requests]
+
+    loads = []
+    deferred = DeferredEngine(lambda: loads.append(1) or Engine())
+    assert not deferred.loaded and loads == []
+    assert deferred.generate(["a", "b"]) == ["A", "B"]
+    assert deferred.batch_size == 8 and deferred.loaded and loads == [1]

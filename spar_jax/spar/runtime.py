@@ -18,6 +18,22 @@ _log = logging.getLogger(__name__)
 EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine, or None = default
 
 
+class DeferredEngine:
+    """Stands for an engine that ``load()`` returns; loads it on first attribute access and delegates to it."""
+
+    def __init__(self, load: Callable[[], Any]):
+        self._load, self._engine = load, None
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    def __getattr__(self, name: str):
+        if self._engine is None:
+            self._engine = self._load()
+        return getattr(self._engine, name)
+
+
 class Runtime:
     """Loads engines by (checkpoint path, dtype) and trains models. ``engine_factory`` replaces engine creation
     (tests use it to script a role); by default engines are ``spar_jax.sampling.Engine`` over our models."""
@@ -46,6 +62,11 @@ class Runtime:
         if key not in self._engines:
             self._engines[key] = self._make_engine(role, path, spec)
         return self._engines[key]
+
+    def deferred_engine(self, role: str, path: str) -> "DeferredEngine":
+        """``engine(role, path)``, loaded on first use: a stage reads and checks its inputs (a prompt file, a dataset
+        from the Hub) before it spends time loading a model, so bad input fails fast."""
+        return DeferredEngine(lambda: self.engine(role, path))
 
     def _make_engine(self, role: str, path: str, spec: ModelSpec):
         engine = self._factory(role, path, spec) if self._factory is not None else None
