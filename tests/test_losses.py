@@ -326,7 +326,7 @@ def test_chunked_with_a_mask_computes_the_masked_span_with_exact_values_and_grad
 @pytest.mark.parametrize("mask_kind", ["none", "span"])
 def test_chunked_saves_no_per_chunk_copy_of_the_unembedding(mask_kind):
     """What the forward pass keeps for the backward does not grow by an [E, V] array per chunk (a residual of the
-    span's cond, stacked by the scan, once cost 226 MB per SmolLM2 DPO step and escapes the planner's per-row
+    span's cond, stacked by the scan, once cost 226 MB per SmolLM2 DPO step and escaped the planner's per-row
     activation slope)."""
     length, width, vocab = 64, 16, 512
     hidden, unembed, targets, _ = _chunk_inputs(2, length, width, vocab, seed=5)

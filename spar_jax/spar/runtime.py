@@ -29,6 +29,8 @@ class DeferredEngine:
         return self._engine is not None
 
     def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_load", "_engine"):  # not set yet (copy, pickle): never load for these
+            raise AttributeError(name)
         if self._engine is None:
             self._engine = self._load()
         return getattr(self._engine, name)
