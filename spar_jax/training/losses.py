@@ -12,6 +12,7 @@ Conventions used throughout (B = batch, T = target length, V = vocabulary, E = m
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -119,31 +120,75 @@ def _span_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, ma
     those past the span's end skipped with a ``cond``. A chunk that would run past T is moved back to end at T: it
     overwrites positions that the previous chunk computed with the same values, so nothing is counted twice, in the
     values or their gradients.
-
-    Each scan step (the cond included) is rematerialized in the backward pass: the scan then saves only its [B, T]
-    carry per chunk. Otherwise ``unembed``, a residual of the cond's branch, is stacked per chunk ([n, E, V], 226 MB
-    for SmolLM2 at two chunks) in the forward pass and read back in the backward.
     """
-    batch, length, _ = hidden.shape
     columns = jnp.any(mask, axis=0)
     start = jnp.argmax(columns).astype(jnp.int32)
-    stop = jnp.where(jnp.any(columns), length - jnp.argmax(columns[::-1]), 0).astype(jnp.int32)
-    body = jax.checkpoint(_chunk_logprobs, prevent_cse=False)
+    stop = jnp.where(jnp.any(columns), mask.shape[1] - jnp.argmax(columns[::-1]), 0).astype(jnp.int32)
+    return _span(hidden, unembed, targets, start, stop, chunk)
+
+
+def _span_windows(length: int, chunk: int, start: jax.Array, stop: jax.Array, i: jax.Array):
+    """Chunk i of the span: (its first position ``at``, whether it is computed)."""
+    first = start + i * chunk
+    return jnp.minimum(first, length - chunk), first < stop
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _span(hidden, unembed, targets, start, stop, chunk):
+    batch, length, _ = hidden.shape
 
     def step(out, i):
-        first = start + i * chunk
+        at, computed = _span_windows(length, chunk, start, stop, i)
 
         def compute(out):
-            at = jnp.minimum(first, length - chunk)
             h = lax.dynamic_slice_in_dim(hidden, at, chunk, axis=1)
             t = lax.dynamic_slice_in_dim(targets, at, chunk, axis=1)
-            return lax.dynamic_update_slice_in_dim(out, body(h, unembed, t), at, axis=1)
+            return lax.dynamic_update_slice_in_dim(out, _chunk_logprobs(h, unembed, t), at, axis=1)
 
-        return lax.cond(first < stop, compute, lambda out: out, out), None
+        return lax.cond(computed, compute, lambda out: out, out), None
 
-    step = jax.checkpoint(step, prevent_cse=False)
     out, _ = lax.scan(step, jnp.zeros((batch, length), jnp.float32), jnp.arange(-(-length // chunk), dtype=jnp.int32))
     return out
+
+
+def _span_fwd(hidden, unembed, targets, start, stop, chunk):
+    return _span(hidden, unembed, targets, start, stop, chunk), (hidden, unembed, targets, start, stop)
+
+
+def _span_bwd(chunk, residuals, g):
+    """The chunks in reverse order, each recomputing its logits: d logits = g * (onehot(target) - softmax). A chunk
+    takes the cotangent of its window and then zeroes it there, so an earlier chunk that the moved-back last chunk
+    overwrote gets none for the shared positions (the transpose of the forward's overwrite). Written out rather than
+    differentiated through the scan and cond, whose residuals (the [E, V] unembedding among them) autodiff would copy
+    or stack per chunk."""
+    hidden, unembed, targets, start, stop = residuals
+    length = hidden.shape[1]
+    vocab = unembed.shape[1]
+
+    def step(carry, i):
+        at, computed = _span_windows(length, chunk, start, stop, i)
+
+        def compute(carry):
+            g, d_hidden, d_unembed = carry
+            h = lax.dynamic_slice_in_dim(hidden, at, chunk, axis=1)
+            t = jnp.clip(lax.dynamic_slice_in_dim(targets, at, chunk, axis=1), 0, vocab - 1)
+            g_chunk = lax.dynamic_slice_in_dim(g, at, chunk, axis=1)
+            logits = jnp.einsum("bce,ev->bcv", h, unembed, preferred_element_type=jnp.float32)
+            d_logits = g_chunk[..., None] * (jax.nn.one_hot(t, vocab, dtype=jnp.float32) - jax.nn.softmax(logits, -1))
+            d_h = jnp.einsum("bcv,ev->bce", d_logits, unembed, preferred_element_type=jnp.float32)
+            d_h = d_h + lax.dynamic_slice_in_dim(d_hidden, at, chunk, axis=1)
+            d_unembed = d_unembed + jnp.einsum("bce,bcv->ev", h, d_logits, preferred_element_type=jnp.float32)
+            g = lax.dynamic_update_slice_in_dim(g, jnp.zeros_like(g_chunk), at, axis=1)
+            return g, lax.dynamic_update_slice_in_dim(d_hidden, d_h, at, axis=1), d_unembed
+
+        return lax.cond(computed, compute, lambda carry: carry, carry), None
+
+    zeros = (g.astype(jnp.float32), jnp.zeros(hidden.shape, jnp.float32), jnp.zeros(unembed.shape, jnp.float32))
+    (_, d_hidden, d_unembed), _ = lax.scan(step, zeros, jnp.arange(-(-length // chunk), dtype=jnp.int32), reverse=True)
+    return d_hidden.astype(hidden.dtype), d_unembed.astype(unembed.dtype), None, None, None
+
+
+_span.defvjp(_span_fwd, _span_bwd)
 
 
 def _check_mask(name: str, token_logps: jax.Array, mask: jax.Array) -> None:
