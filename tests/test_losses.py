@@ -333,8 +333,11 @@ def test_chunked_saves_no_per_chunk_copy_of_the_unembedding(mask_kind):
     mask = None if mask_kind == "none" else jnp.asarray(np.arange(length) >= 10)[None].repeat(2, axis=0)
 
     def saved_bytes(chunk_size):
+        def logprobs(h, w):
+            return chunked_token_logprobs(h, w, targets, chunk_size=chunk_size, mask=mask)
+
         def vjp(h, w):
-            return jax.vjp(lambda h, w: chunked_token_logprobs(h, w, targets, chunk_size=chunk_size, mask=mask), h, w)[1]
+            return jax.vjp(logprobs, h, w)[1]
 
         return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(vjp, hidden, unembed)))
 

@@ -50,10 +50,14 @@ def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return _target_logprobs_from_logits(logits.astype(jnp.float32), targets)
 
 
+def _chunk_logits(hidden: jax.Array, unembed: jax.Array) -> jax.Array:
+    """hidden [B, C, E], unembed [E, V] -> [B, C, V] float32 (fp32-accumulated matmul)."""
+    return jnp.einsum("bce,ev->bcv", hidden, unembed, preferred_element_type=jnp.float32)
+
+
 def _chunk_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array) -> jax.Array:
-    """hidden [B, C, E], unembed [E, V], targets [B, C] -> [B, C] float32 (fp32-accumulated matmul)."""
-    logits = jnp.einsum("bce,ev->bcv", hidden, unembed, preferred_element_type=jnp.float32)
-    return _target_logprobs_from_logits(logits, targets)
+    """hidden [B, C, E], unembed [E, V], targets [B, C] -> [B, C] float32."""
+    return _target_logprobs_from_logits(_chunk_logits(hidden, unembed), targets)
 
 
 def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
@@ -133,6 +137,11 @@ def _span_windows(length: int, chunk: int, start: jax.Array, stop: jax.Array, i:
     return jnp.minimum(first, length - chunk), first < stop
 
 
+def _span_chunk_ids(length: int, chunk: int) -> jax.Array:
+    """The indices the span's scans run over: ceil(T / chunk) chunks, the most a span can need."""
+    return jnp.arange(-(-length // chunk), dtype=jnp.int32)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
 def _span(hidden, unembed, targets, start, stop, chunk):
     batch, length, _ = hidden.shape
@@ -147,7 +156,7 @@ def _span(hidden, unembed, targets, start, stop, chunk):
 
         return lax.cond(computed, compute, lambda out: out, out), None
 
-    out, _ = lax.scan(step, jnp.zeros((batch, length), jnp.float32), jnp.arange(-(-length // chunk), dtype=jnp.int32))
+    out, _ = lax.scan(step, jnp.zeros((batch, length), jnp.float32), _span_chunk_ids(length, chunk))
     return out
 
 
@@ -173,7 +182,7 @@ def _span_bwd(chunk, residuals, g):
             h = lax.dynamic_slice_in_dim(hidden, at, chunk, axis=1)
             t = jnp.clip(lax.dynamic_slice_in_dim(targets, at, chunk, axis=1), 0, vocab - 1)
             g_chunk = lax.dynamic_slice_in_dim(g, at, chunk, axis=1)
-            logits = jnp.einsum("bce,ev->bcv", h, unembed, preferred_element_type=jnp.float32)
+            logits = _chunk_logits(h, unembed)
             d_logits = g_chunk[..., None] * (jax.nn.one_hot(t, vocab, dtype=jnp.float32) - jax.nn.softmax(logits, -1))
             d_h = jnp.einsum("bcv,ev->bce", d_logits, unembed, preferred_element_type=jnp.float32)
             d_h = d_h + lax.dynamic_slice_in_dim(d_hidden, at, chunk, axis=1)
@@ -184,7 +193,7 @@ def _span_bwd(chunk, residuals, g):
         return lax.cond(computed, compute, lambda carry: carry, carry), None
 
     zeros = (g.astype(jnp.float32), jnp.zeros(hidden.shape, jnp.float32), jnp.zeros(unembed.shape, jnp.float32))
-    (_, d_hidden, d_unembed), _ = lax.scan(step, zeros, jnp.arange(-(-length // chunk), dtype=jnp.int32), reverse=True)
+    (_, d_hidden, d_unembed), _ = lax.scan(step, zeros, _span_chunk_ids(length, chunk), reverse=True)
     return d_hidden.astype(hidden.dtype), d_unembed.astype(unembed.dtype), None, None, None
 
 

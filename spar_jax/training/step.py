@@ -84,8 +84,8 @@ def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_si
 
     ``chunk_size`` > 0: chunked over the sequence, logits recomputed in the backward pass (memory ~ chunk × V);
     with ``target_mask`` (from ``shift_targets``) only whole chunks over the positions some row uses are computed,
-    and the rest of the result is 0.0 (see ``chunked_token_logprobs``). 0: full [R, T, V] float32 logits kept for the backward pass (no recomputation;
-    small vocabularies only).
+    and the rest of the result is 0.0 (see ``chunked_token_logprobs``). 0: full [R, T, V] float32 logits kept for the
+    backward pass (no recomputation; small vocabularies only).
     """
     hidden, _ = model.hidden_states(input_ids, attention_mask)
     targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
