@@ -1,5 +1,7 @@
 """Decoder internals: KV-cache decoding equals the full forward, depth-independent program size, remat, bf16."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +32,54 @@ def test_cached_decoding_matches_full_forward(arch, tmp_path):
     np.testing.assert_allclose(got[0, 4:], full[0, 4:], atol=2e-5)
     np.testing.assert_allclose(got[1], full[1], atol=2e-5)
     assert int(cache.end) == 12 and cache.next_position.tolist() == [8, 12]
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "glm"])
+def test_last_only_prefill_gives_the_last_position_and_the_same_cache(arch, tmp_path):
+    # last_only: the last layer runs its queries, attention, output projection and MLP for the last position only,
+    # but still writes every position's keys and values. Scanned, unrolled and fused layers; with and without a cache.
+    model = from_pretrained(write_checkpoint(tmp_path / arch, arch, seed=5))
+    rng = np.random.default_rng(1)
+    ids = rng.integers(3, 256, size=(3, 10)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :1] = 0
+    layers = model.unstacked_layers()
+
+    @functools.partial(jax.jit, static_argnames="last_only")
+    def prefill(lp, last_only):
+        cache = model.init_cache(3, 10, per_layer=lp is not None)
+        return model.hidden_states(ids, mask, cache=cache, layer_params=lp, last_only=last_only)
+
+    for lp in (None, layers, tuple(fuse_layer(p) for p in layers)):
+        (full, full_cache), (last, last_cache) = prefill(lp, False), prefill(lp, True)
+        assert last.shape == (3, 1, model.config.hidden_size)
+        np.testing.assert_allclose(np.asarray(last), np.asarray(full[:, -1:]), rtol=1e-5, atol=1e-5)
+        for a, b in zip(jax.tree.leaves(last_cache), jax.tree.leaves(full_cache), strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)  # other fusions
+        no_cache, _ = model.hidden_states(ids, mask, layer_params=lp, last_only=True)
+        np.testing.assert_allclose(np.asarray(no_cache), np.asarray(full[:, -1:]), rtol=1e-5, atol=1e-5)
+
+
+def test_last_only_prefill_skips_the_last_layers_work(tmp_path):
+    # Compiled FLOPs: the last layer's q, o and MLP products run for 1 of T positions instead of T. (Unrolled layers:
+    # XLA's cost analysis counts a scan's body once.)
+    model = from_pretrained(write_checkpoint(tmp_path / "llama", "llama", seed=5))
+    cfg = model.config
+    b, t = 2, 64
+    ids = jnp.ones((b, t), jnp.int32)
+    layers = model.unstacked_layers()
+
+    def flops(last_only):
+        def prefill(lp, x):
+            cache = model.init_cache(b, t, per_layer=True)
+            return model.hidden_states(x, cache=cache, layer_params=lp, last_only=last_only)[0]
+
+        return jax.jit(prefill).lower(layers, ids).compile().cost_analysis()["flops"]
+
+    e, hd = cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim
+    skipped = 2 * b * (t - 1) * (2 * e * hd + 3 * e * cfg.intermediate_size)
+    assert flops(False) - flops(True) >= 0.9 * skipped
 
 
 def _hlo_size(layers: int) -> int:

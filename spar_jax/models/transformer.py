@@ -235,8 +235,14 @@ class Transformer(nnx.Module):
             end=jnp.zeros((), jnp.int32),
         )
 
-    def hidden_states(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None):
+    def hidden_states(
+        self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None, last_only=False
+    ):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
+
+        ``last_only``: return [B, 1, E], the last position's only (a prefill that needs one position's logits). The
+        last layer then computes keys and values for every position (they go into the cache) but its queries,
+        attention, output projection and MLP for the last position alone: 1/L of the prefill's work is skipped.
 
         With ``scan_layers`` (the default) the layers run under ``lax.scan`` over the stacked parameters (program size
         independent of depth). ``layer_params`` (from ``unstacked_layers()``, or those through ``fuse_layer``) runs
@@ -274,26 +280,40 @@ class Transformer(nnx.Module):
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
-        step = functools.partial(
-            self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin, write_at=None if cache is None else cache.end
-        )
+        write_at = None if cache is None else cache.end
+        steps = [
+            functools.partial(
+                self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin, write_at=write_at, last_only=last
+            )
+            for last in (False, True)
+        ]
         if self.remat != "none":
-            step = jax.checkpoint(step, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+            steps = [jax.checkpoint(s, policy=REMAT_POLICIES[self.remat], prevent_cse=False) for s in steps]
+        step, last_step = steps if last_only else (steps[0], steps[0])
+        n = cfg.num_hidden_layers
         ck, cv = (None, None) if cache is None else (cache.k, cache.v)
         if layer_params is None and cache is None and not self.scan_layers:
             layer_params = self.unstacked_layers()
         if layer_params is None:
             params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
-            layer_ids = jnp.arange(cfg.num_hidden_layers)
-            xs = (params, None if windows is None else jnp.asarray(windows), layer_ids)
-            (x, ck, cv), _ = jax.lax.scan(step, (x, ck, cv), xs)
+            xs = (params, None if windows is None else jnp.asarray(windows), jnp.arange(n))
+            if not last_only:
+                (x, ck, cv), _ = jax.lax.scan(step, (x, ck, cv), xs)
+            else:
+                # Layers 0..L-2 index the stacks themselves (as scan does with xs): slicing off the last layer
+                # would copy the weights.
+                def body(carry, i):
+                    return step(carry, jax.tree.map(lambda a: a[i], xs))
+
+                (x, ck, cv), _ = jax.lax.scan(body, (x, ck, cv), jnp.arange(n - 1))
+                (x, ck, cv), _ = last_step((x, ck, cv), jax.tree.map(lambda a: a[n - 1], xs))
         else:
-            ks, vs = [None] * len(layer_params), [None] * len(layer_params)
-            per_layer = [None] * len(layer_params) if windows is None else [int(w) for w in windows]
+            ks, vs = [None] * n, [None] * n
+            per_layer = [None] * n if windows is None else [int(w) for w in windows]
             for i, (p, window) in enumerate(zip(layer_params, per_layer, strict=True)):
                 p = {k: v.astype(self.dtype) for k, v in p.items()}
                 layer_cache = (None, None) if cache is None else (ck[i], cv[i])
-                (x, ks[i], vs[i]), _ = step((x, *layer_cache), (p, window, None))
+                (x, ks[i], vs[i]), _ = (last_step if i == n - 1 else step)((x, *layer_cache), (p, window, None))
             ck, cv = (None, None) if cache is None else (tuple(ks), tuple(vs))
         x = L.rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
         if cache is None:
@@ -305,10 +325,10 @@ class Transformer(nnx.Module):
 
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
-    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at):
+    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at, last_only=False):
         """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache;
         ``window`` its attention window (0 = unlimited), or None when ``base_mask`` already holds the one window of all
-        layers."""
+        layers. ``last_only``: keys and values for every position, the rest for the last one (x becomes [B, 1, E])."""
         cfg = self.config
         x, cache_k, cache_v = carry
         p, window, layer = xs
@@ -339,7 +359,11 @@ class Transformer(nnx.Module):
                 cache_v = jax.lax.dynamic_update_slice(cache_v, v_new[None], (layer, 0, 0, write_at, 0))
                 all_kt = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False)
                 all_v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
-        if cache_k is None or cache_v.shape[-2] == q.shape[1]:
+        if last_only:
+            q, mask, x = q[:, -1:], mask[:, -1:], x[:, -1:]
+        if cache_k is None and last_only:
+            attn = L.attention(q, k, v, mask)
+        elif cache_k is None or cache_v.shape[-2] == q.shape[1]:
             # As many keys as queries: no cache, or a prefill filling a cache of exactly T slots (it must start at
             # slot 0, so the cache then holds just these keys). Query and key slots are the same positions and the
             # mask is causal.

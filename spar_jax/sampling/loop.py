@@ -171,9 +171,9 @@ def decode(
     prompt_mask = constrain(prompt_mask.astype(bool), ("batch", "length"), shard)
 
     cache = model.init_cache(b, t, per_layer=layer_params is not None)
-    hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache, layer_params=layer_params)
-    # The head on the last position only (no T x V prompt logits).
-    logits = model.logits(hidden[:, -1:], head_t)[:, 0]
+    # The last position only: the last layer's MLP and attention for one query, and no T x V prompt logits.
+    hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache, layer_params=layer_params, last_only=True)
+    logits = model.logits(hidden, head_t)[:, 0]
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
 
