@@ -22,8 +22,8 @@ from jax import lax
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge")
 
 
-def _target_logprobs_from_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """logits [..., V] float32, targets [...] int -> log p(target) [...] float32.
+def _target_logprobs_and_lse(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """logits [..., V] float32, targets [...] int -> (log p(target), logsumexp(logits)), each [...] float32.
 
     Uses ``logit[target] - logsumexp(logits)`` so no full log-softmax array is built. Targets outside
     [0, V) are clipped (they only ever sit at masked positions, e.g. -100 labels).
@@ -31,7 +31,13 @@ def _target_logprobs_from_logits(logits: jax.Array, targets: jax.Array) -> jax.A
     vocab = logits.shape[-1]
     safe_targets = jnp.clip(targets, 0, vocab - 1).astype(jnp.int32)
     target_logits = jnp.take_along_axis(logits, safe_targets[..., None], axis=-1)[..., 0]
-    return target_logits - jax.nn.logsumexp(logits, axis=-1)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    return target_logits - lse, lse
+
+
+def _target_logprobs_from_logits(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """logits [..., V] float32, targets [...] int -> log p(target) [...] float32 (see ``_target_logprobs_and_lse``)."""
+    return _target_logprobs_and_lse(logits, targets)[0]
 
 
 def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -142,35 +148,44 @@ def _span_chunk_ids(length: int, chunk: int) -> jax.Array:
     return jnp.arange(-(-length // chunk), dtype=jnp.int32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _span(hidden, unembed, targets, start, stop, chunk):
+def _span_scan(hidden, unembed, targets, start, stop, chunk):
+    """The span's forward: log-probs [B, T] and the logsumexp of each computed position's logits [B, T]."""
     batch, length, _ = hidden.shape
 
-    def step(out, i):
+    def step(carry, i):
         at, computed = _span_windows(length, chunk, start, stop, i)
 
-        def compute(out):
+        def compute(carry):
             h = lax.dynamic_slice_in_dim(hidden, at, chunk, axis=1)
             t = lax.dynamic_slice_in_dim(targets, at, chunk, axis=1)
-            return lax.dynamic_update_slice_in_dim(out, _chunk_logprobs(h, unembed, t), at, axis=1)
+            new = _target_logprobs_and_lse(_chunk_logits(h, unembed), t)
+            return tuple(lax.dynamic_update_slice_in_dim(a, x, at, axis=1) for a, x in zip(carry, new, strict=True))
 
-        return lax.cond(computed, compute, lambda out: out, out), None
+        return lax.cond(computed, compute, lambda carry: carry, carry), None
 
-    out, _ = lax.scan(step, jnp.zeros((batch, length), jnp.float32), _span_chunk_ids(length, chunk))
-    return out
+    zeros = jnp.zeros((batch, length), jnp.float32)
+    (logps, lse), _ = lax.scan(step, (zeros, zeros), _span_chunk_ids(length, chunk))
+    return logps, lse
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _span(hidden, unembed, targets, start, stop, chunk):
+    return _span_scan(hidden, unembed, targets, start, stop, chunk)[0]
 
 
 def _span_fwd(hidden, unembed, targets, start, stop, chunk):
-    return _span(hidden, unembed, targets, start, stop, chunk), (hidden, unembed, targets, start, stop)
+    logps, lse = _span_scan(hidden, unembed, targets, start, stop, chunk)
+    return logps, (hidden, unembed, targets, start, stop, lse)
 
 
 def _span_bwd(chunk, residuals, g):
-    """The chunks in reverse order, each recomputing its logits: d logits = g * (onehot(target) - softmax). A chunk
+    """The chunks in reverse order, each recomputing its logits: d logits = g * (onehot(target) - softmax), the
+    softmax as exp(logits - logsumexp) with the forward's logsumexp (no second max and sum over V). A chunk
     takes the cotangent of its window and then zeroes it there, so an earlier chunk that the moved-back last chunk
     overwrote gets none for the shared positions (the transpose of the forward's overwrite). Written out rather than
     differentiated through the scan and cond, whose residuals (the [E, V] unembedding among them) autodiff would copy
     or stack per chunk."""
-    hidden, unembed, targets, start, stop = residuals
+    hidden, unembed, targets, start, stop, lse = residuals
     length = hidden.shape[1]
     vocab = unembed.shape[1]
 
@@ -182,8 +197,8 @@ def _span_bwd(chunk, residuals, g):
             h = lax.dynamic_slice_in_dim(hidden, at, chunk, axis=1)
             t = jnp.clip(lax.dynamic_slice_in_dim(targets, at, chunk, axis=1), 0, vocab - 1)
             g_chunk = lax.dynamic_slice_in_dim(g, at, chunk, axis=1)
-            logits = _chunk_logits(h, unembed)
-            d_logits = g_chunk[..., None] * (jax.nn.one_hot(t, vocab, dtype=jnp.float32) - jax.nn.softmax(logits, -1))
+            probs = jnp.exp(_chunk_logits(h, unembed) - lax.dynamic_slice_in_dim(lse, at, chunk, axis=1)[..., None])
+            d_logits = g_chunk[..., None] * (jax.nn.one_hot(t, vocab, dtype=jnp.float32) - probs)
             d_h = jnp.einsum("bcv,ev->bce", d_logits, unembed, preferred_element_type=jnp.float32)
             d_h = d_h + lax.dynamic_slice_in_dim(d_hidden, at, chunk, axis=1)
             d_unembed = d_unembed + jnp.einsum("bce,bcv->ev", h, d_logits, preferred_element_type=jnp.float32)
