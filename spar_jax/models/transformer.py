@@ -280,16 +280,18 @@ class Transformer(nnx.Module):
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
-        write_at = None if cache is None else cache.end
-        steps = [
-            functools.partial(
-                self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin, write_at=write_at, last_only=last
-            )
-            for last in (False, True)
-        ]
-        if self.remat != "none":
-            steps = [jax.checkpoint(s, policy=REMAT_POLICIES[self.remat], prevent_cse=False) for s in steps]
-        step, last_step = steps if last_only else (steps[0], steps[0])
+
+        def make_step(last: bool):
+            block = functools.partial(
+                self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin,
+                write_at=None if cache is None else cache.end, last_only=last,
+            )  # fmt: skip
+            if self.remat == "none":
+                return block
+            return jax.checkpoint(block, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+
+        step = make_step(False)
+        last_step = make_step(True) if last_only else step
         n = cfg.num_hidden_layers
         ck, cv = (None, None) if cache is None else (cache.k, cache.v)
         if layer_params is None and cache is None and not self.scan_layers:
