@@ -363,13 +363,11 @@ class Transformer(nnx.Module):
                 all_v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
         if last_only:
             q, mask, x = q[:, -1:], mask[:, -1:], x[:, -1:]
-        if cache_k is None and last_only:
-            attn = L.attention(q, k, v, mask)
-        elif cache_k is None or cache_v.shape[-2] == q.shape[1]:
-            # As many keys as queries: no cache, or a prefill filling a cache of exactly T slots (it must start at
-            # slot 0, so the cache then holds just these keys). Query and key slots are the same positions and the
-            # mask is causal.
-            attn = L.causal_attention(q, k, v, mask)
+        if cache_k is None or cache_v.shape[-2] == k.shape[2]:
+            # This call's keys are all the keys: no cache, or a prefill filling a cache of exactly T slots (it must
+            # start at slot 0, so the cache then holds just these keys). With every position queried, query and key
+            # slots are the same positions and the mask is causal.
+            attn = L.causal_attention(q, k, v, mask) if q.shape[1] == k.shape[2] else L.attention(q, k, v, mask)
         else:
             attn = L.attention(q, all_kt.astype(self.dtype), all_v.astype(self.dtype), mask, k_transposed=True)
         # The output projection as one [H * D, E] matmul (see L.attention).
