@@ -6,9 +6,13 @@ spar_jax's jitted step (``Trainer.train_step``) against the same step written in
 alternating, medians. Also measures a large fp32 matmul (jax and torch) as the machine's practical peak.
 
     python benchmarks/train_step.py [--shapes 2x256,4x512] [--repeats 5] [--remat none] [--unroll-layers]
-                                    [--out result.json]
+                                    [--layouts packed,rows] [--out result.json]
 
-Tokens/s counts every token the policy processes per step: 2 (chosen, rejected) × batch × length.
+Each pair is a prompt of length / 2 tokens shared by a chosen and a rejected response of length / 2 tokens (as in
+DPO data). ``spar_jax`` is the trainer's default layout (``share_prompt``: one row per pair, the prompt computed
+once); ``spar_jax_rows`` the two-row layout, the same computation as PyTorch's. Tokens/s counts the tokens of the
+two full sequences, 2 × batch × length, for every contender (the same work done); achieved FLOP/s counts the
+FLOPs each layout actually computes.
 """
 
 from __future__ import annotations
@@ -35,36 +39,40 @@ BETA, SFT_WEIGHT, LR = 0.1, 0.1, 1e-7
 
 
 def synthetic_pairs(batch: int, length: int, vocab: int, seed: int = 0) -> TokenizedData:
-    """``batch`` pairs of full-length sequences: the first half is the prompt, the second half the response."""
+    """``batch`` pairs of full-length sequences: the first half is the prompt (shared), the second half the response."""
     rng = np.random.default_rng(seed)
     ids, masks = [], []
     for _ in range(batch):
-        seqs = tuple(rng.integers(3, vocab, size=length).astype(np.int32) for _ in range(2))
+        prompt = rng.integers(3, vocab, size=length // 2)
+        seqs = tuple(np.concatenate([prompt, rng.integers(3, vocab, size=length - length // 2)]).astype(np.int32)
+                     for _ in range(2))
         ids.append(seqs)
         masks.append(tuple(np.arange(length) >= length // 2 for _ in range(2)))
     ref = rng.normal(-3.0 * length / 2, 10.0, size=(batch, 2)).astype(np.float32)
     return TokenizedData("dpo", ids, masks, TruncationStats(batch), ref_logps=ref)
 
 
-def model_flops(cfg, batch: int, length: int) -> float:
-    """Model FLOPs of one training step (3 × forward; remat recomputation not counted) on 2·batch sequences."""
+def model_flops(cfg, rows: int, length: int) -> float:
+    """Model FLOPs of one training step (3 × forward; remat recomputation not counted) on ``rows`` sequences of
+    ``length`` tokens."""
     e, m, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     h, k, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     per_token_params = layers * (e * (h + 2 * k) * d + h * d * e + 3 * e * m) + e * cfg.vocab_size
-    seqs = 2 * batch
-    dense = 2 * per_token_params * seqs * length
-    attention = layers * seqs * 2 * 2 * length * length * h * d  # QK^T and PV over the full square
+    dense = 2 * per_token_params * rows * length
+    attention = layers * rows * 2 * 2 * length * length * h * d  # QK^T and PV over the full square
     return 3.0 * (dense + attention)
 
 
 class JaxStep:
-    def __init__(self, model, batch: int, length: int, chunk: int):
+    def __init__(self, model, batch: int, length: int, chunk: int, packed: bool):
         data = synthetic_pairs(batch, length, model.config.vocab_size)
         cfg = TrainConfig(kind="dpo", learning_rate=LR, schedule="constant", warmup_ratio=0.0, batch_size=batch,
                           max_steps=10_000, max_length=length, max_prompt_length=length // 2, beta=BETA,
-                          sft_weight=SFT_WEIGHT, logits_chunk_size=chunk, progress_bar=False, group_by_length=False)
+                          sft_weight=SFT_WEIGHT, logits_chunk_size=chunk, progress_bar=False, group_by_length=False,
+                          share_prompt=packed)
         self.trainer = Trainer(model, data, cfg)
-        self.batch = collate(data, np.arange(batch), batch, length)
+        self.rows, self.length = (batch, int(data.packed_lengths().max())) if packed else (2 * batch, length)
+        self.batch = collate(data, np.arange(batch), batch, self.length, packed=packed)
 
     def __call__(self) -> float:
         return self.trainer.train_step(self.batch)["loss"]
@@ -136,29 +144,41 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     return {"jax_gflops": 2 * n**3 / jt / 1e9, "torch_gflops": 2 * n**3 / tt / 1e9}
 
 
-def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int, scan_layers: bool) -> dict:
-    model = from_pretrained(directory, dtype="float32", remat=remat, scan_layers=scan_layers)
-    ours = JaxStep(model, batch, length, chunk)
-    theirs = TorchStep(directory, ours.trainer.data)
-    ours_loss, theirs_loss = ours(), theirs()  # warm-up (compile), and a loss check on identical weights
-    ours(), theirs()
-    t_ours, t_theirs, f_ours, f_theirs = [], [], [], []
-    for _ in range(repeats):
-        t_ours.append(timed_with_faults(ours, f_ours))
-        t_theirs.append(timed_with_faults(theirs, f_theirs))
+LAYOUT_NAMES = {"packed": "spar_jax", "rows": "spar_jax_rows"}
+
+
+def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int, scan_layers: bool,
+              layouts: list[str]) -> dict:
+    steps, flops = {}, {}
+    for layout in layouts:
+        model = from_pretrained(directory, dtype="float32", remat=remat, scan_layers=scan_layers)
+        step = JaxStep(model, batch, length, chunk, packed=layout == "packed")
+        steps[LAYOUT_NAMES[layout]] = step
+        flops[LAYOUT_NAMES[layout]] = model_flops(model.config, step.rows, step.length)
+    steps["pytorch"] = TorchStep(directory, next(iter(steps.values())).trainer.data)
+    flops["pytorch"] = model_flops(model.config, 2 * batch, length)
+    first_loss = {name: fn() for name, fn in steps.items()}  # warm-up (compile), and a loss check on identical weights
+    for fn in steps.values():
+        fn()
+    times = {name: [] for name in steps}
+    faults = {name: [] for name in steps}
+    for _ in range(repeats):  # alternating
+        for name, fn in steps.items():
+            times[name].append(timed_with_faults(fn, faults[name]))
     tokens = 2 * batch * length
-    med_ours, med_theirs = statistics.median(t_ours), statistics.median(t_theirs)
-    flops = model_flops(model.config, batch, length)
-    return {"batch": batch, "length": length, "tokens_per_step": tokens, "remat": remat, "scan_layers": scan_layers,
-            "logits_chunk": chunk,
-            "first_loss": {"spar_jax": ours_loss, "pytorch": theirs_loss},
-            "step_s": {"spar_jax": med_ours, "pytorch": med_theirs},
-            "min_step_s": {"spar_jax": min(t_ours), "pytorch": min(t_theirs)},
-            "minor_page_faults_per_step": {"spar_jax": statistics.median(f_ours), "pytorch": statistics.median(f_theirs)},
-            "tokens_per_s": {"spar_jax": tokens / med_ours, "pytorch": tokens / med_theirs},
-            "speedup_vs_pytorch": med_theirs / med_ours, "model_tflop_per_step": flops / 1e12,
-            "spar_jax_gflops": flops / med_ours / 1e9, "pytorch_gflops": flops / med_theirs / 1e9,
-            "all_step_s": {"spar_jax": t_ours, "pytorch": t_theirs}}
+    med = {name: statistics.median(t) for name, t in times.items()}
+    out = {"batch": batch, "length": length, "tokens_per_step": tokens, "remat": remat, "scan_layers": scan_layers,
+           "logits_chunk": chunk, "first_loss": first_loss, "step_s": med,
+           "min_step_s": {name: min(t) for name, t in times.items()},
+           "minor_page_faults_per_step": {name: statistics.median(f) for name, f in faults.items()},
+           "tokens_per_s": {name: tokens / m for name, m in med.items()},
+           "computed_tflop_per_step": {name: f / 1e12 for name, f in flops.items()},
+           "gflops": {name: flops[name] / m / 1e9 for name, m in med.items()},
+           "all_step_s": times}
+    for name in steps:
+        if name != "pytorch":
+            out[f"speedup_vs_pytorch{name[len('spar_jax'):]}"] = med["pytorch"] / med[name]
+    return out
 
 
 def main() -> None:
@@ -169,8 +189,12 @@ def main() -> None:
     parser.add_argument("--remat", default="dots_no_batch", help="model remat policy (none, dots, dots_no_batch, full)")
     parser.add_argument("--chunk", type=int, default=256)
     parser.add_argument("--unroll-layers", action="store_true", help="model scan_layers=False (the layer loop unrolled)")
+    parser.add_argument("--layouts", default="packed,rows", help="our DPO layouts: packed (share_prompt), rows")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
+    layouts = args.layouts.split(",")
+    if not layouts or any(x not in LAYOUT_NAMES for x in layouts):
+        parser.error(f"--layouts: a comma-separated subset of {sorted(LAYOUT_NAMES)}, got {args.layouts!r}")
     directory = resolve_checkpoint(args.checkpoint)
     import torch
 
@@ -181,7 +205,8 @@ def main() -> None:
     result["matmul_peak"] = matmul_peak()
     for shape in args.shapes.split(","):
         b, t = (int(x) for x in shape.split("x"))
-        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk, not args.unroll_layers)
+        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk, not args.unroll_layers,
+                      layouts)
         result["shapes"].append(r)
         print(json.dumps(r), flush=True)
     result["matmul_peak_after"] = matmul_peak()
@@ -190,8 +215,7 @@ def main() -> None:
     peak = max(*result["matmul_peak"].values(), *result["matmul_peak_after"].values())
     result["matmul_peak_gflops"] = peak
     for r in result["shapes"]:
-        r["spar_jax_fraction_of_matmul_peak"] = r["spar_jax_gflops"] / peak
-        r["pytorch_fraction_of_matmul_peak"] = r["pytorch_gflops"] / peak
+        r["fraction_of_matmul_peak"] = {name: g / peak for name, g in r["gflops"].items()}
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

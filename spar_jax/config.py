@@ -19,7 +19,7 @@ EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
 _TRAIN_KEYS = (
     "learning_rate", "schedule", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum_steps",
     "max_grad_norm", "weight_decay", "beta", "sft_weight", "loss_type", "label_smoothing", "max_length",
-    "max_prompt_length", "logits_chunk_size", "save_every", "keep_checkpoints",
+    "max_prompt_length", "logits_chunk_size", "share_prompt", "save_every", "keep_checkpoints",
 )  # fmt: skip
 
 
@@ -51,6 +51,7 @@ def _train_section(**values) -> ml_collections.ConfigDict:
     t.max_length = 2048
     t.max_prompt_length = 1024
     t.logits_chunk_size = 256
+    t.share_prompt = True  # DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)
     t.save_every = 500
     t.keep_checkpoints = 2
     t.update(values)

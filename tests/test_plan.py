@@ -189,8 +189,11 @@ def test_plan_flags_what_does_not_divide_the_mesh():
     plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 1), "dpo.batch_size": 6, "engine.batch_size": 32}),
                      config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
     text = "\n".join(plan.flags)
-    assert "train actor (DPO): micro-batch of 12 rows does not divide mesh axis fsdp=8" in text
+    assert "train actor (DPO): micro-batch of 6 rows does not divide mesh axis fsdp=8" in text  # packed pairs
     assert "sampling: 6 prompts per engine batch (n=5) do not divide mesh axis fsdp=8" in text
+    plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 1), "dpo.batch_size": 6, "dpo.share_prompt": False}),
+                     config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
+    assert "train actor (DPO): micro-batch of 12 rows does not divide mesh axis fsdp=8" in "\n".join(plan.flags)
 
 
 def test_paper_70b_does_not_fit_a_small_slice():

@@ -98,9 +98,10 @@ def fuse_layer(p: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
 
 def _windowed(base_mask: jax.Array, distance: jax.Array, window) -> jax.Array:
-    """base_mask bool [B, T, S] limited to keys less than ``window`` slots back (0 = unlimited); ``distance`` [T, S]
-    is query slot - key slot; ``window`` a Python int or a traced int32 scalar."""
-    return base_mask & ((window == 0) | (distance < window))[None]
+    """base_mask bool [B, T, S] limited to keys less than ``window`` positions back (0 = unlimited); ``distance``
+    [T, S] or [B, T, S] is query position - key position; ``window`` a Python int or a traced int32 scalar."""
+    near = (window == 0) | (distance < window)
+    return base_mask & (near if near.ndim == 3 else near[None])
 
 
 @flax.struct.dataclass
@@ -236,9 +237,15 @@ class Transformer(nnx.Module):
         )
 
     def hidden_states(
-        self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None, last_only=False
+        self, input_ids, attention_mask=None, *, segment_ids=None, cache: KVCache | None = None, layer_params=None,
+        last_only=False,
     ):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
+
+        ``segment_ids`` int [B, T] (no cache): several sequences sharing a prefix, packed in one row (see
+        ``spar_jax.training.batches.pack_pair``). Segment 0 is the shared prefix; a token of segment k > 0 attends to
+        segment 0 and to segment k only, and its rotary position counts the tokens it attends to. Each branch then
+        sees exactly what it would see alone after the prefix, which is computed once.
 
         ``last_only``: return [B, 1, E], the last position's only (a prefill that needs one position's logits). The
         last layer then computes keys and values for every position (they go into the cache) but its queries,
@@ -260,12 +267,19 @@ class Transformer(nnx.Module):
             positions = jnp.maximum(counts - 1, 0)
             key_valid, q_slots, s = mask, jnp.arange(t), t
         else:
+            if segment_ids is not None:
+                raise ValueError("segment_ids (packed shared-prefix sequences) needs a forward pass without a cache")
             positions = jnp.maximum(cache.next_position[:, None] + counts - 1, 0)
             key_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.end))
             q_slots, s = cache.end + jnp.arange(t), cache.max_length
         k_slots = jnp.arange(s)
         distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
         base_mask = key_valid[:, None, :] & (distance >= 0)[None]
+        if segment_ids is not None:
+            seg = jnp.asarray(segment_ids, jnp.int32)
+            base_mask = base_mask & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+            positions = jnp.maximum(jnp.sum(base_mask, axis=-1, dtype=jnp.int32) - 1, 0)
+            distance = positions[:, :, None] - positions[:, None, :]  # [B, T, T]: windows count positions
         windows = cfg.layer_windows()
         if (windows == windows[0]).all():
             # One mask for every layer, built once: per-layer masks would be recomputed (and, when training, saved

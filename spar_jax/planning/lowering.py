@@ -36,9 +36,10 @@ def _abstract_params(cfg, mesh, rules, *, dtype, param_dtype, remat):
 
 def lower_train_step(cfg, mesh, rules: Rules, *, kind: str = "dpo", examples: int, length: int, accum: int = 1,
                      dtype: str = "bfloat16", param_dtype: str | None = "float32", remat: str = "full",
-                     chunk_size: int = 256) -> jax.stages.Lowered:
+                     chunk_size: int = 256, share_prompt: bool = True) -> jax.stages.Lowered:
     """Lower one optimizer step on ``examples`` examples (pairs for DPO) of ``length`` tokens, ``accum``
-    micro-batches, exactly as ``Trainer`` jits it (same step function, optimizer and state shardings)."""
+    micro-batches, exactly as ``Trainer`` jits it (same step function, optimizer and state shardings). DPO with
+    ``share_prompt`` (the trainer's default): one packed row of ``length`` tokens per pair."""
     graphdef, state, rest, params, pshard = _abstract_params(cfg, mesh, rules, dtype=dtype, param_dtype=param_dtype,
                                                              remat=remat)
     schedule = S.make_schedule("linear", 2e-7, 100, 0.1)
@@ -49,7 +50,8 @@ def lower_train_step(cfg, mesh, rules: Rules, *, kind: str = "dpo", examples: in
     shardings = {"step": replicated, "params": pshard, "opt_state": opt_shard, "rng": replicated}
     train_state = _with_shardings({"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
                                    "opt_state": opt_shapes, "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}, shardings)
-    per = 2 if kind == "dpo" else 1
+    packed = kind == "dpo" and share_prompt
+    per = 2 if kind == "dpo" and not packed else 1
     rows = examples // accum * per
     ctx = ShardingContext(mesh, rules)
     seq = ctx.sharding((None, "batch", "length"), (accum, rows, length))
@@ -60,7 +62,9 @@ def lower_train_step(cfg, mesh, rules: Rules, *, kind: str = "dpo", examples: in
              "valid": jax.ShapeDtypeStruct((accum, rows // per), jnp.bool_,
                                            sharding=ctx.sharding((None, "batch"), (accum, rows // per)))}
     if kind == "dpo":
-        batch["ref_logps"] = jax.ShapeDtypeStruct((accum, rows // 2, 2), jnp.float32, sharding=small)
+        batch["ref_logps"] = jax.ShapeDtypeStruct((accum, rows // per, 2), jnp.float32, sharding=small)
+    if packed:
+        batch["segment_ids"] = jax.ShapeDtypeStruct((accum, rows, length), jnp.int32, sharding=seq)
     spec = S.LossSpec(kind, chunk_size=chunk_size)
     step = S.make_train_step(graphdef, jax.tree.structure(state), rest, tx, schedule, spec)
     return jax.jit(step, out_shardings=(shardings, replicated), donate_argnums=(0,)).lower(train_state, batch)

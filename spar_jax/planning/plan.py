@@ -9,7 +9,8 @@ each phase must fit on its own:
 - ``train actor (DPO)`` / ``train refiner (SFT)``: parameters, optimizer state, gradients (twice with gradient
   accumulation: the accumulator and one micro-batch's gradients), the compute-dtype copy of the weights when the
   param dtype differs, one FSDP-gathered layer, saved activations and one layer's remat working set, for one
-  micro-batch of ``batch_size / grad_accum_steps`` examples (two rows per DPO pair).
+  micro-batch of ``batch_size / grad_accum_steps`` examples (a DPO pair is one packed row of up to 2 × max_length
+  with ``share_prompt``, planned at that longest, else two rows).
 - ``initial SFT (sft0)``: the same for the Stage-0 SFT, when the run has one and its settings differ from ``sft``.
 - ``sampling``: actor and refiner both resident (mining and tree search hold both engines), KV cache of the largest
   engine batch of any sampling stage, one prefill's working set, one gathered layer.
@@ -87,23 +88,28 @@ def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layou
     tx = S.make_optimizer(S.make_schedule("constant", train.learning_rate, 1, 0.0), weight_decay=train.weight_decay,
                           b1=train.adam_b1, b2=train.adam_b2, eps=train.adam_eps, max_grad_norm=train.max_grad_norm)
     opt = M.optimizer_chip_bytes(model_cfg, mesh, rules, tx, dtype=spec.dtype, param_dtype=spec.param_dtype)
-    rows = train.batch_size // train.grad_accum_steps * (2 if kind == "dpo" else 1)
+    # DPO pairs: two rows of max_length, or with share_prompt one packed row of up to 2 * max_length (the prompt
+    # once, then both responses; planned at its longest, a prompt of one token).
+    packed = kind == "dpo" and train.share_prompt
+    rows = train.batch_size // train.grad_accum_steps * (2 if kind == "dpo" and not packed else 1)
+    length = train.max_length * (2 if packed else 1)
     width = model_cfg.hidden_size
     for u in M.undivided(("batch",), (rows,), mesh, rules):
         flags.append(f"{name}: micro-batch of {rows} rows does not divide mesh axis {u[2]}={u[3]}; those chips "
                      f"repeat the same rows")
-    local_rows = M.rows_per_chip(rows, train.max_length, width, mesh, rules)
+    local_rows = M.rows_per_chip(rows, length, width, mesh, rules)
     local_cfg, note = A.local_model_config(model_cfg, layout.local)
     if note:
         flags.append(f"{name}: {note}")
-    act = A.training_activations(local_cfg, rows=local_rows, length=train.max_length, dtype=spec.dtype,
+    act = A.training_activations(local_cfg, rows=local_rows, length=length, dtype=spec.dtype,
                                  param_dtype=spec.param_dtype, remat=spec.remat, chunk_size=train.logits_chunk_size)
     items = [("params", layout.chip_bytes), ("optimizer state", opt),
              ("gradients" + (" (x2: accumulation)" if train.grad_accum_steps > 1 else ""),
               layout.chip_bytes * (2 if train.grad_accum_steps > 1 else 1))]
     items += _cast_items(spec, layout)
     items += [("gathered layer (fsdp)", layout.gathered_layer_bytes),
-              (f"activations saved ({local_rows} rows x {train.max_length}, remat={spec.remat})", act.saved),
+              (f"activations saved ({local_rows} rows x {length}{', packed pairs' if packed else ''}, "
+               f"remat={spec.remat})", act.saved),
               ("activations: one layer's working set", act.working_set)]
     return Phase(name, tuple(items))
 

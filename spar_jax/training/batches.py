@@ -57,6 +57,13 @@ class TokenizedData:
         """[N] the longest sequence of each example."""
         return np.asarray([max(len(s) for s in seqs) for seqs in self.ids], np.int64)
 
+    def packed_lengths(self) -> np.ndarray:
+        """[N] DPO: tokens of each pair packed by ``pack_pair`` (shared prefix once, then both branches)."""
+        if self.kind != "dpo":
+            raise ValueError("packed lengths are defined for DPO pairs")
+        return np.asarray([len(c) + len(r) - shared_prefix_length(c, r, cm, rm)
+                           for (c, r), (cm, rm) in zip(self.ids, self.masks)], np.int64)
+
     def fingerprint(self) -> str:
         """A hash of every token id and mask, to check that cached reference log-probs belong to this data."""
         h = hashlib.sha256(self.kind.encode())
@@ -220,28 +227,62 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, *
     return batches
 
 
-def collate(data: TokenizedData, indices: np.ndarray, rows: int, length: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+def shared_prefix_length(chosen: np.ndarray, rejected: np.ndarray, chosen_mask: np.ndarray,
+                         rejected_mask: np.ndarray) -> int:
+    """Leading tokens two sequences have in common, with the same loss mask (the prompt, and more when the
+    responses start alike)."""
+    n = min(len(chosen), len(rejected))
+    differ = (chosen[:n] != rejected[:n]) | (chosen_mask[:n] != rejected_mask[:n])
+    return int(np.argmax(differ)) if differ.any() else n
+
+
+def pack_pair(seqs: tuple[np.ndarray, np.ndarray], masks: tuple[np.ndarray, np.ndarray]):
+    """A DPO pair as one row: the shared prefix once, then the rest of chosen, then the rest of rejected.
+
+    Returns ``ids`` int32 [L], ``mask`` bool [L] (training targets, as in the module docstring) and ``segments``
+    int32 [L]: 0 shared prefix, 1 chosen branch, 2 rejected branch (``Transformer.hidden_states(segment_ids=...)``
+    lets each branch attend to the prefix and itself only). L = len(chosen) + len(rejected) - shared; a pair whose
+    prompts share N tokens is N tokens shorter than the two rows of the unpacked layout.
+    """
+    (c, r), (cm, rm) = seqs, masks
+    n = shared_prefix_length(c, r, cm, rm)
+    segments = np.concatenate([np.zeros(n, np.int32), np.ones(len(c) - n, np.int32), np.full(len(r) - n, 2, np.int32)])
+    return (np.concatenate([c, r[n:]]).astype(np.int32), np.concatenate([cm, rm[n:]]).astype(bool), segments)
+
+
+def collate(data: TokenizedData, indices: np.ndarray, rows: int, length: int, pad_id: int = 0, *,
+            packed: bool = False) -> dict[str, np.ndarray]:
     """Pad examples ``indices`` into a batch of ``rows`` examples (extra rows are invalid padding).
 
-    Returns numpy arrays with S = 1 (sft) or 2 (dpo; chosen and rejected of one pair on adjacent rows):
+    Returns numpy arrays with S = 1 (sft, or dpo with ``packed``: one ``pack_pair`` row per pair) or 2 (dpo; chosen
+    and rejected of one pair on adjacent rows):
       ``input_ids`` int32 [rows * S, length]; ``loss_mask`` / ``attention_mask`` bool [rows * S, length];
-      ``valid`` bool [rows]; for DPO with reference log-probs, ``ref_logps`` float32 [rows, 2].
+      ``valid`` bool [rows]; for DPO with reference log-probs, ``ref_logps`` float32 [rows, 2]; when packed,
+      ``segment_ids`` int32 [rows, length] (-1 on padding).
     """
-    per = 1 if data.kind == "sft" else 2
+    if packed and data.kind != "dpo":
+        raise ValueError("collate: packed=True needs DPO pairs")
+    per = 1 if data.kind == "sft" or packed else 2
     if len(indices) > rows:
         raise ValueError(f"collate: {len(indices)} examples do not fit {rows} rows")
     ids = np.full((rows * per, length), pad_id, np.int32)
     loss_mask = np.zeros((rows * per, length), bool)
     attention = np.zeros((rows * per, length), bool)
+    segment_ids = np.full((rows, length), -1, np.int32)
     for r, i in enumerate(indices):
-        for s, (seq, mask) in enumerate(zip(data.ids[i], data.masks[i])):
+        parts = [pack_pair(data.ids[i], data.masks[i])] if packed else zip(data.ids[i], data.masks[i])
+        for s, (seq, mask, *seg) in enumerate(parts):
             if len(seq) > length:
                 raise ValueError(f"collate: example {i} has {len(seq)} tokens, more than the padded length {length}")
             ids[r * per + s, : len(seq)] = seq
             loss_mask[r * per + s, : len(seq)] = mask
             attention[r * per + s, : len(seq)] = True
+            if packed:
+                segment_ids[r, : len(seq)] = seg[0]
     out = {"input_ids": ids, "loss_mask": loss_mask, "attention_mask": attention,
            "valid": np.arange(rows) < len(indices)}
+    if packed:
+        out["segment_ids"] = segment_ids
     if data.ref_logps is not None:
         ref = np.zeros((rows, 2), np.float32)
         ref[: len(indices)] = data.ref_logps[np.asarray(indices, np.int64)]
@@ -253,11 +294,11 @@ class Batches:
     """Global batches of ``batch_size`` examples over epochs in a seeded, resumable order."""
 
     def __init__(self, data: TokenizedData, batch_size: int, *, seed: int = 0, buckets: Sequence[int] = (),
-                 group_by_length: bool = True, pad_id: int = 0):
+                 group_by_length: bool = True, pad_id: int = 0, packed: bool = False):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.lengths = data.lengths
+        self.data, self.batch_size, self.seed, self.packed = data, batch_size, seed, packed
+        self.lengths = data.packed_lengths() if packed else data.lengths
         self.buckets = tuple(sorted(buckets)) or (int(self.lengths.max()),)
         if self.lengths.max() > self.buckets[-1]:
             raise ValueError(f"an example has {self.lengths.max()} tokens, longer than the largest bucket "
@@ -282,7 +323,7 @@ class Batches:
             for i in range(step, len(plan)):
                 idx = plan[i]
                 length = self.padded_length(int(self.lengths[idx].max()))
-                batch = collate(self.data, idx, self.batch_size, length, self.pad_id)
+                batch = collate(self.data, idx, self.batch_size, length, self.pad_id, packed=self.packed)
                 nxt = DataPosition(epoch, i + 1) if i + 1 < len(plan) else DataPosition(epoch + 1, 0)
                 yield nxt, batch
             epoch, step = epoch + 1, 0

@@ -4,7 +4,9 @@ Train state (a plain pytree, what Orbax saves): ``{"step": int32 [], "params": p
 "opt_state": optax state, "rng": uint32 [2]}``. A *batch* holds A micro-batches of ``rows`` sequences each
 (``rows`` = micro-batch examples × S, S = 1 for SFT, 2 for DPO with chosen/rejected on adjacent rows):
 ``input_ids`` int32 [A, rows, T], ``loss_mask`` / ``attention_mask`` bool [A, rows, T], ``valid`` bool
-[A, rows / S], and for DPO ``ref_logps`` float32 [A, rows / 2, 2].
+[A, rows / S], and for DPO ``ref_logps`` float32 [A, rows / S, 2]. A packed DPO batch (``collate(packed=True)``)
+has one row per pair (S = 1: the shared prompt once, then both responses) and ``segment_ids`` int32 [A, rows, T];
+the layout is read from the batch's keys.
 
 Every micro-batch loss is weighted by its share of the global batch's pairs / target tokens, so summing the
 micro-batch gradients equals the gradient of the whole batch at once (accumulation is exact up to rounding).
@@ -89,6 +91,11 @@ def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_si
     """
     hidden, _ = model.hidden_states(input_ids, attention_mask)
     targets = jnp.concatenate([input_ids[:, 1:], jnp.zeros_like(input_ids[:, :1])], axis=1)
+    return _logps_of(model, hidden, targets, chunk_size, target_mask)
+
+
+def _logps_of(model, hidden: jax.Array, targets: jax.Array, chunk_size: int, target_mask: jax.Array | None):
+    """[R, T] log p(targets | hidden) through the unembedding (chunked as in ``token_logps``)."""
     unembed = model.unembed().astype(hidden.dtype)
     if chunk_size <= 0:
         logits = jnp.einsum("bte,ev->btv", hidden, unembed, preferred_element_type=jnp.float32)
@@ -96,8 +103,47 @@ def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_si
     return chunked_token_logprobs(hidden, unembed, targets, chunk_size=chunk_size, mask=target_mask)
 
 
+def packed_targets(batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """A packed DPO batch [..., R, T] -> (chosen, rejected) target masks [..., R, T], aligned with the *targets*
+    (token t, not the position predicting it): the shared prefix's targets count for both."""
+    keep = batch["loss_mask"] & batch["attention_mask"]
+    keep = keep & (jnp.arange(keep.shape[-1]) > 0)  # token 0 has no predictor
+    seg = batch["segment_ids"]
+    return keep & (seg <= 1), keep & ((seg == 0) | (seg == 2))
+
+
+def predictor_hidden(hidden: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """hidden [R, T, E] of a packed row -> [R, T, E], at t the hidden state that predicts token t: that of t - 1,
+    except for the rejected branch's first token, predicted by the shared prefix's last token (t = 0: arbitrary)."""
+    shared = jnp.sum(segment_ids == 0, axis=1)
+    first_rejected = shared + jnp.sum(segment_ids == 1, axis=1)
+    previous = jnp.concatenate([hidden[:, :1], hidden[:, :-1]], axis=1)
+    last_shared = jnp.take_along_axis(hidden, jnp.maximum(shared - 1, 0)[:, None, None], axis=1)  # [R, 1, E]
+    at = jnp.arange(hidden.shape[1])[None, :] == first_rejected[:, None]
+    return jnp.where(at[..., None], last_shared, previous)
+
+
+def pair_logps(model, mb: dict[str, jax.Array], chunk_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """A DPO micro-batch (either layout) -> (sequence log-probs float32 [P, 2] (chosen, rejected), the chosen
+    response's token log-probs [P, T] and their mask [P, T])."""
+    if "segment_ids" in mb:
+        chosen, rejected = packed_targets(mb)
+        hidden, _ = model.hidden_states(mb["input_ids"], mb["attention_mask"], segment_ids=mb["segment_ids"])
+        hidden = predictor_hidden(hidden, mb["segment_ids"])
+        tlp = _logps_of(model, hidden, mb["input_ids"], chunk_size, chosen | rejected)
+        return jnp.stack([sequence_logps(tlp, chosen), sequence_logps(tlp, rejected)], axis=1), tlp, chosen
+    _, tmask = shift_targets(mb["input_ids"], mb["loss_mask"], mb["attention_mask"])
+    tlp = token_logps(model, mb["input_ids"], mb["attention_mask"], chunk_size, tmask)
+    rows, t = tlp.shape
+    seq = sequence_logps(tlp, tmask).reshape(rows // 2, 2)
+    return seq, tlp.reshape(rows // 2, 2, t)[:, 0], tmask.reshape(rows // 2, 2, t)[:, 0]
+
+
 def batch_totals(batch: dict[str, jax.Array], kind: str) -> dict[str, jax.Array]:
     """Normalizers over the whole global batch [A, ...]: valid pairs/examples and target tokens."""
+    if "segment_ids" in batch:
+        chosen = packed_targets(batch)[0] & batch["valid"][:, :, None]
+        return {"pairs": jnp.sum(batch["valid"]).astype(jnp.float32), "tokens": jnp.sum(chosen).astype(jnp.float32)}
     _, tmask = jax.vmap(shift_targets)(batch["input_ids"], batch["loss_mask"], batch["attention_mask"])
     if kind == "dpo":
         a, rows, t = tmask.shape
@@ -114,22 +160,21 @@ def micro_loss(model, mb: dict[str, jax.Array], totals: dict[str, jax.Array],
     SFT: token-mean NLL over target tokens. DPO: ``dpo_loss`` (mean over valid pairs) + ``sft_weight`` × token-mean
     NLL of the chosen responses — the SPaR actor objective, chosen and rejected in one forward pass.
     """
-    _, tmask = shift_targets(mb["input_ids"], mb["loss_mask"], mb["attention_mask"])
-    tlp = token_logps(model, mb["input_ids"], mb["attention_mask"], spec.chunk_size, tmask)
     if spec.kind == "sft":
+        _, tmask = shift_targets(mb["input_ids"], mb["loss_mask"], mb["attention_mask"])
+        tlp = token_logps(model, mb["input_ids"], mb["attention_mask"], spec.chunk_size, tmask)
         mask = tmask & mb["valid"][:, None]
         nll, _ = sft_loss(tlp, mask)
         w = jnp.sum(mask) / jnp.maximum(totals["tokens"], 1.0)
         loss = nll * w
         return loss, {"loss": loss, "nll": jax.lax.stop_gradient(loss), "tokens/target": jnp.sum(mask, dtype=jnp.float32)}
-    rows, t = tlp.shape
     valid = mb["valid"]
-    seq = sequence_logps(tlp, tmask).reshape(rows // 2, 2)
+    seq, chosen_tlp, chosen_mask = pair_logps(model, mb, spec.chunk_size)
     ref = mb["ref_logps"]
     dpo, metrics = dpo_loss(seq[:, 0], seq[:, 1], ref[:, 0], ref[:, 1], beta=spec.beta, loss_type=spec.loss_type,
                             label_smoothing=spec.label_smoothing, pair_mask=valid)
-    chosen_mask = tmask.reshape(rows // 2, 2, t)[:, 0] & valid[:, None]
-    nll, _ = sft_loss(tlp.reshape(rows // 2, 2, t)[:, 0], chosen_mask)
+    chosen_mask = chosen_mask & valid[:, None]
+    nll, _ = sft_loss(chosen_tlp, chosen_mask)
     wp = jnp.sum(valid) / jnp.maximum(totals["pairs"], 1.0)
     wt = jnp.sum(chosen_mask) / jnp.maximum(totals["tokens"], 1.0)
     loss = dpo * wp + spec.sft_weight * nll * wt
@@ -177,12 +222,11 @@ def make_train_step(graphdef, state_def, rest, tx: optax.GradientTransformation,
     return step
 
 
-def make_sequence_logps(graphdef, state_def, rest, chunk_size: int) -> Callable:
-    """``fn(params, input_ids [R, T], loss_mask, attention_mask) -> [R]`` masked sums of target log-probs."""
+def make_pair_logps(graphdef, state_def, rest, chunk_size: int) -> Callable:
+    """``fn(params, batch) -> [P, 2]`` (chosen, rejected) sequence log-probs of a DPO micro-batch (either layout)."""
 
-    def fn(params, input_ids, loss_mask, attention_mask):
+    def fn(params, batch):
         model = nnx.merge(graphdef, params_to_state(params, state_def), rest)
-        tmask = shift_targets(input_ids, loss_mask, attention_mask)[1]
-        return sequence_logps(token_logps(model, input_ids, attention_mask, chunk_size, tmask), tmask)
+        return pair_logps(model, batch, chunk_size)[0]
 
     return fn

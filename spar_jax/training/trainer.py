@@ -58,6 +58,7 @@ class TrainConfig:
     sft_weight: float = 0.1
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
+    share_prompt: bool = True              # DPO: one row per pair, the shared prompt computed once (pack_pair)
     max_length: int = 2048
     max_prompt_length: int = 1024
     seed: int = 0                          # data order and the RNG in the train state
@@ -113,23 +114,25 @@ def load_data(records: Any, tokenizer, config: TrainConfig) -> TokenizedData:
 
 
 def compute_reference_logps(model, data: TokenizedData, *, pairs_per_batch: int, chunk_size: int = 256,
-                            min_bucket: int = 64) -> np.ndarray:
-    """[N, 2] float32 sums of target log-probs of (chosen, rejected) under ``model``, one jitted pass over ``data``."""
+                            min_bucket: int = 64, packed: bool = True) -> np.ndarray:
+    """[N, 2] float32 sums of target log-probs of (chosen, rejected) under ``model``, one jitted pass over ``data``
+    (``packed``: pairs as ``pack_pair`` rows, as the trainer's ``share_prompt`` steps see them)."""
     graphdef, state, rest = nnx.split(model, nnx.Param, ...)
     ctx = _context(model)
     replicated = NamedSharding(ctx.mesh, PartitionSpec())  # every process can read the result
-    fn = jax.jit(S.make_sequence_logps(graphdef, jax.tree.structure(state), rest, chunk_size), out_shardings=replicated)
+    fn = jax.jit(S.make_pair_logps(graphdef, jax.tree.structure(state), rest, chunk_size), out_shardings=replicated)
     params = nnx.to_pure_dict(state)
-    lengths = data.lengths
+    lengths = data.packed_lengths() if packed else data.lengths
     buckets = length_buckets(int(lengths.max()), min(min_bucket, int(lengths.max())))
     order = np.argsort(-lengths, kind="stable")
     out = np.zeros((len(data), 2), np.float32)
     for start in range(0, len(order), pairs_per_batch):
         idx = order[start: start + pairs_per_batch]
         length = next(b for b in buckets if b >= lengths[idx].max())
-        b = collate(data, idx, pairs_per_batch, length)
-        arrays = [_place(b[k], ctx, ("batch", "length")) for k in ("input_ids", "loss_mask", "attention_mask")]
-        out[idx] = np.asarray(jax.device_get(fn(params, *arrays))).reshape(pairs_per_batch, 2)[: len(idx)]
+        b = collate(data, idx, pairs_per_batch, length, packed=packed)
+        b.pop("valid"), b.pop("ref_logps", None)
+        arrays = {k: _place(v, ctx, ("batch", "length")) for k, v in b.items()}
+        out[idx] = np.asarray(jax.device_get(fn(params, arrays)))[: len(idx)]
     return out
 
 
@@ -159,9 +162,11 @@ class Trainer:
         if any(a is not b for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(params))):
             raise AssertionError("nnx.State and its pure dict flatten in different orders")
         self.micro = config.batch_size // config.grad_accum_steps
-        top = max(config.max_length, int(data.lengths.max()))
+        self.packed = config.kind == "dpo" and config.share_prompt
+        lengths = data.packed_lengths() if self.packed else data.lengths
+        top = max(config.max_length, int(lengths.max()))
         self.batches = Batches(data, config.batch_size, seed=config.seed, group_by_length=config.group_by_length,
-                               buckets=length_buckets(top, min(config.min_bucket, top)))
+                               buckets=length_buckets(top, min(config.min_bucket, top)), packed=self.packed)
         self.total_steps = config.max_steps or config.epochs * self.batches.steps_per_epoch
         self.schedule = S.make_schedule(config.schedule, config.learning_rate, self.total_steps, config.warmup_ratio)
         self.tx = S.make_optimizer(self.schedule, weight_decay=config.weight_decay, b1=config.adam_b1,
@@ -249,7 +254,7 @@ class Trainer:
                                  "they must come from the starting model")
             ref = compute_reference_logps(self.model, self.data, chunk_size=self.config.logits_chunk_size,
                                           pairs_per_batch=self.config.reference_batch_size or self.micro,
-                                          min_bucket=self.config.min_bucket)
+                                          min_bucket=self.config.min_bucket, packed=self.packed)
             if self.ckpt:
                 self.ckpt.save_reference(self.fingerprint, ref)
         self.data = self.data.with_reference(ref)
