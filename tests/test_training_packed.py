@@ -118,6 +118,8 @@ def test_share_prompt_trains_to_the_same_parameters(tmp_path):
             lengths = [len(c) + len(r) for c, r in data.ids]
             assert (data.packed_lengths() < np.asarray(lengths) - 10).all()
         trainer = Trainer(from_pretrained(str(d)), data, cfg)
+        _, batch = next(trainer.batches.iterate())
+        assert ("segment_ids" in batch) == share and batch["input_ids"].shape[0] == 3 * (1 if share else 2)
         trainer.fit()
         params.append(jax.tree.map(np.asarray, trainer.state["params"]))
     for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):

@@ -2,7 +2,8 @@
 
 Layout of one sequence: ``ids`` [L] int32 and ``mask`` [L] bool, where ``mask[t]`` is True when token t is a training
 target (an assistant-turn token rendered by the chat template, closing tokens included). The trainer predicts
-``ids[1:]`` from ``ids[:-1]`` and uses ``mask[1:]``, so prompt tokens and padding never contribute.
+``ids[1:]`` from ``ids[:-1]`` and uses ``mask[1:]``, so prompt tokens and padding never contribute. A DPO pair can
+also be packed into one row (``pack_pair``: the shared prefix once, then each branch; ``collate(packed=True)``).
 
 Truncation (sequences longer than ``max_length``): the *prompt* (everything before the first target token) is cut
 from the left to ``max_prompt_length`` tokens, then the rest (the response) is cut from the right. Counts are kept.
