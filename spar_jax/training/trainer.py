@@ -130,8 +130,7 @@ def compute_reference_logps(model, data: TokenizedData, *, pairs_per_batch: int,
         idx = order[start: start + pairs_per_batch]
         length = next(b for b in buckets if b >= lengths[idx].max())
         b = collate(data, idx, pairs_per_batch, length, packed=packed)
-        b.pop("valid"), b.pop("ref_logps", None)
-        arrays = {k: _place(v, ctx, ("batch", "length")) for k, v in b.items()}
+        arrays = {k: _place(v, ctx, ("batch", "length")) for k, v in b.items() if k not in ("valid", "ref_logps")}
         out[idx] = np.asarray(jax.device_get(fn(params, arrays)))[: len(idx)]
     return out
 
