@@ -269,7 +269,7 @@ def collate(data: TokenizedData, indices: np.ndarray, rows: int, length: int, pa
     ids = np.full((rows * per, length), pad_id, np.int32)
     loss_mask = np.zeros((rows * per, length), bool)
     attention = np.zeros((rows * per, length), bool)
-    segment_ids = np.full((rows, length), -1, np.int32)
+    segment_ids = np.full((rows, length), -1, np.int32) if packed else None
     for r, i in enumerate(indices):
         parts = [pack_pair(data.ids[i], data.masks[i])] if packed else zip(data.ids[i], data.masks[i])
         for s, (seq, mask, *seg) in enumerate(parts):
