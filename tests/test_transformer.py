@@ -284,6 +284,46 @@ def test_long_forward_in_causal_blocks_matches_the_cached_prefill(arch, tmp_path
     np.testing.assert_allclose(np.asarray(exact)[1, 37:], full[1, 37:200], atol=2e-5)
 
 
+@pytest.mark.parametrize("arch", ["llama", "mistral"])
+def test_prefill_into_an_empty_cache_attends_over_its_own_keys(arch, tmp_path):
+    # empty_cache=True (the sampler's prefill into a cache sized for the tokens to come): attention runs over the
+    # prompt's own keys in causal blocks instead of over every slot. Same hidden states and the same cache; fewer
+    # compiled FLOPs (unrolled layers: XLA's cost analysis counts a scan's body once).
+    model = from_pretrained(write_checkpoint(tmp_path / arch, arch, seed=13))
+    cfg = model.config
+    b, t, slots = 2, 200, 260
+    ids = np.random.default_rng(2).integers(3, 256, size=(b, t)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :37] = 0
+    layers = model.unstacked_layers()
+
+    def prefill(lp, x, m, empty):
+        return model.hidden_states(x, m, cache=model.init_cache(b, slots, per_layer=True), layer_params=lp,
+                                   empty_cache=empty)  # fmt: skip
+
+    (want, want_cache), (got, got_cache) = (prefill(layers, ids, mask, e) for e in (False, True))
+    np.testing.assert_allclose(np.asarray(got)[0], np.asarray(want)[0], atol=2e-5)
+    np.testing.assert_allclose(np.asarray(got)[1, 37:], np.asarray(want)[1, 37:], atol=2e-5)
+    # The cache, on its real tokens (a padding slot's K/V comes from a query that sees no key: arbitrary either way).
+    valid = np.asarray(want_cache.valid)
+    np.testing.assert_array_equal(np.asarray(got_cache.valid), valid)
+    assert valid.sum() == b * t - 37 and int(got_cache.end) == t
+    for g, w in zip(got_cache.k + got_cache.v, want_cache.k + want_cache.v, strict=True):
+        assert g.shape == w.shape
+        at = valid[:, None, None, :] if g.shape[-1] == slots else valid[:, None, :, None]
+        np.testing.assert_allclose(np.where(at, g, 0), np.where(at, w, 0), atol=1e-5)
+
+    def flops(empty):
+        jitted = jax.jit(functools.partial(prefill, empty=empty))
+        return jitted.lower(layers, jnp.asarray(ids), jnp.asarray(mask)).compile().cost_analysis()["flops"]
+
+    # Scores and values over T x 260 slots, against T x T in blocks of 50 (5/8 of them).
+    assert L.causal_block(t) == 50
+    hd = cfg.num_attention_heads * cfg.head_dim
+    skipped = 2 * 2 * b * t * hd * (slots - 5 / 8 * t) * cfg.num_hidden_layers
+    assert flops(False) - flops(True) >= 0.9 * skipped
+
+
 @pytest.mark.parametrize("arch", ["qwen2", "glm"])
 def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     # hidden_states(layer_params=...) (separate per-layer arrays, per-layer cache) computes what the scan computes:

@@ -238,7 +238,7 @@ class Transformer(nnx.Module):
 
     def hidden_states(
         self, input_ids, attention_mask=None, *, segment_ids=None, cache: KVCache | None = None, layer_params=None,
-        last_only=False,
+        last_only=False, empty_cache=False,
     ):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
 
@@ -246,6 +246,10 @@ class Transformer(nnx.Module):
         ``spar_jax.training.batches.pack_pair``). Segment 0 is the shared prefix; a token of segment k > 0 attends to
         segment 0 and to segment k only, and its rotary position counts the tokens it attends to. Each branch then
         sees exactly what it would see alone after the prefix, which is computed once.
+
+        ``empty_cache``: the cache holds nothing yet (``cache.end`` is 0; a prefill into a cache sized for the tokens
+        to come). This call's keys are then all the keys: attention runs over them alone, in causal blocks, instead of
+        over every slot of the cache. (A cache of exactly T slots is known to be empty without the flag.)
 
         ``last_only``: return [B, 1, E], the last position's only (a prefill that needs one position's logits). The
         last layer then computes keys and values for every position (they go into the cache) but its queries,
@@ -298,7 +302,8 @@ class Transformer(nnx.Module):
         def make_step(last: bool):
             block = functools.partial(
                 self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin,
-                write_at=None if cache is None else cache.end, last_only=last,
+                write_at=None if cache is None else (0 if empty_cache else cache.end), last_only=last,
+                empty_cache=empty_cache,
             )  # fmt: skip
             if self.remat == "none":
                 return block
@@ -341,10 +346,11 @@ class Transformer(nnx.Module):
 
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
-    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at, last_only=False):
+    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at, last_only=False, empty_cache=False):
         """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache;
         ``window`` its attention window (0 = unlimited), or None when ``base_mask`` already holds the one window of all
-        layers. ``last_only``: keys and values for every position, the rest for the last one (x becomes [B, 1, E])."""
+        layers. ``last_only``: keys and values for every position, the rest for the last one (x becomes [B, 1, E]).
+        ``empty_cache``: see ``hidden_states``."""
         cfg = self.config
         x, cache_k, cache_v = carry
         p, window, layer = xs
@@ -377,10 +383,11 @@ class Transformer(nnx.Module):
                 all_v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
         if last_only:
             q, mask, x = q[:, -1:], mask[:, -1:], x[:, -1:]
-        if cache_k is None or cache_v.shape[-2] == k.shape[2]:
-            # This call's keys are all the keys: no cache, or a prefill filling a cache of exactly T slots (it must
-            # start at slot 0, so the cache then holds just these keys). With every position queried, query and key
-            # slots are the same positions and the mask is causal.
+        if cache_k is None or empty_cache or cache_v.shape[-2] == k.shape[2]:
+            # This call's keys are all the keys: no cache, or a prefill into an empty cache (a cache of exactly T
+            # slots must start at slot 0, so it is empty too). With every position queried, query and key slots are
+            # the same positions and the mask is causal.
+            mask = mask[..., : k.shape[2]]
             attn = L.causal_attention(q, k, v, mask) if q.shape[1] == k.shape[2] else L.attention(q, k, v, mask)
         else:
             attn = L.attention(q, all_kt.astype(self.dtype), all_v.astype(self.dtype), mask, k_transposed=True)

@@ -8,8 +8,9 @@ prefilled twice. Decoding runs in *segments* of geometrically growing cache room
 each segment is a ``while_loop`` over a cache that is only as long as its segment needs, so attention reads
 O(tokens so far) rather than O(T + N) per step, and a segment starts only if some row is still running. A row stops
 on a stop id (EOS or a stop-string token) or at ``max_new_tokens``; the loop exits as soon as every row has stopped.
-Each step samples from the current logits and then feeds the sampled token (so one feed per batch is spare).
-Nothing returns to the host until the whole batch is done.
+The first token is sampled from the prefill's logits; each step then feeds the last token (writing its K/V) and
+samples the next from the logits it gives, so the last sampled token is never fed. Nothing returns to the host until
+the whole batch is done.
 """
 
 from __future__ import annotations
@@ -79,7 +80,6 @@ class Output(NamedTuple):
 
 class _State(NamedTuple):
     step: jax.Array  # tokens sampled so far (the next token's index)
-    logits: jax.Array  # [R, V] logits for the next token
     done: jax.Array  # [R]
     out: Output
 
@@ -170,9 +170,13 @@ def decode(
     prompt_ids = constrain(prompt_ids.astype(jnp.int32), ("batch", "length"), shard)
     prompt_mask = constrain(prompt_mask.astype(bool), ("batch", "length"), shard)
 
-    cache = model.init_cache(b, t, per_layer=layer_params is not None)
+    caps = shape.segments()
+    # The K/V of the prompt and of every fed token: the last sampled token is never fed.
+    cache = model.init_cache(b, t + caps[0] - 1, per_layer=layer_params is not None)
     # The last position only: the last layer's MLP and attention for one query, and no T x V prompt logits.
-    hidden, cache = model.hidden_states(prompt_ids, prompt_mask, cache=cache, layer_params=layer_params, last_only=True)
+    hidden, cache = model.hidden_states(
+        prompt_ids, prompt_mask, cache=cache, layer_params=layer_params, last_only=True, empty_cache=True
+    )
     logits = model.logits(hidden, head_t)[:, 0]
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
@@ -190,26 +194,23 @@ def decode(
         stopped=jnp.zeros((rows,), bool),
     )
     done = ~jnp.repeat(live.astype(bool), n)
-    state = _State(step=jnp.zeros((), jnp.int32), logits=logits, done=done, out=out)
     live_mask = jnp.ones((rows, 1), bool)
 
-    def forward(state, cache, tokens):
-        hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
-        return state._replace(logits=model.logits(hidden, head_t)[:, 0]), cache
+    def sample_next(state, logits):
+        tokens, logprobs = _pick(logits, row_keys, state.step, params, shape.candidates)
+        return _record(state, tokens, logprobs, params)
 
     def body(carry):
-        # Sample token s from the current logits, then feed it (writing cache slot T + s). The feed runs even after
-        # the last token: skipping it with lax.cond makes XLA copy the whole cache every step.
-        state, cache = carry
-        tokens, logprobs = _pick(state.logits, row_keys, state.step, params, shape.candidates)
-        state, tokens = _record(state, tokens, logprobs, params)
-        return forward(state, cache, tokens)
+        # Feed token s - 1 (writing cache slot T + s - 1), then sample token s. The feed runs for rows that have
+        # stopped too: skipping it with lax.cond makes XLA copy the whole cache every step.
+        state, cache, tokens = carry
+        hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
+        state, tokens = sample_next(state, model.logits(hidden, head_t)[:, 0])
+        return state, cache, tokens
 
-    caps = shape.segments()
-
-    def run(state, cache, j):
-        last = j + 1 == len(caps)
-        room = caps[j] - (cache.max_length - t)
+    def run(carry, j):
+        state, cache, tokens = carry
+        room = caps[j] - 1 - (cache.max_length - t)
         if room > 0:
             cache = _grow(cache, room, shard)
 
@@ -217,12 +218,14 @@ def decode(
             s = carry[0]
             return (s.step < caps[j]) & ~s.done.all()
 
-        state, cache = jax.lax.while_loop(cond, body, (state, cache))
-        if last:
-            return state
-        return jax.lax.cond(state.done.all(), lambda s, c: s, lambda s, c: run(s, c, j + 1), state, cache)
+        carry = jax.lax.while_loop(cond, body, (state, cache, tokens))
+        if j + 1 == len(caps):
+            return carry[0]
+        return jax.lax.cond(carry[0].done.all(), lambda c: c[0], lambda c: run(c, j + 1), carry)
 
-    return run(state, cache, 0).out
+    state = _State(step=jnp.zeros((), jnp.int32), done=done, out=out)
+    state, tokens = sample_next(state, logits)  # token 0, from the prompt's logits
+    return run((state, cache, tokens), 0).out
 
 
 LAYER_LOOPS = ("auto", "scan", "unrolled")
