@@ -4,7 +4,7 @@ Shapes: B prompt rows (a batch bucket), T prompt slots (a length bucket, left-pa
 R = B * n decode rows (sample j of prompt i is row i * n + j), N new-token slots (a max-new-tokens bucket).
 
 The prompt batch is prefilled once; the cache rows are then repeated n times on device, so a prompt is never
-prefilled twice. Decoding runs in *segments* of geometrically growing cache room (e.g. 256, 1024, ... new slots):
+prefilled twice. Decoding runs in *segments* of geometrically growing room (e.g. 256, 1024, ... new tokens):
 each segment is a ``while_loop`` over a cache that is only as long as its segment needs, so attention reads
 O(tokens so far) rather than O(T + N) per step, and a segment starts only if some row is still running. A row stops
 on a stop id (EOS or a stop-string token) or at ``max_new_tokens``; the loop exits as soon as every row has stopped.
@@ -36,7 +36,7 @@ class LoopShape:
     Attributes:
       n: samples per prompt.
       max_new: N, the bucketed number of new-token slots.
-      first_segment / segment_growth: cache room of the first decode segment and the factor between segments.
+      first_segment / segment_growth: new tokens of the first decode segment and the factor between segments.
       candidates: the sampler's static candidate bound C.
     """
 
@@ -47,7 +47,8 @@ class LoopShape:
     candidates: int = 64
 
     def segments(self) -> tuple[int, ...]:
-        """Cumulative cache room (new slots) per segment; the last holds all N sampled tokens."""
+        """Cumulative new tokens per segment (the last is N). The cache of a segment of c tokens holds T + c - 1
+        slots: the last sampled token is never fed."""
         need = self.max_new
         caps, cap = [], max(self.first_segment, 1)
         while cap < need:
@@ -171,8 +172,7 @@ def decode(
     prompt_mask = constrain(prompt_mask.astype(bool), ("batch", "length"), shard)
 
     caps = shape.segments()
-    # The K/V of the prompt and of every fed token: the last sampled token is never fed.
-    cache = model.init_cache(b, t + caps[0] - 1, per_layer=layer_params is not None)
+    cache = model.init_cache(b, t + caps[0] - 1, per_layer=layer_params is not None)  # see LoopShape.segments
     # The last position only: the last layer's MLP and attention for one query, and no T x V prompt logits.
     hidden, cache = model.hidden_states(
         prompt_ids, prompt_mask, cache=cache, layer_params=layer_params, last_only=True, empty_cache=True
@@ -210,9 +210,8 @@ def decode(
 
     def run(carry, j):
         state, cache, tokens = carry
-        room = caps[j] - 1 - (cache.max_length - t)
-        if room > 0:
-            cache = _grow(cache, room, shard)
+        if j > 0:
+            cache = _grow(cache, caps[j] - caps[j - 1], shard)
 
         def cond(carry):
             s = carry[0]
