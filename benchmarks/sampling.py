@@ -7,6 +7,7 @@ exactly N tokens (no EOS), all CPU cores for both (XLA's default; torch set to o
 between the two engines and the medians are reported. One JSON line per configuration (batch, prompt, new):
 
   ours_tok_s / hf_tok_s / ratio   generated tokens per second of wall time (prefill included) and ours / HF
+  ratio_paired_median / _range    the same ratio per alternation (HF's run over ours just before it): median, range
   ours_step_ms                    our decode step: (time for N tokens - time for 1 token) / (N - 1)
   roofline_step_ms                bytes a decode step must read (all weights + the K/V of the average context)
                                   divided by the copy bandwidth measured in this run (bytes read + written per s,
@@ -95,6 +96,10 @@ def run_config(engine, hf, tokenizer, batch, prompt, new, repeats, seed):
         "ours_tok_s": batch * new / m_ours,
         "hf_tok_s": batch * new / m_hf,
         "ratio": m_hf / m_ours,
+        # Each HF run over the run of ours just before it: slow drifts of the shared machine cancel within a pair.
+        "ratio_paired_median": statistics.median(h / o for h, o in zip(t_hf, t_ours)),
+        "ratio_paired_range": [round(min(h / o for h, o in zip(t_hf, t_ours)), 3),
+                               round(max(h / o for h, o in zip(t_hf, t_ours)), 3)],
         "ours_s": m_ours,
         "hf_s": m_hf,
         "ours_prefill_s": m_one,

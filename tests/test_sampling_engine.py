@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from spar_jax.models import from_pretrained, load_tokenizer
 from spar_jax.sampling import Engine
+from spar_jax.sampling.loop import SLOT_MULTIPLE, LoopShape, cache_slots
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 MAX_LENGTH = 64
@@ -154,10 +155,24 @@ def test_bad_arguments_are_rejected_clearly(engine):
 
 def test_growing_cache_segments_match_one_segment(tiny, engine):
     model, tokenizer = tiny
-    segmented = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, first_segment=3, segment_growth=2,
+    segmented = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, first_segment=3, segment_growth=4,
                        progress=False)  # fmt: skip
-    requests = [_ids(9, 5), _ids(10, 11)]
-    kwargs = dict(max_new_tokens=14, temperature=0.8, seed=5, n=2)
+    requests = [_ids(9, 5), _ids(10, 11)]  # one 16-slot prompt bucket
+    kwargs = dict(max_new_tokens=40, temperature=0.8, seed=5, n=2)  # a 64-token bucket: segments 3, 12, 48, 64
+    # The cache really grows (32 -> 32 -> 64 -> 80 slots), or this test would not cover growth.
+    assert [cache_slots(16, c) for c in LoopShape(n=2, max_new=64, first_segment=3, segment_growth=4).segments()] == [
+        32, 32, 64, 80
+    ]
     a = engine.generate(requests, **kwargs)
     b = segmented.generate(requests, **kwargs)
     assert [[c.token_ids for c in r.completions] for r in a] == [[c.token_ids for c in r.completions] for r in b]
+    assert max(len(c.token_ids) for r in b for c in r.completions) > 12  # some row decoded past the second segment
+
+
+def test_cache_slots_are_the_needed_slots_rounded_up():
+    assert cache_slots(128, 32) == 160  # T + 31 slots: the last sampled token is never fed
+    assert cache_slots(128, 1) == 128
+    assert cache_slots(128, 33) == 160 and cache_slots(128, 34) == 176
+    for t, c in [(16, 3), (64, 64), (100, 7)]:
+        slots = cache_slots(t, c)
+        assert slots % SLOT_MULTIPLE == 0 and t + c - 1 <= slots < t + c - 1 + SLOT_MULTIPLE
