@@ -92,14 +92,14 @@ def run_config(engine, hf, tokenizer, batch, prompt, new, repeats, seed):
         agree = sum(x == y for x, y in zip(our_tokens, hf_tokens))
     m_ours, m_hf, m_one = map(statistics.median, (t_ours, t_hf, t_one))
     step = (m_ours - m_one) / max(new - 1, 1)
+    # Each HF run over the run of ours just before it: slow drifts of the shared machine cancel within a pair.
+    pairs = [h / o for h, o in zip(t_hf, t_ours)]
     return {
         "ours_tok_s": batch * new / m_ours,
         "hf_tok_s": batch * new / m_hf,
         "ratio": m_hf / m_ours,
-        # Each HF run over the run of ours just before it: slow drifts of the shared machine cancel within a pair.
-        "ratio_paired_median": statistics.median(h / o for h, o in zip(t_hf, t_ours)),
-        "ratio_paired_range": [round(min(h / o for h, o in zip(t_hf, t_ours)), 3),
-                               round(max(h / o for h, o in zip(t_hf, t_ours)), 3)],
+        "ratio_paired_median": statistics.median(pairs),
+        "ratio_paired_range": [round(min(pairs), 3), round(max(pairs), 3)],
         "ours_s": m_ours,
         "hf_s": m_hf,
         "ours_prefill_s": m_one,

@@ -222,8 +222,9 @@ def decode(
 
     def run(carry, j):
         state, cache, tokens = carry
-        if j > 0:
-            cache = _grow(cache, cache_slots(t, caps[j]) - cache_slots(t, caps[j - 1]), shard)
+        room = cache_slots(t, caps[j]) - cache.max_length  # 0 when rounding gave the last segment enough
+        if room > 0:
+            cache = _grow(cache, room, shard)
 
         def cond(carry):
             s = carry[0]
