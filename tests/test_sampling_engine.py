@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from spar_jax.models import from_pretrained, load_tokenizer
 from spar_jax.sampling import Engine
-from spar_jax.sampling.loop import SLOT_MULTIPLE, LoopShape, cache_slots
+from spar_jax.sampling.loop import SLOT_MULTIPLE, LoopShape, cache_slots, chunk_rows
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 MAX_LENGTH = 64
@@ -176,3 +176,34 @@ def test_cache_slots_are_the_needed_slots_rounded_up():
     for t, c in [(16, 3), (64, 64), (100, 7)]:
         slots = cache_slots(t, c)
         assert slots % SLOT_MULTIPLE == 0 and t + c - 1 <= slots < t + c - 1 + SLOT_MULTIPLE
+
+
+def test_prefill_chunks_give_the_same_samples(tiny, engine):
+    model, tokenizer = tiny
+    assert engine.loop.prefill_chunk == 1024  # "auto" on CPU with one device
+    # 6 prompts of mixed lengths in the 32-token bucket, one batch of 8 rows: whole, then chunks of 2 and 1 rows.
+    requests = [_ids(20 + i, n) for i, n in enumerate((17, 30, 21, 32, 25, 19))]
+    kwargs = dict(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=2, n=2)
+    results = {}
+    for tokens, rows in ((0, 8), (64, 2), (40, 1)):
+        assert chunk_rows(8, 32, tokens) == rows
+        chunked = Engine(model, tokenizer, batch_size=16, max_length=MAX_LENGTH, prefill_chunk=tokens, progress=False)
+        results[rows] = chunked.generate(requests, **kwargs)
+        assert chunked.loop.shapes == [(8, 32, 16, 16)]
+    for rows in (2, 1):
+        for a, b in zip(results[8], results[rows], strict=True):
+            for x, y in zip(a.completions, b.completions, strict=True):
+                assert x.token_ids == y.token_ids
+                np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-4)
+    assert len({tuple(c.token_ids) for r in results[8] for c in r.completions}) > 6  # samples differ: a real test
+
+
+def test_prefill_chunk_rows(tiny):
+    assert chunk_rows(32, 128, 1024) == 8
+    assert chunk_rows(32, 128, 0) == 32  # no chunks
+    assert chunk_rows(32, 2048, 1024) == 1  # a prompt longer than a chunk: one row at a time
+    assert chunk_rows(12, 100, 500) == 4  # the largest divisor of 12 that fits 5 rows
+    assert chunk_rows(7, 10, 1000) == 7
+    for bad in (-1, "big", 2.5):
+        with pytest.raises(ValueError, match="prefill_chunk="):
+            Engine(tiny[0], None, prefill_chunk=bad, progress=False)

@@ -37,11 +37,16 @@ def _hf_greedy(directory, prompts):
 def test_greedy_matches_transformers_generate(arch, tmp_path):
     directory = write_checkpoint(tmp_path / arch, arch, seed=7)
     prompts = _prompts(len(arch))
-    engine = Engine(from_pretrained(directory), None, batch_size=4, progress=False)
-    ours = [r.completions[0] for r in engine.generate(prompts, max_new_tokens=NEW)]
+    model = from_pretrained(directory)
     ref = _hf_greedy(directory, prompts)
-    assert [c.token_ids for c in ours] == ref
-    assert [c.finish_reason for c in ours] == ["stop" if row[-1] == EOS else "length" for row in ref]
+    # The whole batch prefilled at once, and in chunks of 2 rows (32 tokens of the 16-token bucket; 3 prompts fill
+    # 4 rows).
+    for chunk in (0, 32):
+        engine = Engine(model, None, batch_size=4, prefill_chunk=chunk, progress=False)
+        ours = [r.completions[0] for r in engine.generate(prompts, max_new_tokens=NEW)]
+        assert engine.loop.shapes == [(4, 16, 4, 16)]
+        assert [c.token_ids for c in ours] == ref, f"prefill_chunk={chunk}"
+        assert [c.finish_reason for c in ours] == ["stop" if row[-1] == EOS else "length" for row in ref]
 
 
 def test_mesh_2x2x2_equals_single_device(tmp_path):
@@ -55,6 +60,9 @@ def test_mesh_2x2x2_equals_single_device(tmp_path):
     sharded_model = from_pretrained(directory, mesh=mesh)
     sharded = Engine(sharded_model, None, batch_size=8, progress=False)
     assert sharded.row_multiple == 4
+    assert single.loop.prefill_chunk == 1024 and sharded.loop.prefill_chunk == 0  # "auto": no chunks when sharded
+    with pytest.raises(ValueError, match="needs a batch axis that is not sharded"):
+        Engine(sharded_model, None, prefill_chunk=64, progress=False)
     assert len(sharded_model.layers.q[...].sharding.device_set) == 8
     # An unsharded model handed to Engine(mesh=...) is placed on the mesh (the caller's model stays put).
     placed = Engine(model, None, batch_size=8, mesh=mesh, progress=False)

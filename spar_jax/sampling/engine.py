@@ -86,6 +86,7 @@ class Engine:
         from ``min_bucket`` up to ``max_length``).
       first_segment / segment_growth: decode cache growth (see ``loop.py``); candidates: sampler fast-path bound.
       layer_loop: "auto" | "scan" | "unrolled", how decode runs the layers (see ``loop.DecodeLoop``).
+      prefill_chunk: tokens per prefill chunk, 0 for none, or "auto" (see ``loop.DecodeLoop``).
       eos_token_ids: ids that end a sample (default: the EOS ids of the config and the tokenizer; () for none).
       progress: show a tqdm bar per call.
     """
@@ -106,6 +107,7 @@ class Engine:
         segment_growth: int = 4,
         candidates: int = 64,
         layer_loop: str = "auto",
+        prefill_chunk: int | str = "auto",
         eos_token_ids: Sequence[int] | None = None,
         progress: bool = True,
     ):
@@ -136,7 +138,7 @@ class Engine:
         if self.shard is not None:
             for axis in dict(self.shard.rules).get("batch", ()):
                 self.row_multiple *= self.mesh.shape[axis]
-        self.loop = DecodeLoop(self.model, layer_loop=layer_loop)
+        self.loop = DecodeLoop(self.model, layer_loop=layer_loop, prefill_chunk=prefill_chunk)
         self.stats = EngineStats()
 
     @property

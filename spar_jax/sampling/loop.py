@@ -38,6 +38,7 @@ class LoopShape:
       max_new: N, the bucketed number of new-token slots.
       first_segment / segment_growth: new tokens of the first decode segment and the factor between segments.
       candidates: the sampler's static candidate bound C.
+      prefill_rows: prefill this many prompt rows at a time (a divisor of B; 0 = all B at once, see ``prefill``).
     """
 
     n: int
@@ -45,6 +46,7 @@ class LoopShape:
     first_segment: int = 256
     segment_growth: int = 4
     candidates: int = 64
+    prefill_rows: int = 0
 
     def segments(self) -> tuple[int, ...]:
         """Cumulative new tokens per segment (the last is N). The cache of a segment of c tokens holds
@@ -147,6 +149,43 @@ def _record(state: _State, tokens, logprobs, params: Sampling) -> tuple[_State, 
     return state._replace(step=s + 1, done=done, out=out), tokens
 
 
+def prefill(model, prompt_ids, prompt_mask, slots: int, *, rows: int, layer_params=None, head_t=None):
+    """The prompt batch's last-position logits float32 [B, V] and its cache (``slots`` slots, the prompt in the first
+    T), computed ``rows`` prompt rows at a time (a divisor of B).
+
+    Only the last position's logits: the last layer runs its MLP and attention for one query, and no T x V prompt
+    logits are made. Chunks (a ``lax.map``, results stacked and merged back, a free reshape) keep a chunk's
+    activations in the CPU's caches: XLA:CPU prefilled SmolLM2's 32 x 128 tokens 7% faster in chunks of 8 rows.
+    Row results do not depend on the chunking.
+    """
+    b = prompt_ids.shape[0]
+
+    def one(ids, mask):
+        cache = model.init_cache(ids.shape[0], slots, per_layer=layer_params is not None)
+        hidden, cache = model.hidden_states(
+            ids, mask, cache=cache, layer_params=layer_params, last_only=True, empty_cache=True
+        )
+        return model.logits(hidden, head_t)[:, 0], cache
+
+    if rows >= b:
+        return one(prompt_ids, prompt_mask)
+    if b % rows:
+        raise ValueError(f"prefill chunks of {rows} rows do not divide a batch of {b}")
+    chunks = b // rows
+    logits, cache = jax.lax.map(
+        lambda a: one(*a), (prompt_ids.reshape(chunks, rows, -1), prompt_mask.reshape(chunks, rows, -1))
+    )
+
+    def merge(x):  # [chunks, rows, ...] -> [B, ...]
+        return x.reshape(b, *x.shape[2:])
+
+    merged = KVCache(
+        k=jax.tree.map(merge, cache.k), v=jax.tree.map(merge, cache.v), valid=merge(cache.valid),
+        next_position=merge(cache.next_position), end=cache.end[0],
+    )  # fmt: skip
+    return merge(logits), merged
+
+
 def decode(
     model,
     prompt_ids: jax.Array,
@@ -184,12 +223,10 @@ def decode(
     prompt_mask = constrain(prompt_mask.astype(bool), ("batch", "length"), shard)
 
     caps = shape.segments()
-    cache = model.init_cache(b, cache_slots(t, caps[0]), per_layer=layer_params is not None)
-    # The last position only: the last layer's MLP and attention for one query, and no T x V prompt logits.
-    hidden, cache = model.hidden_states(
-        prompt_ids, prompt_mask, cache=cache, layer_params=layer_params, last_only=True, empty_cache=True
-    )
-    logits = model.logits(hidden, head_t)[:, 0]
+    logits, cache = prefill(
+        model, prompt_ids, prompt_mask, cache_slots(t, caps[0]), rows=shape.prefill_rows or b,
+        layer_params=layer_params, head_t=head_t,
+    )  # fmt: skip
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
 
@@ -241,6 +278,18 @@ def decode(
 
 
 LAYER_LOOPS = ("auto", "scan", "unrolled")
+# Tokens per prefill chunk on CPU (prefill_chunk="auto"): SmolLM2's 32 x 128-token prefill took 5.27 s whole, 4.99 s
+# in chunks of 1024 tokens, 5.02 s of 512 and 5.19 s of 2048 (one process, alternating).
+CPU_PREFILL_CHUNK = 1024
+
+
+def chunk_rows(rows: int, length: int, chunk_tokens: int) -> int:
+    """Prompt rows per prefill chunk: the largest divisor of ``rows`` whose chunk holds at most ``chunk_tokens``
+    tokens of ``length`` (at least one row); ``rows`` itself when ``chunk_tokens`` is 0 (no chunking)."""
+    if chunk_tokens <= 0:
+        return rows
+    fit = max(1, chunk_tokens // length)
+    return max(d for d in range(1, min(rows, fit) + 1) if rows % d == 0)
 
 
 def _decode_params(model) -> tuple[tuple[dict[str, jax.Array], ...], jax.Array]:
@@ -274,16 +323,28 @@ class DecodeLoop:
     in the fused layout of ``_decode_params``, an extra copy of the layer weights; no per-step weight copies on
     XLA:CPU, and small decode batches read the weights through ``layers.linear_t``) or "auto" (unrolled on CPU, else
     scan).
+    ``prefill_chunk``: tokens per prefill chunk (see ``prefill``), 0 for the whole batch at once, or "auto"
+    (``CPU_PREFILL_CHUNK`` on CPU, else 0). Chunking needs a batch axis that is not sharded (a chunk would otherwise
+    sit on some of the devices only).
     ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
     ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
     """
 
-    def __init__(self, model, *, layer_loop: str = "auto"):
+    def __init__(self, model, *, layer_loop: str = "auto", prefill_chunk: int | str = "auto"):
         if layer_loop not in LAYER_LOOPS:
             raise ValueError(f"layer_loop={layer_loop!r}; choose one of {LAYER_LOOPS}")
         if layer_loop == "auto":
             layer_loop = "unrolled" if jax.default_backend() == "cpu" else "scan"
         self.layer_loop = layer_loop
+        shard = model.shard
+        sharded = shard is not None and any(shard.mesh.shape[a] > 1 for a in dict(shard.rules).get("batch", ()))
+        if prefill_chunk == "auto":
+            prefill_chunk = CPU_PREFILL_CHUNK if jax.default_backend() == "cpu" and not sharded else 0
+        if not isinstance(prefill_chunk, int) or prefill_chunk < 0:
+            raise ValueError(f"prefill_chunk={prefill_chunk!r}; give a number of tokens >= 0 (0 = no chunks) or 'auto'")
+        if prefill_chunk and sharded:
+            raise ValueError(f"prefill_chunk={prefill_chunk} needs a batch axis that is not sharded; use 0 on this mesh")
+        self.prefill_chunk = prefill_chunk
         self.graphdef, self.state = nnx.split(model)
         self.layer_params, self.head_t = _decode_params(model) if layer_loop == "unrolled" else (None, None)
         self.shard = model.shard
@@ -302,6 +363,8 @@ class DecodeLoop:
 
     def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
         """Dispatch one batch (asynchronously: read the returned arrays to wait)."""
+        b, t = prompt_ids.shape
+        shape = dataclasses.replace(shape, prefill_rows=chunk_rows(b, t, self.prefill_chunk))
         return self._jit(
             self.state, self.layer_params, self.head_t, prompt_ids, prompt_mask, live, row_ids, params, shape=shape
         )
