@@ -185,17 +185,19 @@ def test_prefill_chunks_give_the_same_samples(tiny, engine):
     requests = [_ids(20 + i, n) for i, n in enumerate((17, 30, 21, 32, 25, 19))]
     kwargs = dict(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=2, n=2)
     results = {}
-    for tokens, rows in ((0, 8), (64, 2), (40, 1)):
+    # The stacked cache of the scan layer loop ([L, B, ...]) merges its chunks on its second axis.
+    for tokens, rows, layer_loop in ((0, 8, "auto"), (64, 2, "auto"), (40, 1, "auto"), (64, 2, "scan")):
         assert chunk_rows(8, 32, tokens) == rows
-        chunked = Engine(model, tokenizer, batch_size=16, max_length=MAX_LENGTH, prefill_chunk=tokens, progress=False)
-        results[rows] = chunked.generate(requests, **kwargs)
+        chunked = Engine(model, tokenizer, batch_size=16, max_length=MAX_LENGTH, prefill_chunk=tokens,
+                         layer_loop=layer_loop, progress=False)  # fmt: skip
+        results[rows, layer_loop] = chunked.generate(requests, **kwargs)
         assert chunked.loop.shapes == [(8, 32, 16, 16)]
-    for rows in (2, 1):
-        for a, b in zip(results[8], results[rows], strict=True):
+    for key in ((2, "auto"), (1, "auto"), (2, "scan")):
+        for a, b in zip(results[8, "auto"], results[key], strict=True):
             for x, y in zip(a.completions, b.completions, strict=True):
                 assert x.token_ids == y.token_ids
                 np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-4)
-    assert len({tuple(c.token_ids) for r in results[8] for c in r.completions}) > 6  # samples differ: a real test
+    assert len({tuple(c.token_ids) for r in results[8, "auto"] for c in r.completions}) > 6  # samples differ
 
 
 def test_prefill_chunk_rows(tiny):

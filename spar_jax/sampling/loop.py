@@ -182,8 +182,12 @@ def prefill(model, prompt_ids, prompt_mask, slots: int, *, rows: int, layer_para
     def merge(x):  # [chunks, rows, ...] -> [B, ...]
         return x.reshape(b, *x.shape[2:])
 
+    def merge_kv(x):  # [chunks, (L,) rows, K, D, S] -> [(L,) B, K, D, S] (or S, D): chunks go next to the rows
+        x = jnp.moveaxis(x, 0, x.ndim - 5)
+        return x.reshape(*x.shape[:-5], b, *x.shape[-3:])
+
     merged = KVCache(
-        k=jax.tree.map(merge, cache.k), v=jax.tree.map(merge, cache.v), valid=merge(cache.valid),
+        k=jax.tree.map(merge_kv, cache.k), v=jax.tree.map(merge_kv, cache.v), valid=merge(cache.valid),
         next_position=merge(cache.next_position), end=cache.end[0],
     )  # fmt: skip
     return merge(logits), merged
