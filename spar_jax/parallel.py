@@ -100,6 +100,10 @@ class ShardingContext:
     def sharding(self, names: Sequence[str | None], shape: Sequence[int]) -> NamedSharding:
         return NamedSharding(self.mesh, self.spec(names, shape))
 
+    def axis_size(self, name: str) -> int:
+        """How many ways the rules may split logical axis ``name``: the product of its mesh axes' sizes."""
+        return math.prod(self.mesh.shape[axis] for axis in dict(self.rules).get(name, ()))
+
 
 def logical_to_spec(names: Sequence[str | None], shape: Sequence[int], mesh: Mesh, rules: Rules) -> PartitionSpec:
     """PartitionSpec for an array of ``shape`` whose dimensions have logical ``names``.

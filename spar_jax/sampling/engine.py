@@ -134,10 +134,7 @@ class Engine:
         self.eos_ids = tuple(sorted(int(t) for t in eos_token_ids))
         self.pad_id = int(cfg.pad_token_id if cfg.pad_token_id is not None else (self.eos_ids or (0,))[0])
         self.progress = progress
-        self.row_multiple = 1
-        if self.shard is not None:
-            for axis in dict(self.shard.rules).get("batch", ()):
-                self.row_multiple *= self.mesh.shape[axis]
+        self.row_multiple = 1 if self.shard is None else self.shard.axis_size("batch")
         self.loop = DecodeLoop(self.model, layer_loop=layer_loop, prefill_chunk=prefill_chunk)
         self.stats = EngineStats()
 

@@ -343,8 +343,7 @@ class DecodeLoop:
         if layer_loop == "auto":
             layer_loop = "unrolled" if jax.default_backend() == "cpu" else "scan"
         self.layer_loop = layer_loop
-        shard = model.shard
-        sharded = shard is not None and any(shard.mesh.shape[a] > 1 for a in dict(shard.rules).get("batch", ()))
+        sharded = model.shard is not None and model.shard.axis_size("batch") > 1
         if prefill_chunk == "auto":
             prefill_chunk = CPU_PREFILL_CHUNK if jax.default_backend() == "cpu" and not sharded else 0
         if not isinstance(prefill_chunk, int) or prefill_chunk < 0:
