@@ -14,6 +14,8 @@ between the two engines and the medians are reported. One JSON line per configur
                                   so this is an optimistic bound: a read-only stream rarely beats a copy's total)
   compiles                        our compilations over the whole configuration (warm-up + every timed run)
   load_avg_1min                   the machine's load before / after (other tenants distort absolute numbers)
+  cpu, simd, matmul_gflops        the CPU, its widest SIMD, and a 2048^3 fp32 matmul's GFLOP/s in jax and torch in
+                                  this run (the prefill is matmul-bound: batch 32's ratio follows these rates)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+from machine import cpu_info, matmul_peak  # noqa: E402  (benchmarks/machine.py)
 
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 9) -> float:
@@ -133,6 +136,7 @@ def main(argv=None):
         load_before = os.getloadavg()[0]
         result = run_config(engine, hf, tokenizer, batch, prompt, new, args.repeats, args.seed)
         bandwidth = copy_bandwidth()
+        matmul = matmul_peak()
         roofline = step_bytes(model.config, batch, prompt + new / 2) / bandwidth
         line = {
             "batch": batch, "prompt": prompt, "new": new, "repeats": args.repeats,
@@ -142,6 +146,8 @@ def main(argv=None):
             "copy_rw_gb_s": round(bandwidth / 1e9, 2),
             "compiles": engine.compiles,
             "threads": os.cpu_count(),
+            **cpu_info(),
+            "matmul_gflops": {k.removesuffix("_gflops"): round(v, 1) for k, v in matmul.items()},
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # the machine is shared
         }  # fmt: skip
         print(json.dumps(line), flush=True)

@@ -31,6 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from machine import cpu_info, matmul_peak, timed  # noqa: E402  (benchmarks/machine.py)
 from spar_jax.models import from_pretrained, resolve_checkpoint  # noqa: E402
 from spar_jax.training.batches import TokenizedData, TruncationStats, collate  # noqa: E402
 from spar_jax.training.trainer import TrainConfig, Trainer  # noqa: E402
@@ -115,12 +116,6 @@ class TorchStep:
         return float(loss.detach())
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def timed_with_faults(fn, faults: list[int]) -> float:
     """``timed``, appending the minor page faults the call took (first touches of freshly mapped memory: XLA:CPU
     maps each run's temporary buffer anew, and glibc malloc maps large tensors anew)."""
@@ -128,20 +123,6 @@ def timed_with_faults(fn, faults: list[int]) -> float:
     elapsed = timed(fn)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return elapsed
-
-
-def matmul_peak(n: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """Median fp32 GFLOP/s of an n³ matmul in jax and in torch."""
-    import torch
-
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    ta = torch.randn(n, n)
-    torch.mm(ta, ta)
-    jt = statistics.median(timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
-    tt = statistics.median(timed(lambda: torch.mm(ta, ta)) for _ in range(repeats))
-    return {"jax_gflops": 2 * n**3 / jt / 1e9, "torch_gflops": 2 * n**3 / tt / 1e9}
 
 
 LAYOUT_NAMES = {"packed": "spar_jax", "rows": "spar_jax_rows"}
@@ -198,7 +179,7 @@ def main() -> None:
     directory = resolve_checkpoint(args.checkpoint)
     import torch
 
-    result = {"device": str(jax.devices()[0]), "jax": jax.__version__, "torch": torch.__version__,
+    result = {"device": str(jax.devices()[0]), **cpu_info(), "jax": jax.__version__, "torch": torch.__version__,
               "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
               "ld_preload": os.environ.get("LD_PRELOAD", ""),
               "load_average_before": os.getloadavg(), "shapes": []}
