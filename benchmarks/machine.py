@@ -19,7 +19,7 @@ def timed(fn) -> float:
 
 def cpu_info() -> dict[str, str]:
     """The CPU's model name and widest float SIMD ("avx512", "avx2", "avx", "neon" or "other"), from /proc/cpuinfo
-    where there is one. Sessions here have run on CPUs of both x86 widths, with different matmul rates."""
+    where there is one (the machines behind this project's benchmark tables have differed in matmul rates)."""
     model, flags = platform.processor() or platform.machine(), set()
     try:
         with open("/proc/cpuinfo") as f:

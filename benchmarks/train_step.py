@@ -22,13 +22,11 @@ import json
 import os
 import resource
 import statistics
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from machine import cpu_info, matmul_peak, timed  # noqa: E402  (benchmarks/machine.py)
