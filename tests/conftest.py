@@ -1,11 +1,22 @@
-"""Test session set-up: 8 fake CPU devices (before jax is imported) and no hub access."""
+"""Test session set-up: 8 fake CPU devices (before jax is imported), no hub access, one compilation cache."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# One persistent XLA compilation cache per test session, shared by the pytest-xdist workers and the child processes
+# tests start (they inherit the environment): a program compiled again (the same tiny model and shapes in another
+# test, a killed run resumed in a child process) loads from it. A fresh directory per session, so no test depends on
+# what an earlier session compiled; only the process that made it removes it.
+_SESSION_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="spar-jax-tests-xla-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 
 import pathlib  # noqa: E402
 
@@ -26,3 +37,8 @@ def demo_dir() -> str:
     from spar_jax.models import resolve_checkpoint
 
     return resolve_checkpoint("demo")
+
+
+def pytest_unconfigure(config):
+    if _SESSION_CACHE is not None:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)

@@ -45,8 +45,10 @@ def _free_port() -> int:
 
 
 def _env(num_processes: int, process_id: int, port: int) -> dict:
+    # No session compilation cache either: these processes compile what they run, as a user's job would.
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-                                                           "JAX_PROCESS_ID", "TPU_WORKER_HOSTNAMES")}
+                                                           "JAX_PROCESS_ID", "TPU_WORKER_HOSTNAMES",
+                                                           "JAX_COMPILATION_CACHE_DIR")}
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES // num_processes}", JAX_PLATFORMS="cpu",
                HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     if num_processes > 1:

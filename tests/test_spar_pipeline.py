@@ -76,20 +76,31 @@ def test_rerun_of_a_finished_run_does_nothing(uninterrupted, tiny_model):
     assert os.path.getmtime(os.path.join(workdir, "iter_1/actor/hf/model.safetensors")) == mtime
 
 
-@pytest.mark.parametrize("kill_when", ["iter_1/mine/shard_00000.jsonl", "iter_1/actor/checkpoints/1"])
-def test_kill_and_resume_equals_uninterrupted(kill_when, uninterrupted, tiny_model, tmp_path):
-    reference, _, _ = uninterrupted
-    workdir = str(tmp_path / "w")
-    proc = subprocess.Popen([sys.executable, driver.__file__, workdir, tiny_model],
+KILL_POINTS = ("iter_1/mine/shard_00000.jsonl", "iter_1/actor/checkpoints/1")  # mid-mining, mid-DPO
+
+
+def _run_until_killed(workdir, model_dir, kill_when):
+    """Run the pipeline in a child process and SIGKILL it as soon as ``kill_when`` exists under ``workdir``."""
+    proc = subprocess.Popen([sys.executable, driver.__file__, workdir, model_dir],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(workdir, kill_when)):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
-        assert time.time() < deadline, "the run never reached the kill point"
+        assert time.time() < deadline, f"the run never reached the kill point {kill_when}"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not os.path.exists(os.path.join(workdir, "iter_1/eval/DONE.json"))
+
+
+def test_killed_twice_and_resumed_equals_uninterrupted(uninterrupted, tiny_model, tmp_path):
+    # One run killed mid-mining, resumed from disk and killed again mid-DPO, then resumed to the end (one run, two
+    # kill points, instead of one run per point: each run costs a minute and a half here).
+    reference, _, _ = uninterrupted
+    workdir = str(tmp_path / "w")
+    for kill_when in KILL_POINTS:
+        assert not os.path.exists(os.path.join(workdir, kill_when)), "the previous run already passed this point"
+        _run_until_killed(workdir, tiny_model, kill_when)
+        assert not os.path.exists(os.path.join(workdir, "iter_1/eval/DONE.json"))
     driver.run(workdir, tiny_model)
     for p in SAMPLING_ARTIFACTS:
         assert _read(os.path.join(workdir, p)) == _read(os.path.join(reference, p)), p
