@@ -240,6 +240,32 @@ def test_attention_gradient_equals_autodiff_of_the_formula():
     assert float(jnp.abs(got_vjp(cotangent)[0][1, :2]).max()) == 0.0  # padding queries get no gradient
 
 
+@pytest.mark.parametrize("d, s", [(32, 48), (16, 16), (4, 48), (32, 40)])
+def test_decode_attention_equals_the_formula(d, s):
+    # One query per row over a transposed key cache of s slots: invalid slots, a row that sees a single slot and one
+    # that sees none (uniform average, as in attention). (4, 48) and (32, 40) are not multiples of the chunk: the
+    # batched-dot fallback.
+    b, h, kh = 3, 6, 2
+    keys = jax.random.split(jax.random.key(6), 3)
+    q = jax.random.normal(keys[0], (b, 1, h, d))
+    k, v = jax.random.normal(keys[1], (2, b, kh, s, d))
+    mask = np.ones((b, 1, s), bool)
+    mask[0, 0, s // 2 :] = False
+    mask[1, 0, :] = False
+    mask[1, 0, 3] = True
+    mask[2, 0, :] = False
+
+    kr, vr = jnp.repeat(k, h // kh, axis=1), jnp.repeat(v, h // kh, axis=1)  # [B, H, S, D]
+    scores = jnp.einsum("bthd,bhsd->bhts", q, kr) / np.sqrt(d)
+    probs = jax.nn.softmax(jnp.where(jnp.asarray(mask)[:, None], scores, L.MASK_VALUE), axis=-1)
+    want = jnp.einsum("bhts,bhsd->bthd", probs, vr)
+    got = jax.jit(L.decode_attention)(q, jnp.swapaxes(k, -1, -2), v, jnp.asarray(mask))
+    assert got.shape == want.shape and got.dtype == q.dtype
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(vr[1, :, 3])[None], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(got[2]), np.asarray(vr[2].mean(1))[None], rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("t", [3, 4, 11])
 def test_causal_attention_equals_attention_values_and_gradients(t):
     # Query blocks of 4 over t tokens (ragged last block at 11, a single block at 3 and 4), with a left-padded row and

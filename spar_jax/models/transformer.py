@@ -86,7 +86,8 @@ def fuse_layer(p: dict[str, jax.Array]) -> dict[str, jax.Array]:
 
     ``_block`` accepts this layout as well as the plain one. It is the decode layout on XLA:CPU: one product per
     input instead of several (a shared input makes XLA materialize its broadcast), in the form ``L.linear_t``
-    streams fastest when only a few rows are decoded.
+    streams fastest when only a few rows are decoded; with it, a one-token step attends with
+    ``L.decode_attention`` (loops of multiply-adds, not XLA:CPU's batched dots).
     """
     e = p["q"].shape[0]
     fused = {name: a for name, a in p.items() if name not in _UNFUSED}
@@ -389,6 +390,8 @@ class Transformer(nnx.Module):
             # the same positions and the mask is causal.
             mask = mask[..., : k.shape[2]]
             attn = L.causal_attention(q, k, v, mask) if q.shape[1] == k.shape[2] else L.attention(q, k, v, mask)
+        elif "qkv_t" in p and q.shape[1] == 1:  # a decode step in the XLA:CPU layout (see fuse_layer)
+            attn = L.decode_attention(q, all_kt, all_v, mask)
         else:
             attn = L.attention(q, all_kt.astype(self.dtype), all_v.astype(self.dtype), mask, k_transposed=True)
         # The output projection as one [H * D, E] matmul (see L.attention).
