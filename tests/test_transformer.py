@@ -240,11 +240,12 @@ def test_attention_gradient_equals_autodiff_of_the_formula():
     assert float(jnp.abs(got_vjp(cotangent)[0][1, :2]).max()) == 0.0  # padding queries get no gradient
 
 
-@pytest.mark.parametrize("d, s", [(32, 48), (16, 16), (4, 48), (32, 40)])
-def test_decode_attention_equals_the_formula(d, s):
+@pytest.mark.parametrize("d, s, min_rows", [(32, 48, 1), (16, 16, 1), (4, 48, 1), (32, 40, 1), (32, 48, 16)])
+def test_decode_attention_equals_the_formula(d, s, min_rows, monkeypatch):
     # One query per row over a transposed key cache of s slots: invalid slots, a row that sees a single slot and one
-    # that sees none (uniform average, as in attention). (4, 48) and (32, 40) are not multiples of the chunk: the
-    # batched-dot fallback.
+    # that sees none (uniform average, as in attention). (4, 48) and (32, 40) are not multiples of the chunk, and 3
+    # rows are under the default row minimum: the batched-dot fallback.
+    monkeypatch.setattr(L, "DECODE_LOOP_MIN_ROWS", min_rows)
     b, h, kh = 3, 6, 2
     keys = jax.random.split(jax.random.key(6), 3)
     q = jax.random.normal(keys[0], (b, 1, h, d))

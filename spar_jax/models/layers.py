@@ -113,8 +113,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, k_tr
     return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
 
 
-# ``decode_attention`` accumulates this many head channels (scores) or cache slots (values) per loop iteration.
+# ``decode_attention`` accumulates this many head channels (scores) or cache slots (values) per loop iteration, and
+# loops only from this many decode rows on: below, its gain (SmolLM2: 7% of a step at 1 row, none at 8) does not pay
+# for the few seconds of compile its loops add to each program; at 32 rows it took 18% off the step.
 DECODE_CHUNK = 16
+DECODE_LOOP_MIN_ROWS = 16
 
 
 def _chunked_sum(weights: jax.Array, values: jax.Array, chunk: int) -> jax.Array:
@@ -141,18 +144,20 @@ def decode_attention(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array)
 
     A decode step's products are B * K tiny matrices ([G, D] x [D, S], [G, S] x [S, D]); XLA:CPU's dot runs them at
     5-8 GB/s of cache read and on one core, where these loops are element-wise fusions split across the cores.
-    SmolLM2's 30 layers at batch 32 and 160 slots, chained: scores 28 -> 11 ms, values 20 -> 15 ms. The sums run in
-    the dot's order (the greedy tokens and log-probs of the benchmark were bit-identical).
+    SmolLM2's 30 layers at batch 32 and 160 slots, chained: scores 28 -> 11 ms, values 20 -> 15 ms; the engine's
+    batch-32 decode step 164 -> 134 ms. The sums run in the dot's order (the benchmark's greedy tokens and log-probs
+    were bit-identical).
 
     Args:
       q: [B, T, H, D]; kt: [B, K, D, S] (the key cache's layout); v: [B, K, S, D]; mask: bool [B, T, S].
     Returns:
-      [B, T, H, D] in q's dtype. Falls back to ``attention`` when D or S is not a multiple of the chunk.
+      [B, T, H, D] in q's dtype. ``attention`` (the dots) with fewer than ``DECODE_LOOP_MIN_ROWS`` rows, or when D or
+      S is not a multiple of ``DECODE_CHUNK``.
     """
     b, t, h, d = q.shape
     kh, s = kt.shape[1], kt.shape[-1]
     g = h // kh
-    if d % DECODE_CHUNK or s % DECODE_CHUNK:
+    if b < DECODE_LOOP_MIN_ROWS or d % DECODE_CHUNK or s % DECODE_CHUNK:
         return attention(q, kt, v, mask, k_transposed=True)
     qg = q.reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
     scores = _chunked_sum(qg, kt, DECODE_CHUNK) * (d**-0.5)
