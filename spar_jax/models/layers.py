@@ -98,19 +98,31 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, k_tr
       [B, T, H, D] in q's dtype. Scores and softmax are float32. Fully-masked rows (padding queries) give a uniform
       average instead of NaN.
     """
-    b, t, h, d = q.shape
-    kh = k.shape[1]
-    g = h // kh
-    # Query rows ordered (token, group) so that the heads sharing a KV head form one [T * G, D] matrix per (b, k):
-    # both dots are then plain batched matmuls, and the output reshapes back to [B, T, H * D] with one transpose.
-    # (XLA:CPU picks much worse layouts, including per-call copies of the output projection, for [B, K, G, T, D].)
-    qg = q.reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
+    d = q.shape[-1]
+    g = q.shape[2] // k.shape[1]
+    qg = _grouped_queries(q, k.shape[1])
     spec = "bkqd,bkds->bkqs" if k_transposed else "bkqd,bksd->bkqs"
     scores = jnp.einsum(spec, qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d**-0.5)
     probs = masked_softmax(scores, jnp.repeat(mask, g, axis=1)[:, None]).astype(v.dtype)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
+    return _ungrouped(out, q)
+
+
+def _grouped_queries(q: jax.Array, kv_heads: int) -> jax.Array:
+    """q [B, T, H, D] -> [B, K, T * G, D]: query rows ordered (token, group), so that the heads sharing a KV head
+    form one matrix per (b, k); both attention products are then plain batched matmuls and the output reshapes back
+    to [B, T, H * D] with one transpose. (XLA:CPU picks much worse layouts, including per-call copies of the output
+    projection, for [B, K, G, T, D].)"""
+    b, t, h, d = q.shape
+    return q.reshape(b, t, kv_heads, h // kv_heads, d).transpose(0, 2, 1, 3, 4).reshape(b, kv_heads, -1, d)
+
+
+def _ungrouped(out: jax.Array, q: jax.Array) -> jax.Array:
+    """The inverse of ``_grouped_queries``: [B, K, T * G, D] -> q's shape [B, T, H, D] and dtype."""
+    b, t, h, d = q.shape
+    kh = out.shape[1]
+    return out.reshape(b, kh, t, h // kh, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
 
 
 # ``decode_attention`` accumulates this many head channels (scores) or cache slots (values) per loop iteration, and
@@ -154,16 +166,13 @@ def decode_attention(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array)
       [B, T, H, D] in q's dtype. ``attention`` (the dots) with fewer than ``DECODE_LOOP_MIN_ROWS`` rows, or when D or
       S is not a multiple of ``DECODE_CHUNK``.
     """
-    b, t, h, d = q.shape
-    kh, s = kt.shape[1], kt.shape[-1]
-    g = h // kh
+    b, d, s = q.shape[0], q.shape[-1], kt.shape[-1]
     if b < DECODE_LOOP_MIN_ROWS or d % DECODE_CHUNK or s % DECODE_CHUNK:
         return attention(q, kt, v, mask, k_transposed=True)
-    qg = q.reshape(b, t, kh, g, d).transpose(0, 2, 1, 3, 4).reshape(b, kh, t * g, d)
-    scores = _chunked_sum(qg, kt, DECODE_CHUNK) * (d**-0.5)
+    g = q.shape[2] // kt.shape[1]
+    scores = _chunked_sum(_grouped_queries(q, kt.shape[1]), kt, DECODE_CHUNK) * (d**-0.5)
     probs = masked_softmax(scores, jnp.repeat(mask, g, axis=1)[:, None])
-    out = _chunked_sum(probs, v, DECODE_CHUNK)
-    return out.reshape(b, kh, t, g, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
+    return _ungrouped(_chunked_sum(probs, v, DECODE_CHUNK), q)
 
 
 def causal_block(t: int) -> int:
