@@ -14,7 +14,7 @@ import ml_collections
 
 from spar_jax.parallel import DEFAULT_RULES, Rules, normalize_rules
 
-STAGES = ("answer", "spar", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
+STAGES = ("answer", "spar", "study", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
 EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
 _TRAIN_KEYS = (
     "learning_rate", "schedule", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum_steps",
@@ -80,7 +80,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.prompts = ml_collections.ConfigDict()
     c.prompts.source = "generated"  # "generated" (offline verifiable prompts) or a JSONL path / datasets name
     c.prompts.field = "prompt"  # the instruction field of source records
-    c.prompts.num_train = 1000  # 0 = every prompt of the source
+    c.prompts.num_train = 1000  # the training pool; 0 = every prompt of the source
+    # Prompts mined per iteration: iteration t takes the t-th disjoint slice of the pool, as the method draws fresh
+    # prompts each iteration. 0 = the pool split evenly over the iterations.
+    c.prompts.per_iteration = 0
     c.prompts.num_heldout = 100  # generated held-out prompts scored by the IFEval checker (0 = none)
     # Generated prompts (train, held-out, bootstrap): comma-separated IFEval ids to draw from ("" = every type the
     # generator makes) and the most constraints per prompt (1-4).
@@ -96,6 +99,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.spar.initial_sft_actor = ""  # SFT data (JSONL/datasets) for the actor before iteration 1; "" = skip
     c.spar.initial_sft_refiner = ""
     c.spar.eval_base = True  # evaluate the starting actor as iteration 0
+    # The paper's ablations, run at iteration 1 beside the loop (same mined samples, same starting models):
+    # "no_tree" (one refinement per root, kept if judged a pass), "no_refine" (pairs of independent samples,
+    # judged Yes > judged No). Each trains its own actor and is evaluated like an iteration.
+    c.spar.ablations = ()
     # Offline Stage 0: generated constraint prompts + responses judged by the IFEval rule checker and fixed by rule
     # (spar_jax.spar.bootstrap) give initial SFT data when no strong-model data exists. 0 = off.
     c.spar.bootstrap_prompts = 0
@@ -103,6 +110,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.spar.bootstrap_per_prompt = 2
     c.spar.bootstrap_actor = False  # also SFT the actor on the fixed responses
     c.spar.bootstrap_refine_share = 0.5  # refinements' share of the refiner's bootstrap examples (rest: judgments)
+
+    c.judge = ml_collections.ConfigDict()
+    # Who labels answers and tree nodes: "model" (the refiner, k votes), "rules" (the IFEval checker; needs prompts
+    # with checkable constraints; an upper bound), "hybrid" (the checker where every constraint is checkable).
+    c.judge.kind = "model"
 
     c.mining = ml_collections.ConfigDict()
     c.mining.n_samples = 5
@@ -113,6 +125,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.mining.judge_temperature = 0.7
     c.mining.judge_top_p = 1.0
     c.mining.judge_max_new_tokens = 1024
+    c.mining.truncated_roots = False  # True lets samples cut by actor_max_new_tokens be roots (tiny test models)
 
     c.search = ml_collections.ConfigDict()
     c.search.strategy = "bfs"
@@ -143,6 +156,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.ifeval_source = ""  # "" = skip IFEval proper; else a JSONL path or "google/IFEval"
     c.eval.ifeval_limit = 0  # 0 = all prompts
     c.eval.max_new_tokens = 1024
+    c.eval.ifeval_final_only = False  # IFEval proper after the last iteration only (held-out prompts every time)
+
+    c.study = ml_collections.ConfigDict()
+    c.study.results_dir = "results/study"  # where the "study" stage writes its committed tables, plot and responses
+    c.study.rules_run = True  # also run the loop with judge.kind="rules" (the judge-quality upper bound)
 
     for name, cls in _eval_settings().items():  # one section per evaluation, mirroring its settings dataclass
         c[name] = _section_from_dataclass(cls())
@@ -215,6 +233,7 @@ class PromptSpec:
     source: str
     field: str
     num_train: int
+    per_iteration: int
     num_heldout: int
     constraint_types: str
     max_constraints: int
@@ -230,6 +249,7 @@ class SparSpec:
     initial_sft_actor: str
     initial_sft_refiner: str
     eval_base: bool
+    ablations: tuple[str, ...]
     bootstrap_prompts: int
     bootstrap_responses: str
     bootstrap_per_prompt: int
@@ -242,6 +262,13 @@ class EvalSpec:
     ifeval_source: str
     ifeval_limit: int
     max_new_tokens: int
+    ifeval_final_only: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    results_dir: str
+    rules_run: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,6 +289,7 @@ class RunConfig:
     engine: EngineSpec
     prompts: PromptSpec
     spar: SparSpec
+    judge_kind: str
     mining: Any  # spar.MiningConfig
     search: Any  # spar.SearchConfig
     mixture: Any  # spar.MixtureConfig
@@ -270,6 +298,7 @@ class RunConfig:
     sft0: dict[str, Any]  # the initial (Stage 0) SFT of actor and refiner
     eval: EvalSpec
     answer: AnswerSpec
+    study: StudySpec
     evals: dict[str, Any]  # evaluation name -> its settings dataclass (spar_jax.eval.*)
     judge_paths: dict[str, str]  # evaluation name -> separate judge checkpoint ("" = the refiner)
     raw: dict[str, Any]  # the full resolved config, for the record
@@ -354,6 +383,16 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(not (c.spar.bootstrap_actor and c.spar.initial_sft_actor), "spar.bootstrap_actor",
              "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
+    _require(c.prompts.per_iteration >= 0, "prompts.per_iteration", "must be >= 0")
+    _require(not (c.prompts.source == "generated" and c.prompts.per_iteration and
+                  c.prompts.per_iteration * c.spar.iterations > c.prompts.num_train), "prompts.per_iteration",
+             f"x spar.iterations ({c.prompts.per_iteration} x {c.spar.iterations}) exceeds prompts.num_train "
+             f"({c.prompts.num_train}): each iteration needs fresh prompts")
+    for a in c.spar.ablations:
+        _require(a in ("no_tree", "no_refine"), "spar.ablations", f"names unknown ablation {a!r}; known: no_tree, no_refine")
+    from spar_jax.spar.judges import KINDS
+
+    _require(c.judge.kind in KINDS, "judge.kind", f"must be one of {', '.join(KINDS)}, got {c.judge.kind!r}")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
     from spar_jax.spar.evolve import parse_constraint_types
 
@@ -366,6 +405,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         n_samples=m.n_samples, k_votes=m.k_votes,
         actor_sampling=_build("mining", spar.SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
         judge_sampling=_build("mining", spar.SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
+        truncated_roots=m.truncated_roots,
     )  # fmt: skip
     search = _build("search", spar.SearchConfig,
         strategy=s.strategy, branch=s.branch, keep=s.keep, max_depth=s.max_depth, threshold=s.threshold,
@@ -399,7 +439,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         mesh=MeshSpec(tuple(int(x) for x in c.mesh.shape), _build("mesh", normalize_rules, c.mesh.rules)),
         engine=EngineSpec(**dict(c.engine)),
         prompts=PromptSpec(**dict(c.prompts)),
-        spar=SparSpec(**dict(c.spar)),
+        spar=SparSpec(**{**dict(c.spar), "ablations": tuple(c.spar.ablations)}),
+        judge_kind=c.judge.kind,
         mining=mining,
         search=search,
         mixture=mixture,
@@ -408,6 +449,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         sft0=train("sft0", "sft"),
         eval=EvalSpec(**dict(c.eval)),
         answer=AnswerSpec(tuple(c.answer.prompts), c.answer.prompts_file, int(c.answer.max_new_tokens)),
+        study=StudySpec(**dict(c.study)),
         evals={n: _dataclass_from_section(cls, c[n], n) for n, cls in _eval_settings().items()},
         judge_paths={n: c[n].judge_path for n in _eval_settings() if "judge_path" in c[n]},
         raw=c.to_dict(),
