@@ -52,6 +52,8 @@ TASKS = (
     "Explain how a compass works",
     "Write a short dialogue between the moon and the tide",
 )
+# Task stems kept for out-of-distribution held-out prompts when prompts.heldout_types is set (never in training).
+HELDOUT_TASKS = TASKS[-8:]
 KEYWORDS = ("journey", "patience", "lantern", "harbor", "whisper", "meadow", "copper", "signal", "orchard", "compass")
 END_PHRASES = ("that is all for today.", "thank you for reading.", "any other questions?", "until next time.")
 
@@ -182,21 +184,24 @@ def parse_constraint_types(text: str) -> tuple[str, ...]:
 
 
 def generate_constraint_prompts(n: int, *, seed: int = 0, tasks: Sequence[str] = TASKS,
-                                instruction_ids: Sequence[str] = (), max_constraints: int = 4) -> list[dict[str, Any]]:
+                                instruction_ids: Sequence[str] = (), max_constraints: int = 4,
+                                main_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
     """``n`` prompts in IFEval's schema: {key, prompt, instruction_id_list, kwargs}. Deterministic in ``seed``.
 
-    Each prompt has a main constraint and 1-3 more (at most ``max_constraints`` in all), drawn from
-    ``instruction_ids`` (default: every type we generate, ``sorted(MAKERS)``)."""
-    unknown = sorted(set(instruction_ids) - set(MAKERS))
+    Each prompt has a main constraint drawn from ``main_ids`` (default: ``instruction_ids``) and 1-3 more (at most
+    ``max_constraints`` in all) drawn from ``instruction_ids`` (default: every type we generate, ``sorted(MAKERS)``).
+    Out-of-distribution held-out prompts pass the reserved types as ``main_ids``."""
+    unknown = sorted((set(instruction_ids) | set(main_ids)) - set(MAKERS))
     if unknown:
         raise ValueError(f"constraint types {unknown} cannot be generated; choose from {sorted(MAKERS)}")
     if max_constraints < 1:
         raise ValueError(f"max_constraints must be >= 1, got {max_constraints}")
     ids = sorted(instruction_ids or MAKERS)
+    mains = sorted(main_ids) if main_ids else ids
     out = []
     for i in range(n):
         rng = random.Random(derive_seed(seed, "constraint-prompt", i))
-        main = rng.choice(ids)  # the main constraint, uniform over types
+        main = rng.choice(mains)  # the main constraint, uniform over types
         chosen = [main]
         for _ in range(min(rng.randint(1, 3), max_constraints - 1)):
             options = [c for c in ids if _compatible(chosen, c)]
