@@ -141,7 +141,7 @@ def prepare(cfg, runtime, directory: str) -> dict:
         train = load_prompts(p.source, p.field, p.num_train)
     evolved = 0
     if p.evolve:
-        kept = evolve_instructions(runtime.engine("actor", cfg.actor.path), [t["prompt"] for t in train],
+        kept = evolve_instructions(runtime.engine("actor", p.evolve_model or cfg.actor.path), [t["prompt"] for t in train],
                                    seed=derive_seed(cfg.seed, "evolve"), max_new_tokens=p.evolve_max_new_tokens)  # fmt: skip
         train = [{"key": train[k["seed_index"]]["key"], "prompt": k["instruction"], "seed_prompt": k["seed"],
                   "main_constraint": k["main_constraint"]} for k in kept]  # fmt: skip
