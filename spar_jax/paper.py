@@ -101,7 +101,7 @@ def paper_config(*, name: str, actor_path: str, mesh_shape: tuple[int, int, int]
     c.engine.progress = False  # logs of a pod run go to files
     c.spar.iterations = PAPER_SETTINGS["iterations"]
     c.spar.shard_size = shard_size
-    c.prompts.num_train = AUTHORS_SETTINGS["prompts_per_iteration"]  # first 10k of the source; see prompts.per_iteration
+    c.prompts.num_train = AUTHORS_SETTINGS["prompts_per_iteration"]  # the source's first 10k (see per_iteration)
     c.prompts.num_heldout = 500
 
     a = AUTHORS_SETTINGS

@@ -123,7 +123,8 @@ def heldout_prompts(cfg, exclude: Iterable[str] = ()) -> list[dict]:
     carries ``split`` = "in_distribution" | "out_of_distribution", which the run report scores separately."""
     n, seed, exclude = cfg.prompts.num_heldout, derive_seed(cfg.seed, "heldout-prompts"), list(exclude)
     if not cfg.prompts.heldout_types.strip():
-        return [{**h, "key": HELDOUT_KEY_OFFSET + h["key"]} for h in generate_excluding(cfg, n, seed=seed, exclude=exclude)]
+        made = generate_excluding(cfg, n, seed=seed, exclude=exclude)
+        return [{**h, "key": HELDOUT_KEY_OFFSET + h["key"]} for h in made]
     n_out = n // 2
     inside = generate_excluding(cfg, n - n_out, seed=seed, exclude=exclude)
     outside = out_of_distribution(cfg, n_out, seed=derive_seed(seed, "ood"), exclude=exclude)

@@ -31,7 +31,8 @@ from pathlib import Path
 from spar_jax import io
 from spar_jax.spar.prompts import Templates
 
-JUDGE_SOURCES = (("src/tasks/prompts.py", "variable", "judge_template"), ("src/judge.py", "function", "build_judge_template"))
+JUDGE_SOURCES = (("src/tasks/prompts.py", "variable", "judge_template"),
+                 ("src/judge.py", "function", "build_judge_template"))
 REFINE_SOURCE = ("src/tasks/science.py", "build_refine_message")
 FIELDS = ("instruction", "response")
 
@@ -185,7 +186,8 @@ def import_templates(repo: str | Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spar_jax.tools.import_templates", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spar_jax.tools.import_templates",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("repo", help="local clone of the authors' repository (thu-coai/SPaR)")
     parser.add_argument("--out", default="templates.json", help="JSON file to write (spar.templates_file)")
     args = parser.parse_args(argv)
