@@ -16,8 +16,8 @@ its Python sources with ``ast`` (nothing is imported or executed), so no wording
   ``src/tasks/science.py`` (the third chat turn). Their code sends it verbatim, so every brace in it is literal.
 
 Literal braces are escaped (``{{`` / ``}}``) so that ``str.format`` gives back their exact text, and the result is
-checked like any templates file (``Templates``: required fields and protocol markers). Data built with these
-templates matches the released SFT data token for token in the prompt turns.
+checked like any templates file (``Templates``: required fields and protocol markers). With these templates the
+judge and refine turns spar_jax builds are the text the authors' code sends (tested on a fixture in their layout).
 """
 
 from __future__ import annotations
