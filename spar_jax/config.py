@@ -89,7 +89,9 @@ def default_config() -> ml_collections.ConfigDict:
     # generator makes) and the most constraints per prompt (1-4).
     c.prompts.constraint_types = ""
     c.prompts.max_constraints = 4
-    c.prompts.evolve = False  # rewrite source prompts into constraint-heavy ones with the actor first
+    c.prompts.heldout_types = ""  # IFEval ids reserved for out-of-distribution held-out prompts, never in training
+    c.prompts.evolve = False  # rewrite source prompts into constraint-heavy ones (14-type taxonomy) first
+    c.prompts.evolve_model = ""  # checkpoint of the evolving model ("" = the actor)
     c.prompts.evolve_max_new_tokens = 256
 
     c.spar = ml_collections.ConfigDict()
@@ -237,7 +239,9 @@ class PromptSpec:
     num_heldout: int
     constraint_types: str
     max_constraints: int
+    heldout_types: str
     evolve: bool
+    evolve_model: str
     evolve_max_new_tokens: int
 
 
@@ -396,10 +400,15 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
     from spar_jax.spar.evolve import parse_constraint_types
 
-    try:
-        parse_constraint_types(c.prompts.constraint_types)
-    except ValueError as e:
-        _require(False, "prompts.constraint_types", str(e))
+    for key in ("constraint_types", "heldout_types"):
+        try:
+            parse_constraint_types(c.prompts[key])
+        except ValueError as e:
+            _require(False, f"prompts.{key}", str(e))
+    from spar_jax.spar.sources import training_types
+
+    _require(not c.prompts.heldout_types.strip() or bool(training_types(c)), "prompts.heldout_types",
+             "reserves every type of prompts.constraint_types: training prompts would have none left")
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
         n_samples=m.n_samples, k_votes=m.k_votes,
