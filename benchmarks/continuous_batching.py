@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/continuous_batching.py [--prompts 96] [--n 1] [--slots 16] [--max-new 256] [--mean 64]
                                                 [--repeats 3] [--refill 1] [--hidden 256] [--layers 4]
+                                                [--prompt-min 8] [--prompt-max 120]
 
 The model is a random LLaMA-architecture checkpoint (tests/tiny_checkpoints.py; sizes from the flags, vocabulary
 8192) whose next-token distribution is close to uniform, so at temperature 1 with ``V / mean`` stop ids a sample's
@@ -43,6 +44,8 @@ def main():
     ap.add_argument("--refill", type=int, default=1)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--prompt-min", type=int, default=8)
+    ap.add_argument("--prompt-max", type=int, default=120, help="prompt lengths are uniform in [min, max)")
     args = ap.parse_args()
 
     from spar_jax.models import from_pretrained
@@ -58,7 +61,8 @@ def main():
     model = from_pretrained(directory)
     stops = list(range(vocab - vocab // args.mean, vocab))
     rng = np.random.default_rng(0)
-    prompts = [rng.integers(3, vocab - len(stops), int(rng.integers(8, 120))).tolist() for _ in range(args.prompts)]
+    prompt_lengths = rng.integers(args.prompt_min, args.prompt_max, args.prompts)
+    prompts = [rng.integers(3, vocab - len(stops), int(n)).tolist() for n in prompt_lengths]
     kwargs = dict(max_new_tokens=args.max_new, temperature=1.0, n=args.n, seed=0)
     engines = {
         mode: Engine(model, None, batch_size=args.slots, batching=mode, refill=args.refill, eos_token_ids=stops,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from spar_jax.models import from_pretrained
 from spar_jax.sampling import Engine
-from spar_jax.sampling.engine import engine_dtype
+from spar_jax.sampling.precision import engine_dtype
 from tiny_checkpoints import write_checkpoint
 
 

@@ -144,8 +144,8 @@ class Continuous:
             refill_at = self.rows + 1 if not pending else min(self.refill, pending)
             state, steps = self._generate(state, loop.state, loop.layer_params, loop.head_t, params,
                                           jnp.int32(refill_at))  # fmt: skip
-            done, out = hosts.fetch((state.done, state.out), mesh)
-            steps = int(hosts.fetch(steps, mesh))
+            done, out, steps = hosts.fetch((state.done, state.out, steps[None]), mesh)
+            steps = int(steps.reshape(-1)[0])  # replicated (one copy per process when gathered)
             stats.decode_steps += steps
             end += steps
             finished = 0

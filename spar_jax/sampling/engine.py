@@ -26,6 +26,7 @@ from spar_jax.models.tokenizer import chat_prompt_ids
 from spar_jax.parallel import DEFAULT_RULES, ShardingContext, shard_state
 from spar_jax.sampling import buckets, hosts
 from spar_jax.sampling.continuous import Continuous
+from spar_jax.sampling.precision import cast_model, engine_dtype
 from spar_jax.sampling.loop import DecodeLoop, LoopShape, Sampling
 
 _log = logging.getLogger(__name__)
@@ -83,33 +84,6 @@ def _place_model(model, mesh):
     return placed
 
 
-def engine_dtype(requested, model) -> jnp.dtype:
-    """The dtype an engine holds its weights (and KV cache) in: ``requested``, or for None / "auto" bfloat16 on
-    TPU/GPU (decode reads every weight per step; half the bytes) and the model's own parameter dtype on CPU (where
-    bfloat16 arithmetic is emulated and slower)."""
-    if requested in (None, "auto"):
-        return jnp.dtype(jnp.bfloat16) if jax.default_backend() in ("tpu", "gpu") else model.param_dtype
-    try:
-        dtype = jnp.dtype(requested)
-    except TypeError:
-        dtype = None
-    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"Engine: dtype={requested!r}; give a floating dtype (e.g. 'bfloat16') or 'auto'")
-    return dtype
-
-
-def _cast_model(model, dtype):
-    """The model with its floating parameters (and compute dtype) in ``dtype``: a separate copy, so the caller's
-    (e.g. float32 master) weights stay as they are; the model itself when nothing changes."""
-    if model.param_dtype == dtype and model.dtype == dtype:
-        return model
-    graphdef, state = nnx.split(model)
-    cast = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
-    copy = nnx.merge(graphdef, cast, copy=True)
-    copy.dtype = copy.param_dtype = dtype
-    return copy
-
-
 class Engine:
     """Batched, bucketed, sharded generation with a KV cache.
 
@@ -164,7 +138,7 @@ class Engine:
         if batch_size < 1:
             raise ValueError(f"Engine: batch_size must be >= 1, got {batch_size}")
         self.dtype = engine_dtype(dtype, model)
-        self.model = _cast_model(_place_model(model, mesh), self.dtype)
+        self.model = cast_model(_place_model(model, mesh), self.dtype)
         self.tokenizer = tokenizer
         self.shard = self.model.shard
         self.mesh = self.shard.mesh if self.shard is not None else None
