@@ -60,3 +60,25 @@ def test_engine_dtype_choice_and_refusal(model):
     for bad in ("int8", "half-ish"):
         with pytest.raises(ValueError, match="Engine: dtype="):
             Engine(model, None, dtype=bad, progress=False)
+
+
+@pytest.mark.parametrize("dtype, itemsize", [("auto", 2), ("float32", 4)])
+def test_planner_counts_the_engine_copies_in_engine_dtype(dtype, itemsize):
+    from spar_jax.models.config import config_from_hf_dict
+    from spar_jax.planning import memory as M
+    from spar_jax.planning.hardware import parse_topology
+    from spar_jax.planning.plan import make_plan
+    from spar_jax.parallel import DEFAULT_RULES
+    from test_plan import SHORT, TINY, _tiny_config
+
+    cfg = config_from_hf_dict(TINY)
+    plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 60, "engine.dtype": dtype}), cfg,
+                     parse_topology("v5p-16"), SHORT)  # fmt: skip
+    sampling = dict(next(p for p in plan.phases if p.name == "sampling").items)
+    name = "bfloat16" if dtype == "auto" else dtype
+    layout = M.param_layout(cfg, M.abstract_mesh((1, 4, 2), 8), DEFAULT_RULES, dtype=name, param_dtype=name)
+    assert sampling[f"params: actor engine ({name})"] == layout.chip_bytes
+    assert sampling[f"params: refiner engine ({name})"] == layout.chip_bytes
+    mesh = M.abstract_mesh((1, 4, 2), 8)
+    f32 = M.param_layout(cfg, mesh, DEFAULT_RULES, dtype="float32", param_dtype="float32").chip_bytes
+    assert layout.chip_bytes == f32 * itemsize // 4

@@ -169,7 +169,7 @@ class Continuous:
 
     def _prefill_next(self, queue, prompts, bucket_of, wanted: int, pad_id: int, stats: RunStats) -> _Pooled:
         """Prefill the next ``wanted`` prompts of the queue (more when the row bucket has room for them)."""
-        rows = buckets.bucket_for(min(wanted, self.row_buckets[-1]), self.row_buckets, "prefill rows")
+        rows = buckets.bucket_for(min(wanted, len(queue), self.row_buckets[-1]), self.row_buckets, "prefill rows")
         length = bucket_of[queue[0]]
         taken = [queue.popleft() for _ in range(min(rows, len(queue)))]
         ids = np.full((rows, length), pad_id, np.int32)
