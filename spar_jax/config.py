@@ -72,7 +72,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.rules = tuple((name, tuple(axes)) for name, axes in DEFAULT_RULES)
 
     c.engine = ml_collections.ConfigDict()
-    c.engine.batch_size = 32  # sequences per decode batch
+    c.engine.batch_size = 32  # sequences per decode batch (decode slots with continuous batching)
+    c.engine.batching = "static"  # or "continuous": a finished row's slot takes the next sample (opt-in for now)
+    c.engine.dtype = "auto"  # engine weight copy: "auto" = bfloat16 on TPU/GPU, the model's dtype on CPU
     c.engine.max_length = 0  # context limit, prompt + new tokens; 0 = the model's max_position_embeddings
     c.engine.truncate = "error"  # over-long prompts: "error", or "left" (drop the oldest tokens; counted)
     c.engine.progress = True
@@ -225,6 +227,8 @@ class MeshSpec:
 @dataclasses.dataclass(frozen=True)
 class EngineSpec:
     batch_size: int
+    batching: str
+    dtype: str
     max_length: int
     truncate: str
     progress: bool
@@ -377,6 +381,9 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
     _require(c.engine.batch_size > 0, "engine.batch_size", "must be > 0")
     _require(c.engine.truncate in ("error", "left"), "engine.truncate", "must be 'error' or 'left'")
+    _require(c.engine.batching in ("continuous", "static"), "engine.batching", "must be 'continuous' or 'static'")
+    _require(c.engine.dtype in ("auto", "float32", "bfloat16", "float16"), "engine.dtype",
+             "must be auto, float32, bfloat16 or float16")
     _require(c.spar.iterations >= 1, "spar.iterations", "must be >= 1")
     _require(c.spar.shard_size >= 1, "spar.shard_size", "must be >= 1")
     _require(c.spar.bootstrap_responses in ("synthetic", "actor"), "spar.bootstrap_responses",

@@ -1,5 +1,6 @@
-"""Engine behaviour on a tiny random model with the demo's real tokenizer: order, n samples, one prefill, EOS and
-stop strings, finish reasons, reproducibility, the sampled distribution, bounded compilation, truncation."""
+"""Static-batching engine behaviour (continuous batching: test_sampling_continuous.py) on a tiny random model with
+the demo's real tokenizer: order, n samples, one prefill, EOS and stop strings, finish reasons, reproducibility, the
+sampled distribution, bounded compilation, truncation."""
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, tokenizer = tiny
-    return Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, truncate="left", progress=False)
+    return Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, truncate="left", batching="static",
+                  progress=False)
 
 
 def _ids(seed, length):
@@ -54,7 +56,8 @@ def test_eos_stop_strings_and_finish_reason(tiny, engine):
     # EOS: make the 5th sampled token (its first occurrence) the end token; the same seed replays the same prefix.
     cut = next(i for i in range(4, 14) if free.token_ids[i] not in free.token_ids[:i])
     eos = free.token_ids[cut]
-    stopper = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, eos_token_ids=[eos], progress=False)
+    stopper = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, eos_token_ids=[eos], batching="static",
+                     progress=False)
     ended = stopper.generate([prompt], max_new_tokens=14, temperature=1.0, seed=3)[0].completions[0]
     assert ended.finish_reason == "stop"
     assert ended.token_ids == free.token_ids[: cut + 1]
@@ -81,7 +84,7 @@ def test_sampling_is_seeded_and_independent_of_batching(tiny, engine):
     a = engine.generate(requests, seed=11, **kwargs)
     b = engine.generate(requests, seed=11, **kwargs)
     c = engine.generate(requests, seed=12, **kwargs)
-    small = Engine(model, tokenizer, batch_size=2, max_length=MAX_LENGTH, progress=False)
+    small = Engine(model, tokenizer, batch_size=2, max_length=MAX_LENGTH, batching="static", progress=False)
     d = small.generate(requests, seed=11, **kwargs)
     tokens = lambda rs: [[c.token_ids for c in r.completions] for r in rs]  # noqa: E731
     assert tokens(a) == tokens(b) == tokens(d)
@@ -112,7 +115,7 @@ def test_first_token_distribution_matches_model(tiny, engine):
 
 def test_compile_count_bounded_by_buckets(tiny):
     model, tokenizer = tiny
-    engine = Engine(model, tokenizer, batch_size=2, max_length=MAX_LENGTH, progress=False)
+    engine = Engine(model, tokenizer, batch_size=2, max_length=MAX_LENGTH, batching="static", progress=False)
     rng = np.random.default_rng(0)
     for call in range(20):
         requests = [_ids(100 * call + j, int(rng.integers(1, 30))) for j in range(int(rng.integers(1, 6)))]
@@ -156,7 +159,7 @@ def test_bad_arguments_are_rejected_clearly(engine):
 def test_growing_cache_segments_match_one_segment(tiny, engine):
     model, tokenizer = tiny
     segmented = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, first_segment=3, segment_growth=4,
-                       progress=False)  # fmt: skip
+                       batching="static", progress=False)  # fmt: skip
     requests = [_ids(9, 5), _ids(10, 11)]  # one 16-slot prompt bucket
     kwargs = dict(max_new_tokens=40, temperature=0.8, seed=5, n=2)  # a 64-token bucket: segments 3, 12, 48, 64
     # The cache really grows (32 -> 32 -> 64 -> 80 slots), or this test would not cover growth.
@@ -189,7 +192,7 @@ def test_prefill_chunks_give_the_same_samples(tiny, engine):
     for tokens, rows, layer_loop in ((0, 8, "auto"), (64, 2, "auto"), (40, 1, "auto"), (64, 2, "scan")):
         assert chunk_rows(8, 32, tokens) == rows
         chunked = Engine(model, tokenizer, batch_size=16, max_length=MAX_LENGTH, prefill_chunk=tokens,
-                         layer_loop=layer_loop, progress=False)  # fmt: skip
+                         layer_loop=layer_loop, batching="static", progress=False)  # fmt: skip
         results[rows, layer_loop] = chunked.generate(requests, **kwargs)
         assert chunked.loop.shapes == [(8, 32, 16, 16)]
     for key in ((2, "auto"), (1, "auto"), (2, "scan")):

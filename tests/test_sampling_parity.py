@@ -36,6 +36,7 @@ def _hf_greedy(directory, prompts):
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_greedy_matches_transformers_generate(arch, tmp_path, monkeypatch):
+    """Static batches (checked shape by shape), then continuous batching with fewer slots than prompts."""
     directory = write_checkpoint(tmp_path / arch, arch, seed=7)
     prompts = _prompts(len(arch))
     model = from_pretrained(directory)
@@ -44,10 +45,16 @@ def test_greedy_matches_transformers_generate(arch, tmp_path, monkeypatch):
     # 4 rows); then with decode_attention's loops, which the engine uses from 16 rows on, at these 4 rows.
     for chunk, loop_rows in ((0, 16), (32, 16), (0, 1)):
         monkeypatch.setattr(L, "DECODE_LOOP_MIN_ROWS", loop_rows)
-        engine = Engine(model, None, batch_size=4, prefill_chunk=chunk, progress=False)
+        engine = Engine(model, None, batch_size=4, prefill_chunk=chunk, batching="static", progress=False)
         ours = [r.completions[0] for r in engine.generate(prompts, max_new_tokens=NEW)]
         assert engine.loop.shapes == [(4, 16, 4, 16)]
         assert [c.token_ids for c in ours] == ref, f"prefill_chunk={chunk}, decode loops from {loop_rows} rows"
+        assert [c.finish_reason for c in ours] == ["stop" if row[-1] == EOS else "length" for row in ref]
+    for chunk, loop_rows in ((0, 16), (0, 1)):
+        monkeypatch.setattr(L, "DECODE_LOOP_MIN_ROWS", loop_rows)
+        engine = Engine(model, None, batch_size=2, prefill_chunk=chunk, batching="continuous", progress=False)
+        ours = [r.completions[0] for r in engine.generate(prompts, max_new_tokens=NEW)]
+        assert [c.token_ids for c in ours] == ref, f"continuous, decode loops from {loop_rows} rows"
         assert [c.finish_reason for c in ours] == ["stop" if row[-1] == EOS else "length" for row in ref]
 
 
@@ -57,10 +64,11 @@ def test_mesh_2x2x2_equals_single_device(tmp_path):
     prompts = _prompts(1) + _prompts(2)
     kwargs = dict(max_new_tokens=NEW, n=2)
     model = from_pretrained(directory)
-    single = Engine(model, None, batch_size=8, progress=False)
+    single = Engine(model, None, batch_size=8, batching="static", progress=False)
     mesh = make_mesh((2, 2, 2))
     sharded_model = from_pretrained(directory, mesh=mesh)
-    sharded = Engine(sharded_model, None, batch_size=8, progress=False)
+    sharded = Engine(sharded_model, None, batch_size=8, batching="static", progress=False)
+    continuous = Engine(sharded_model, None, batch_size=4, batching="continuous", progress=False)
     assert sharded.row_multiple == 4
     assert single.loop.prefill_chunk == 1024 and sharded.loop.prefill_chunk == 0  # "auto": no chunks when sharded
     with pytest.raises(ValueError, match="needs a batch axis that is not sharded"):
@@ -76,12 +84,14 @@ def test_mesh_2x2x2_equals_single_device(tmp_path):
     ]
     for temperature in (0.0, 0.8):
         a = single.generate(prompts, temperature=temperature, seed=3, **kwargs)
-        b = sharded.generate(prompts, temperature=temperature, seed=3, **kwargs)
-        assert [[c.token_ids for c in r.completions] for r in a] == [[c.token_ids for c in r.completions] for r in b]
-        np.testing.assert_allclose(
-            [lp for r in a for c in r.completions for lp in c.logprobs],
-            [lp for r in b for c in r.completions for lp in c.logprobs], atol=1e-4,
-        )  # fmt: skip
+        for other in (sharded, continuous):
+            b = other.generate(prompts, temperature=temperature, seed=3, **kwargs)
+            tokens = lambda rs: [[c.token_ids for c in r.completions] for r in rs]  # noqa: E731
+            assert tokens(a) == tokens(b)
+            np.testing.assert_allclose(
+                [lp for r in a for c in r.completions for lp in c.logprobs],
+                [lp for r in b for c in r.completions for lp in c.logprobs], atol=1e-4,
+            )  # fmt: skip
 
 
 def test_demo_model_names_the_capital_of_france(demo_dir):

@@ -176,8 +176,14 @@ def make_plan(config, model_cfg: ModelConfig, topology: Topology, workload: Work
         phases.append(_train_phase("initial SFT (sft0)", "sft", refiner, sft0, model_cfg, mesh, rules,
                                    layouts["refiner"], flags))
     shapes = _sampling_shapes(cfg, workload)
-    phases.append(_sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, actor, refiner, flags))
-    stages = _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, topology, workload, actor)
+    # The engines hold their own copy of the weights in engine.dtype ("auto": bfloat16 on the TPU slices planned
+    # here); training's master weights are not resident while sampling (the runtime drops one before the other).
+    engine_dtype = "bfloat16" if cfg.engine.dtype == "auto" else cfg.engine.dtype
+    engine_layouts = {role: M.param_layout(model_cfg, mesh, rules, dtype=engine_dtype, param_dtype=engine_dtype)
+                      for role in ("actor", "refiner")}
+    phases.append(_sampling_phase(cfg, shapes, model_cfg, mesh, rules, engine_layouts, engine_dtype, flags))
+    stages = _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, engine_dtype, topology,
+                          workload)
     for p in phases:
         share = p.total / topology.chip.hbm_bytes
         if share > 1:
@@ -194,7 +200,7 @@ def _context_limit(cfg, model_cfg) -> int:
     return cfg.engine.max_length or model_cfg.max_position_embeddings
 
 
-def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, actor, refiner, flags) -> Phase:
+def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, flags) -> Phase:
     limit = _context_limit(cfg, model_cfg)
     kv = prefill = 0
     for st in shapes:
@@ -212,12 +218,12 @@ def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, actor, refiner
                 if message not in flags:
                     flags.append(message)
         kv = max(kv, M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=prompt + st["new"],
-                                           dtype=actor.dtype))
+                                           dtype=engine_dtype))
         local_prompts = M.rows_per_chip(prompts_per_batch, prompt, model_cfg.hidden_size, mesh, rules)
         local_cfg, _ = A.local_model_config(model_cfg, layouts["actor"].local, layers=1)
-        prefill = max(prefill, A.prefill_working_set(local_cfg, rows=local_prompts, length=prompt, dtype=actor.dtype))
-    items = [("params: actor", layouts["actor"].chip_bytes), ("params: refiner", layouts["refiner"].chip_bytes)]
-    items += [(label + " (per forward)", b) for label, b in _cast_items(actor, layouts["actor"])]
+        prefill = max(prefill, A.prefill_working_set(local_cfg, rows=local_prompts, length=prompt, dtype=engine_dtype))
+    items = [(f"params: actor engine ({engine_dtype})", layouts["actor"].chip_bytes),
+              (f"params: refiner engine ({engine_dtype})", layouts["refiner"].chip_bytes)]
     items += [("gathered layer (fsdp)", layouts["actor"].gathered_layer_bytes),
               (f"KV cache (largest batch, {cfg.engine.batch_size} rows)", kv),
               ("prefill: one layer's working set", prefill)]
@@ -233,13 +239,14 @@ def _machine(topology, w, model_cfg, mesh, layout) -> T.Machine:
                      tensor_shards=mesh.shape["tensor"])
 
 
-def _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, topology, w, actor) -> list[Stage]:
+def _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, engine_dtype, topology,
+                 w) -> list[Stage]:
     stages = []
     for st in shapes:
-        machine = _machine(topology, w, model_cfg, mesh, layouts[st["model"]])
+        machine = _machine(topology, w, model_cfg, mesh, engine_layouts[st["model"]])
         prompt = T.pow2_bucket(st["prompt"])
         rows = max(cfg.engine.batch_size // st["n"], 1) * st["n"]
-        per_slot = M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=64, dtype=actor.dtype) / 64
+        per_slot = M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=64, dtype=engine_dtype) / 64
         batches, seconds = T.sampling_stage_s(machine, sequences=st["sequences"], n=st["n"],
                                               batch_rows=cfg.engine.batch_size, prompt_len=prompt,
                                               new_tokens=st["new"], kv_bytes_per_slot=per_slot)

@@ -1,8 +1,13 @@
 """The host API of generation: requests in, ``Result``s out, in input order.
 
-``Engine.generate`` turns requests (chat messages or token ids) into prompt ids, plans bucketed batches, dispatches
-each batch to the jitted ``DecodeLoop`` (the next batch is dispatched before the previous one is read back, so host
-post-processing overlaps device work), trims stop strings, and returns one ``Result`` per request.
+``Engine.generate`` turns requests (chat messages or token ids) into prompt ids, decodes them, trims stop strings,
+and returns one ``Result`` per request. Two ways to decode (``batching``):
+- "static": plan bucketed batches and dispatch each to the jitted ``DecodeLoop`` (the next batch is dispatched before
+  the previous one is read back, so host post-processing overlaps device work); a batch decodes until its longest
+  row stops;
+- "continuous": R decode slots; a slot whose sample finished takes the next waiting sample while the others keep
+  decoding (``continuous.Continuous``).
+Both give the same tokens for the same seed (greedy or sampled).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import dataclasses
 import logging
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -19,10 +25,13 @@ from tqdm.auto import tqdm
 from spar_jax.models.tokenizer import chat_prompt_ids
 from spar_jax.parallel import DEFAULT_RULES, ShardingContext, shard_state
 from spar_jax.sampling import buckets, hosts
+from spar_jax.sampling.continuous import Continuous
+from spar_jax.sampling.precision import cast_model, engine_dtype
 from spar_jax.sampling.loop import DecodeLoop, LoopShape, Sampling
 
 _log = logging.getLogger(__name__)
 TRUNCATE_MODES = ("error", "left")
+BATCHING = ("continuous", "static")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +65,11 @@ class EngineStats:
     prompts: int = 0
     truncated_prompts: int = 0
     prefill_rows: int = 0  # prompt rows prefilled, including bucket padding
-    decode_rows: int = 0
+    decode_rows: int = 0  # samples decoded, including row padding (static)
     generated_tokens: int = 0
+    # Decode rows x token positions run, the first token of a sample (from the prefill's logits) counting as one
+    # position: utilization = generated_tokens / decode_slot_steps (1.0 when no row ever idles).
+    decode_slot_steps: int = 0
     buckets: set = dataclasses.field(default_factory=set)  # (rows, length, n, max_new) used
 
 
@@ -79,7 +91,12 @@ class Engine:
       model: a ``spar_jax.models.Transformer``; tokenizer: its HF tokenizer (chat template needed for messages), or
         None for token-id requests only (texts are then empty and stop strings are refused).
       mesh: place the model on this mesh (default: the mesh the model was loaded on, or a single device).
-      batch_size: decode rows per batch (prompts per batch = batch_size // n, at least one).
+      batch_size: decode rows per batch (prompts per batch = batch_size // n, at least one); the number of decode
+        slots with continuous batching.
+      batching: "continuous" or "static" (see the module docstring).
+      dtype: the engine's copy of the weights and its KV cache, separate from the model given (see ``engine_dtype``;
+        default "auto": bfloat16 on TPU/GPU, the model's parameter dtype on CPU).
+      refill: continuous batching refills once this many slots are free (or all waiting samples fit).
       max_length: context limit, prompt + new tokens (default: the config's ``max_position_embeddings``).
       truncate: over-long prompts raise ("error") or lose their oldest tokens ("left"; counted in ``stats``).
       length_buckets / new_token_buckets: allowed padded prompt lengths / new-token slots (default: powers of two
@@ -98,6 +115,9 @@ class Engine:
         *,
         mesh=None,
         batch_size: int = 32,
+        batching: str = "static",
+        refill: int = 1,
+        dtype: str | None = "auto",
         max_length: int | None = None,
         truncate: str = "error",
         length_buckets: Sequence[int] | None = None,
@@ -113,9 +133,12 @@ class Engine:
     ):
         if truncate not in TRUNCATE_MODES:
             raise ValueError(f"Engine: truncate={truncate!r}; choose one of {TRUNCATE_MODES}")
+        if batching not in BATCHING:
+            raise ValueError(f"Engine: batching={batching!r}; choose one of {BATCHING}")
         if batch_size < 1:
             raise ValueError(f"Engine: batch_size must be >= 1, got {batch_size}")
-        self.model = _place_model(model, mesh)
+        self.dtype = engine_dtype(dtype, model)
+        self.model = cast_model(_place_model(model, mesh), self.dtype)
         self.tokenizer = tokenizer
         self.shard = self.model.shard
         self.mesh = self.shard.mesh if self.shard is not None else None
@@ -136,11 +159,16 @@ class Engine:
         self.progress = progress
         self.row_multiple = 1 if self.shard is None else self.shard.axis_size("batch")
         self.loop = DecodeLoop(self.model, layer_loop=layer_loop, prefill_chunk=prefill_chunk)
+        self.batching = batching
+        slots = -(-batch_size // self.row_multiple) * self.row_multiple
+        self.continuous = Continuous(self.loop, rows=slots, prefill_rows=batch_size, refill=refill,
+                                     row_multiple=self.row_multiple, candidates=candidates)  # fmt: skip
         self.stats = EngineStats()
 
     @property
     def compiles(self) -> int:
-        return self.loop.traces
+        """Programs compiled so far (static decode loops plus continuous batching's programs)."""
+        return self.loop.traces + self.continuous.traces
 
     # -- requests -> prompt ids ----------------------------------------------------------------------------------
 
@@ -231,6 +259,47 @@ class Engine:
             temperature=jnp.float32(temperature), top_k=jnp.int32(top_k), top_p=jnp.float32(top_p),
             max_new_tokens=jnp.int32(max_new_tokens), stop_ids=jnp.asarray(self._stop_ids(stop)), seed=jnp.int32(seed),
         )  # fmt: skip
+        if self.batching == "continuous":
+            records = self._generate_continuous(prompts, cut, params, shape, stop)
+        else:
+            records = self._generate_static(prompts, cut, params, shape, stop)
+        records = hosts.gather_records(records, self.mesh)
+        self.stats.calls += 1
+        self.stats.prompts += len(prompts)
+        self.stats.truncated_prompts += truncated
+        return [_result(records[i]) for i in range(len(prompts))]
+
+    def _generate_continuous(self, prompts, cut, params, shape: LoopShape, stop) -> dict[int, dict]:
+        n = shape.n
+        order = [b.indices for b in buckets.plan_batches(
+            [len(p) for p in prompts], length_buckets=self.length_buckets, max_rows=len(prompts))]  # fmt: skip
+        order = [i for group in order for i in group]  # longest bucket first, longer prompts first
+        if jax.process_count() > 1 and not hosts.is_global(self.mesh):
+            order = order[jax.process_index() :: jax.process_count()]
+        if not order:
+            return {}
+        with tqdm(total=len(order) * n, desc="generate", unit="sample", disable=not self.progress) as bar:
+            samples, run = self.continuous.run(
+                prompts, order, params, n=n, max_new=shape.max_new, length_buckets=self.length_buckets,
+                pad_id=self.pad_id, mesh=self.mesh, on_finish=bar.update,
+            )  # fmt: skip
+        s = self.stats
+        s.batches += run.prefills
+        s.prefill_rows += run.prefill_rows
+        s.decode_rows += run.inserted
+        s.decode_slot_steps += self.continuous.rows * run.decode_steps + run.inserted
+        records = {}
+        for i in order:
+            completions = []
+            for j in range(n):
+                ids, logprobs, stopped = samples[i, j]
+                s.generated_tokens += len(ids)
+                completions.append(self._completion(ids, logprobs, stopped, stop))
+            records[i] = {"completions": completions, "prompt_token_ids": prompts[i], "truncated": cut[i]}
+        return records
+
+    def _generate_static(self, prompts, cut, params, shape: LoopShape, stop) -> dict[int, dict]:
+        n = shape.n
         plan = buckets.plan_batches(
             [len(p) for p in prompts], length_buckets=self.length_buckets,
             max_rows=max(1, self.batch_size // n), row_multiple=self.row_multiple,
@@ -250,11 +319,7 @@ class Engine:
             if pending is not None:
                 records.update(self._finish(*pending, prompts, cut, stop, n))
                 bar.update(len(pending[0].indices))
-        records = hosts.gather_records(records, self.mesh)
-        self.stats.calls += 1
-        self.stats.prompts += len(prompts)
-        self.stats.truncated_prompts += truncated
-        return [_result(records[i]) for i in range(len(prompts))]
+        return records
 
     def _arrays(self, batch: buckets.Batch, prompts):
         ids = np.full((batch.rows, batch.length), self.pad_id, np.int32)
@@ -284,6 +349,7 @@ class Engine:
         """Read one batch back and turn its rows into per-request records."""
         out = hosts.fetch(out, self.mesh)
         records = {}
+        self.stats.decode_slot_steps += batch.rows * n * int(out.lengths.max(initial=0))
         for row, i in enumerate(batch.indices):
             completions = []
             for j in range(n):

@@ -88,6 +88,8 @@ class Runtime:
             load_tokenizer(path),
             mesh=self.mesh,
             batch_size=e.batch_size,
+            batching=e.batching,
+            dtype=e.dtype,
             max_length=e.max_length or None,
             truncate=e.truncate,
             progress=e.progress,

@@ -25,8 +25,8 @@ def run(cfg: RunConfig) -> dict:
     )
     tokenizer = load_tokenizer(cfg.actor.path)
     e = cfg.engine
-    engine = Engine(model, tokenizer, mesh=mesh, batch_size=e.batch_size, max_length=e.max_length or None,
-                    truncate=e.truncate, progress=e.progress)
+    engine = Engine(model, tokenizer, mesh=mesh, batch_size=e.batch_size, batching=e.batching, dtype=e.dtype,
+                    max_length=e.max_length or None, truncate=e.truncate, progress=e.progress)
     results = engine.generate(
         [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=cfg.answer.max_new_tokens, seed=cfg.seed
     )
