@@ -25,7 +25,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from spar_jax import io
+from spar_jax import io, progress
 from spar_jax.config import RunConfig
 from spar_jax.parallel import sync_processes
 from spar_jax.shards import sharded
@@ -57,9 +57,11 @@ def run_stage(directory: str, fn: Callable[[], dict]) -> dict:
         _log.info("skip finished stage %s", directory)
         return info
     os.makedirs(directory, exist_ok=True)
+    progress.line(f"{progress.label(directory)}: start")
     start = time.time()
     info = fn()
     info["seconds"] = round(time.time() - start, 2)
+    progress.line(f"{progress.label(directory)}: done in {progress.duration(info['seconds'])}")
     io.write_json(os.path.join(directory, DONE), info)
     sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
     return info
