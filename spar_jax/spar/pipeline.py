@@ -196,7 +196,7 @@ class Pipeline:
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def run(self) -> dict:
-        from spar_jax.spar import report
+        from spar_jax.spar import publish, report
 
         cfg = self.cfg
         io.write_json(self.path("config.json"), cfg.raw)
@@ -226,6 +226,7 @@ class Pipeline:
                                  data["refiner_examples"])  # fmt: skip
             actor = new_actor
             self.evaluate(it, actor, heldout)
+            publish.after_iteration(cfg, it)
         self.runtime.release()
         return report.write_report(self.wd, cfg.spar.iterations)
 

@@ -1,0 +1,24 @@
+"""What the loop publishes after every iteration: the trees page (``iter_N/search/trees.html``), the report
+(report.md, metrics.jsonl, TensorBoard, plot) and the optional W&B scalars. Every step is idempotent, so a resumed
+loop may repeat it."""
+
+from __future__ import annotations
+
+import os
+
+from spar_jax import progress
+from spar_jax.config import RunConfig
+
+
+def after_iteration(cfg: RunConfig, it: int) -> dict:
+    """Publish iterations 0..``it`` of the run in ``cfg.workdir``; returns the report summary."""
+    from spar_jax.spar import report, trees_html, wandb_log
+
+    for i in range(1, it + 1):
+        directory = os.path.join(cfg.workdir, f"iter_{i}")
+        if i == it or not os.path.exists(os.path.join(directory, "search", "trees.html")):
+            trees_html.write_page(directory, f"SPaR refinement trees, iteration {i}")
+    summary = report.write_report(cfg.workdir, it)
+    wandb_log.log_rows(cfg.workdir, cfg.logging.wandb_project, summary["iterations"], cfg.raw)
+    progress.line(f"iteration {it}: report written to {summary['report']}")
+    return summary
