@@ -1,4 +1,5 @@
-"""What the loop publishes after every iteration: the trees page (``iter_N/search/trees.html``), the report
+"""What the loop publishes after every iteration: Parquet copies and LLaMA-Factory ``dataset_info.json`` of the
+training data, the trees page (``iter_N/search/trees.html``), the report
 (report.md, metrics.jsonl, TensorBoard, plot) and the optional W&B scalars. Every step is idempotent, so a resumed
 loop may repeat it."""
 
@@ -12,9 +13,11 @@ from spar_jax.config import RunConfig
 
 def after_iteration(cfg: RunConfig, it: int) -> dict:
     """Publish iterations 0..``it`` of the run in ``cfg.workdir``; returns the report summary."""
-    from spar_jax.spar import report, trees_html, wandb_log
+    from spar_jax.spar import dataset_export, report, trees_html, wandb_log
 
+    dataset_export.export_directory(os.path.join(cfg.workdir, "iter_0", "bootstrap"))
     for i in range(1, it + 1):
+        dataset_export.export_directory(os.path.join(cfg.workdir, f"iter_{i}", "data"))
         directory = os.path.join(cfg.workdir, f"iter_{i}")
         if i == it or not os.path.exists(os.path.join(directory, "search", "trees.html")):
             trees_html.write_page(directory, f"SPaR refinement trees, iteration {i}")
