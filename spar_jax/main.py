@@ -77,6 +77,17 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
     return followbench.run(actor, settings, out, judge_engine=deferred("refiner", judge_path))
 
 
+def _resolve_hub_data(cfg):
+    """Initial SFT data named by a hub dataset id -> the local file of its snapshot (models resolve on load)."""
+    import dataclasses
+
+    from spar_jax.models import hub
+
+    paths = {k: getattr(cfg.spar, k) for k in ("initial_sft_actor", "initial_sft_refiner")}
+    resolved = {k: hub.data_file(v) for k, v in paths.items() if v and hub.is_hub_id(v)}
+    return dataclasses.replace(cfg, spar=dataclasses.replace(cfg.spar, **resolved)) if resolved else cfg
+
+
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
@@ -85,6 +96,7 @@ def run(config, *, runtime=None) -> dict:
 
     cfg = config_lib.parse(config)
     parallel.maybe_initialize_distributed()
+    cfg = _resolve_hub_data(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
     runtime = runtime or Runtime(cfg)
     summary = {}
