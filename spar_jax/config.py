@@ -175,6 +175,11 @@ def _schema() -> _Schema:
 
     g = root.section("logging", "where the run's scalars go besides report.md, metrics.jsonl and TensorBoard")
     g.key("wandb_project", "", 'Weights & Biases project the report scalars are logged to; "" = off (extra "wandb")')
+
+    h = root.section("hub", "pushing each iteration's models (and data) to the Hugging Face Hub")
+    h.key("push_to", "", 'repo prefix "org/name": pushes org/name-actor, org/name-refiner after each iteration; "" = off')
+    h.key("push_data", False, "also push the DPO and refiner SFT data to the dataset repo org/name-data")
+    h.key("private", True, "create the repositories private")
     return root
 
 
@@ -312,6 +317,13 @@ class LoggingSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class HubSpec:
+    push_to: str
+    push_data: bool
+    private: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     workdir: str
     seed: int
@@ -333,6 +345,7 @@ class RunConfig:
     evals: dict[str, Any]  # evaluation name -> its settings dataclass (spar_jax.eval.*)
     judge_paths: dict[str, str]  # evaluation name -> separate judge checkpoint ("" = the refiner)
     logging: LoggingSpec
+    hub: HubSpec
     raw: dict[str, Any]  # the full resolved config, for the record
 
 
@@ -415,6 +428,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(not (c.spar.bootstrap_actor and c.spar.initial_sft_actor), "spar.bootstrap_actor",
              "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
+    _require(not c.hub.push_to or re.fullmatch(r"[\w.-]+/[\w.-]+", c.hub.push_to) is not None, "hub.push_to",
+             f"must be a repo prefix 'org/name' or '', got {c.hub.push_to!r}")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
     from spar_jax.spar.evolve import parse_constraint_types
 
@@ -472,6 +487,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         evals={n: _dataclass_from_section(cls, c[n], n) for n, cls in _eval_settings().items()},
         judge_paths={n: c[n].judge_path for n in _eval_settings() if "judge_path" in c[n]},
         logging=LoggingSpec(**dict(c.logging)),
+        hub=HubSpec(**dict(c.hub)),
         raw=c.to_dict(),
     )
 
