@@ -52,8 +52,10 @@ def _model_section(m: _Schema, path: str, path_doc: str) -> None:
     m.key("path", path, path_doc)
     m.key("dtype", "float32", "compute dtype: float32, bfloat16 or float16")
     m.key("param_dtype", "", 'parameter dtype; "" = same as dtype')
-    m.key("remat", "none", 'activation checkpointing in training: "none", "full" (keep only layer inputs), "dots", "dots_no_batch"')
-    m.key("scan_layers", True, "scan over layers; False: training unrolls the layer loop (faster on CPU, longer compiles)")
+    m.key("remat", "none",
+          'activation checkpointing in training: "none", "full" (keep only layer inputs), "dots", "dots_no_batch"')
+    m.key("scan_layers", True,
+          "scan over layers; False: training unrolls the layer loop (faster on CPU, longer compiles)")
 
 
 def _train_section(t: _Schema, **values) -> None:
@@ -115,11 +117,14 @@ def _schema() -> _Schema:
     s.key("iterations", 3, "SPaR iterations (mine, search, data, train, evaluate)")
     s.key("shard_size", 64, "prompts per resumable shard of the sampling stages")
     s.key("templates_file", "", 'JSON with "judge"/"refine" templates overriding ours; "" = ours')
-    s.key("initial_sft_actor", "", 'SFT data (JSONL, datasets name or hub dataset id) for the actor before iteration 1; "" = skip')
+    s.key("initial_sft_actor", "",
+          'SFT data (JSONL file or hub dataset id) for the actor before iteration 1; "" = skip')
     s.key("initial_sft_refiner", "", 'SFT data for the refiner before iteration 1 (as initial_sft_actor); "" = skip')
     s.key("eval_base", True, "evaluate the starting actor as iteration 0")
-    s.key("bootstrap_prompts", 0, "offline Stage 0: generated prompts whose checker-fixed responses give initial SFT data; 0 = off")
-    s.key("bootstrap_responses", "synthetic", 'Stage 0 drafts: "synthetic" (rule-made) or "actor" (samples of the actor)')
+    s.key("bootstrap_prompts", 0,
+          "offline Stage 0: generated prompts whose checker-fixed responses give initial SFT data; 0 = off")
+    s.key("bootstrap_responses", "synthetic",
+          'Stage 0 drafts: "synthetic" (rule-made) or "actor" (samples of the actor)')
     s.key("bootstrap_per_prompt", 2, "Stage 0 drafts per prompt")
     s.key("bootstrap_actor", False, "also SFT the actor on the Stage 0 fixed responses")
     s.key("bootstrap_refine_share", 0.5, "refinements' share of the refiner's Stage 0 examples (rest: judgments)")
@@ -177,7 +182,8 @@ def _schema() -> _Schema:
     g.key("wandb_project", "", 'Weights & Biases project the report scalars are logged to; "" = off (extra "wandb")')
 
     h = root.section("hub", "pushing each iteration's models (and data) to the Hugging Face Hub")
-    h.key("push_to", "", 'repo prefix "org/name": pushes org/name-actor, org/name-refiner after each iteration; "" = off')
+    h.key("push_to", "",
+          'repo prefix "org/name": pushes org/name-actor, org/name-refiner after each iteration; "" = off')
     h.key("push_data", False, "also push the DPO and refiner SFT data to the dataset repo org/name-data")
     h.key("private", True, "create the repositories private")
     return root

@@ -76,5 +76,6 @@ def data_file(ref: str) -> str:
                    for f in files if f.endswith((".jsonl", ".json")) and f != "dataset_info.json")  # fmt: skip
     found = [f for f in found if not f.startswith(".")]
     if len(found) != 1:
-        raise ValueError(f"{ref}: the hub dataset must hold exactly one .jsonl/.json data file, found {found or 'none'}")
+        raise ValueError(f"{ref}: the hub dataset must hold exactly one .jsonl/.json data file, "
+                         f"found {found or 'none'}")
     return os.path.join(directory, found[0])

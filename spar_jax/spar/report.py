@@ -71,7 +71,8 @@ def _fmt(v) -> str:
 
 def scalars(row: dict) -> dict[str, float]:
     """The numeric entries of a report row (what TensorBoard and W&B get), without the iteration itself."""
-    return {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration"}
+    return {k: v for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration"}
 
 
 def render(rows: list[dict], links: dict[int, str] | None = None) -> str:

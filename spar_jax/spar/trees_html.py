@@ -60,9 +60,11 @@ def _votes(node: Node) -> str:
 
 
 def _node(tree: TreeRecord, node: Node, children: dict[int, list[Node]], path: set[int]) -> str:
-    classes = ["node"] + (["path"] if node.index in path else []) + (["pass"] if node.index == tree.success_index else [])
+    classes = ["node"] + (["path"] if node.index in path else [])
+    classes += ["pass"] if node.index == tree.success_index else []
     kind = "root" if node.parent is None else f"depth {node.depth}"
-    summary = f"#{node.index} {kind} · {_votes(node)}" + ("" if node.status in ("ok", "root") else f" · {node.status}")
+    status = "" if node.status in ("ok", "root") else f" · {node.status}"
+    summary = f"#{node.index} {kind} · {_votes(node)}{status}"
     parts = [f'<details class="{" ".join(classes)}" id="{html.escape(tree.prompt_id)}-{node.index}" open>',
              f"<summary>{html.escape(summary)}</summary>", '<div class="label">answer</div>',
              f"<pre>{html.escape(node.response)}</pre>"]  # fmt: skip
@@ -127,8 +129,8 @@ def write_page(iteration_dir: str, title: str) -> str | None:
     search = os.path.join(iteration_dir, "search")
     if not os.path.exists(os.path.join(search, "DONE.json")):
         return None
-    trees = [TreeRecord.from_dict(r) for name in sorted(os.listdir(search))
-             if name.startswith("shard_") and name.endswith(".jsonl") for r in io.read_jsonl(os.path.join(search, name))]
+    shards = [n for n in sorted(os.listdir(search)) if n.startswith("shard_") and n.endswith(".jsonl")]
+    trees = [TreeRecord.from_dict(r) for name in shards for r in io.read_jsonl(os.path.join(search, name))]
     dpo = os.path.join(iteration_dir, "data", "dpo.jsonl")
     pairs = list(io.read_jsonl(dpo)) if os.path.exists(dpo) else []
     path = os.path.join(search, "trees.html")
