@@ -1,9 +1,17 @@
-"""Paper scale: SPaR on GLM-4-9B-Chat (actor and refiner), 3 iterations, the paper's hyper-parameters.
+"""Paper scale: SPaR on GLM-4-9B-Chat (actor and refiner), 3 iterations, the authors' settings and Stage 0.
 
 Weights: the transformers-format checkpoint ``THUDM/glm-4-9b-chat-hf`` (model_type "glm") in a local directory
 (``launch/fetch_model.sh`` puts it at ``actor.path`` on every TPU worker). Planned for a v5p-8 slice (4 chips, FSDP
 over all of them; GLM-4 has only 2 kv heads, so tensor parallelism beyond 2 would replicate them):
 ``python -m spar_jax.plan --config=configs/glm4_9b.py --topology=v5p-8``.
+
+Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/fidelity.md):
+- ``release`` (default): Stage 0 = SFT of actor and refiner on the authors' released data (``CCCCCC/SPaR``, downloaded
+  to ``data/SPaR`` and split by ``python -m spar_jax.tools.split_release_sft``), prompts from the release, the
+  authors' prompt wording (``python -m spar_jax.tools.import_templates``), their training settings and generation
+  caps. Its iteration numbers are the ones to hold against the paper's.
+- ``offline``: no released data; generated verifiable prompts and the rule-made Stage-0 bootstrap. Compare it with
+  the base model and with other offline runs, not with the paper's SFT or iteration rows.
 """
 
 from spar_jax.paper import PAPER_SETTINGS, paper_config
@@ -22,8 +30,9 @@ HF_CONFIG = {
 PAPER = dict(PAPER_SETTINGS, base_model=HF_REPO, ifeval_avg=dict(base=74.2, iter3=79.1), topology="v5p-8")
 
 
-def get_config():
+def get_config(variant: str = "release"):
     return paper_config(
+        variant=variant,
         name="glm4_9b",
         actor_path="models/glm-4-9b-chat-hf",
         mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp

@@ -1,9 +1,17 @@
-"""Paper scale: SPaR on LLaMA-3-70B-Instruct (actor and refiner), 3 iterations, the paper's hyper-parameters.
+"""Paper scale: SPaR on LLaMA-3-70B-Instruct (actor and refiner), 3 iterations, the authors' settings and Stage 0.
 
 Weights: the HF checkpoint ``meta-llama/Meta-Llama-3-70B-Instruct`` (~141 GB in bfloat16): read it from the GCS
 mount (``--config.actor.path=/gcs/BUCKET/models/Meta-Llama-3-70B-Instruct``) or a data disk; a TPU VM boot disk is
 too small. Planned for a v5p-128 slice (64 chips; 16-way FSDP x 4-way tensor parallelism):
 ``python -m spar_jax.plan --config=configs/llama3_70b.py --topology=v5p-128``.
+
+Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/fidelity.md):
+- ``release`` (default): Stage 0 = SFT of actor and refiner on the authors' released data (``CCCCCC/SPaR``, downloaded
+  to ``data/SPaR`` and split by ``python -m spar_jax.tools.split_release_sft``), prompts from the release, the
+  authors' prompt wording (``python -m spar_jax.tools.import_templates``), their training settings and generation
+  caps. Its iteration numbers are the ones to hold against the paper's.
+- ``offline``: no released data; generated verifiable prompts and the rule-made Stage-0 bootstrap. Compare it with
+  the base model and with other offline runs, not with the paper's SFT or iteration rows.
 """
 
 from spar_jax.paper import PAPER_SETTINGS, paper_config
@@ -22,8 +30,9 @@ HF_CONFIG = {
 PAPER = dict(PAPER_SETTINGS, base_model=HF_REPO, ifeval_avg=dict(base=83.4, iter3=86.1), topology="v5p-128")
 
 
-def get_config():
+def get_config(variant: str = "release"):
     return paper_config(
+        variant=variant,
         name="llama3_70b",
         actor_path="models/Meta-Llama-3-70B-Instruct",
         mesh_shape=(1, -1, 4),  # tensor parallelism over 4 chips (64 heads, 8 kv heads), FSDP over the rest

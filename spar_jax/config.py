@@ -15,7 +15,7 @@ import ml_collections
 
 from spar_jax.parallel import DEFAULT_RULES, Rules, normalize_rules
 
-STAGES = ("answer", "spar", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
+STAGES = ("answer", "spar", "study", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
 EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
 _TRAIN_KEYS = (
     "learning_rate", "schedule", "warmup_ratio", "epochs", "max_steps", "batch_size", "grad_accum_steps",
@@ -106,11 +106,15 @@ def _schema() -> _Schema:
     p = root.section("prompts", "the training and held-out prompts")
     p.key("source", "generated", '"generated" (offline verifiable prompts) or a JSONL path / datasets name')
     p.key("field", "prompt", "the instruction field of source records")
-    p.key("num_train", 1000, "training prompts; 0 = every prompt of the source")
+    p.key("num_train", 1000, "the training pool; 0 = every prompt of the source")
+    p.key("per_iteration", 0, "prompts mined per iteration: iteration t takes the t-th disjoint slice of the pool, "
+          "as the method draws fresh prompts each iteration; 0 = the pool split evenly over the iterations")
     p.key("num_heldout", 100, "generated held-out prompts scored by the IFEval checker (0 = none)")
     p.key("constraint_types", "", 'generated prompts: comma-separated IFEval ids to draw from ("" = every type)')
     p.key("max_constraints", 4, "generated prompts: the most constraints per prompt (1-4)")
-    p.key("evolve", False, "rewrite source prompts into constraint-heavy ones with the actor first")
+    p.key("heldout_types", "", "IFEval ids reserved for out-of-distribution held-out prompts, never in training")
+    p.key("evolve", False, "rewrite source prompts into constraint-heavy ones (14-type taxonomy) first")
+    p.key("evolve_model", "", 'checkpoint of the evolving model ("" = the actor)')
     p.key("evolve_max_new_tokens", 256, "token budget of one prompt rewrite")
 
     s = root.section("spar", "the SPaR loop")
@@ -121,6 +125,9 @@ def _schema() -> _Schema:
           'SFT data (JSONL file or hub dataset id) for the actor before iteration 1; "" = skip')
     s.key("initial_sft_refiner", "", 'SFT data for the refiner before iteration 1 (as initial_sft_actor); "" = skip')
     s.key("eval_base", True, "evaluate the starting actor as iteration 0")
+    s.key("ablations", (), 'the paper\'s ablations run at iteration 1 beside the loop (same mined samples and '
+          'starting models): "no_tree" (one refinement per root, kept if judged a pass), "no_refine" (pairs of '
+          'independent samples, judged Yes > judged No); each trains its own actor, evaluated like an iteration')
     s.key("bootstrap_prompts", 0,
           "offline Stage 0: generated prompts whose checker-fixed responses give initial SFT data; 0 = off")
     s.key("bootstrap_responses", "synthetic",
@@ -128,6 +135,10 @@ def _schema() -> _Schema:
     s.key("bootstrap_per_prompt", 2, "Stage 0 drafts per prompt")
     s.key("bootstrap_actor", False, "also SFT the actor on the Stage 0 fixed responses")
     s.key("bootstrap_refine_share", 0.5, "refinements' share of the refiner's Stage 0 examples (rest: judgments)")
+
+    j = root.section("judge", "who labels answers and tree nodes")
+    j.key("kind", "model", '"model" (the refiner, k votes), "rules" (the IFEval checker; needs prompts with checkable '
+          'constraints; an upper bound), "hybrid" (the checker where every constraint is checkable)')
 
     m = root.section("mining", "Stage 1: actor samples judged by the refiner")
     m.key("n_samples", 5, "actor responses per prompt")
@@ -138,6 +149,7 @@ def _schema() -> _Schema:
     m.key("judge_temperature", 0.7, "judge sampling temperature (mining and search)")
     m.key("judge_top_p", 1.0, "judge nucleus sampling top-p (mining and search)")
     m.key("judge_max_new_tokens", 1024, "judge token budget per vote in mining")
+    m.key("truncated_roots", False, "True lets samples cut by actor_max_new_tokens be roots (tiny test models)")
 
     t = root.section("search", "Stage 2: tree-search refinement of failing responses")
     t.key("strategy", "bfs", '"bfs" (level by level) or "dfs"')
@@ -169,6 +181,11 @@ def _schema() -> _Schema:
     v.key("ifeval_source", "", '"" = skip IFEval proper; else a JSONL path or "google/IFEval"')
     v.key("ifeval_limit", 0, "IFEval prompts scored; 0 = all")
     v.key("max_new_tokens", 1024, "actor token budget per evaluation response")
+    v.key("ifeval_final_only", False, "IFEval proper after the last iteration only (held-out prompts every time)")
+
+    st = root.section("study", 'the "study" stage')
+    st.key("results_dir", "results/study", 'where the "study" stage writes its committed tables, plot and responses')
+    st.key("rules_run", True, 'also run the loop with judge.kind="rules" (the judge-quality upper bound)')
 
     for name, cls in _eval_settings().items():  # one section per evaluation, mirroring its settings dataclass
         _section_from_dataclass(root.section(name, _EVAL_SECTIONS[name]), cls())
@@ -281,10 +298,13 @@ class PromptSpec:
     source: str
     field: str
     num_train: int
+    per_iteration: int
     num_heldout: int
     constraint_types: str
     max_constraints: int
+    heldout_types: str
     evolve: bool
+    evolve_model: str
     evolve_max_new_tokens: int
 
 
@@ -296,6 +316,7 @@ class SparSpec:
     initial_sft_actor: str
     initial_sft_refiner: str
     eval_base: bool
+    ablations: tuple[str, ...]
     bootstrap_prompts: int
     bootstrap_responses: str
     bootstrap_per_prompt: int
@@ -308,6 +329,13 @@ class EvalSpec:
     ifeval_source: str
     ifeval_limit: int
     max_new_tokens: int
+    ifeval_final_only: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    results_dir: str
+    rules_run: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,6 +368,7 @@ class RunConfig:
     engine: EngineSpec
     prompts: PromptSpec
     spar: SparSpec
+    judge_kind: str
     mining: Any  # spar.MiningConfig
     search: Any  # spar.SearchConfig
     mixture: Any  # spar.MixtureConfig
@@ -348,6 +377,7 @@ class RunConfig:
     sft0: dict[str, Any]  # the initial (Stage 0) SFT of actor and refiner
     eval: EvalSpec
     answer: AnswerSpec
+    study: StudySpec
     evals: dict[str, Any]  # evaluation name -> its settings dataclass (spar_jax.eval.*)
     judge_paths: dict[str, str]  # evaluation name -> separate judge checkpoint ("" = the refiner)
     logging: LoggingSpec
@@ -436,18 +466,34 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
     _require(not c.hub.push_to or re.fullmatch(r"[\w.-]+/[\w.-]+", c.hub.push_to) is not None, "hub.push_to",
              f"must be a repo prefix 'org/name' or '', got {c.hub.push_to!r}")
+    _require(c.prompts.per_iteration >= 0, "prompts.per_iteration", "must be >= 0")
+    _require(not (c.prompts.source == "generated" and c.prompts.per_iteration and
+                  c.prompts.per_iteration * c.spar.iterations > c.prompts.num_train), "prompts.per_iteration",
+             f"x spar.iterations ({c.prompts.per_iteration} x {c.spar.iterations}) exceeds prompts.num_train "
+             f"({c.prompts.num_train}): each iteration needs fresh prompts")
+    for a in c.spar.ablations:
+        _require(a in ("no_tree", "no_refine"), "spar.ablations", f"names unknown ablation {a!r}; known: no_tree, no_refine")
+    from spar_jax.spar.judges import KINDS
+
+    _require(c.judge.kind in KINDS, "judge.kind", f"must be one of {', '.join(KINDS)}, got {c.judge.kind!r}")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
     from spar_jax.spar.evolve import parse_constraint_types
 
-    try:
-        parse_constraint_types(c.prompts.constraint_types)
-    except ValueError as e:
-        _require(False, "prompts.constraint_types", str(e))
+    for key in ("constraint_types", "heldout_types"):
+        try:
+            parse_constraint_types(c.prompts[key])
+        except ValueError as e:
+            _require(False, f"prompts.{key}", str(e))
+    from spar_jax.spar.sources import training_types
+
+    _require(not c.prompts.heldout_types.strip() or bool(training_types(c)), "prompts.heldout_types",
+             "reserves every type of prompts.constraint_types: training prompts would have none left")
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
         n_samples=m.n_samples, k_votes=m.k_votes,
         actor_sampling=_build("mining", spar.SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
         judge_sampling=_build("mining", spar.SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
+        truncated_roots=m.truncated_roots,
     )  # fmt: skip
     search = _build("search", spar.SearchConfig,
         strategy=s.strategy, branch=s.branch, keep=s.keep, max_depth=s.max_depth, threshold=s.threshold,
@@ -481,7 +527,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         mesh=MeshSpec(tuple(int(x) for x in c.mesh.shape), _build("mesh", normalize_rules, c.mesh.rules)),
         engine=EngineSpec(**dict(c.engine)),
         prompts=PromptSpec(**dict(c.prompts)),
-        spar=SparSpec(**dict(c.spar)),
+        spar=SparSpec(**{**dict(c.spar), "ablations": tuple(c.spar.ablations)}),
+        judge_kind=c.judge.kind,
         mining=mining,
         search=search,
         mixture=mixture,
@@ -490,6 +537,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         sft0=train("sft0", "sft"),
         eval=EvalSpec(**dict(c.eval)),
         answer=AnswerSpec(tuple(c.answer.prompts), c.answer.prompts_file, int(c.answer.max_new_tokens)),
+        study=StudySpec(**dict(c.study)),
         evals={n: _dataclass_from_section(cls, c[n], n) for n, cls in _eval_settings().items()},
         judge_paths={n: c[n].judge_path for n in _eval_settings() if "judge_path" in c[n]},
         logging=LoggingSpec(**dict(c.logging)),

@@ -111,6 +111,10 @@ def run(config, *, runtime=None) -> dict:
             from spar_jax.spar.pipeline import Pipeline
 
             summary[stage] = Pipeline(cfg, runtime).run()
+        elif stage == "study":
+            from spar_jax.spar import study
+
+            summary[stage] = study.run(cfg, runtime)
         elif stage == "evaluate":
             summary[stage] = _stage_evaluate(cfg, runtime)
         elif stage == "refine_inference":

@@ -34,6 +34,8 @@ def model_config_for(config_path: str, config):
     from spar_jax.models.config import config_from_hf_dict, load_model_config
     from spar_jax.models.tokenizer import resolve_checkpoint
 
+    base, sep, _ = config_path.rpartition(":")  # "configs/x.py:variant" passes "variant" to get_config()
+    config_path = base if sep and base.endswith(".py") else config_path
     spec = importlib.util.spec_from_file_location("_plan_config", config_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

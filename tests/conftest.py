@@ -1,4 +1,4 @@
-"""Test session set-up: 8 fake CPU devices (before jax is imported), no hub access, one compilation cache."""
+"""Test set-up: 8 fake CPU devices (before jax is imported), no hub access, one compilation cache."""
 
 import os
 import shutil
@@ -9,10 +9,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# One persistent XLA compilation cache per test session, shared by the pytest-xdist workers and the child processes
+# One persistent XLA compilation cache per pytest run, shared by the pytest-xdist workers and the child processes
 # tests start (they inherit the environment): a program compiled again (the same tiny model and shapes in another
-# test, a killed run resumed in a child process) loads from it. A fresh directory per session, so no test depends on
-# what an earlier session compiled; only the process that made it removes it.
+# test, a killed run resumed in a child process) loads from it. A fresh directory per run, so no test depends on
+# what another run compiled; only the process that made it removes it.
 _SESSION_CACHE = None
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="spar-jax-tests-xla-cache-")

@@ -53,7 +53,7 @@ class Call:
 
 class ScriptedEngine:
     """Scripts: actor(instruction, n) -> texts; judge(instruction, response, n) -> texts;
-    refine(instruction, parent_response, critique, n) -> texts."""
+    refine(instruction, parent_response, critique, n) -> texts. A text may be a (text, finish_reason) pair."""
 
     def __init__(self, *, actor: Callable | None = None, judge: Callable | None = None,
                  refine: Callable | None = None):
@@ -83,7 +83,8 @@ class ScriptedEngine:
                 else:
                     texts = self.scripts["refine"](instruction, response, r[1]["content"], n)
             assert len(texts) == n
-            results.append(Result(tuple(Completion(t) for t in texts)))
+            results.append(Result(tuple(Completion(t) if isinstance(t, str) else Completion(t[0], finish_reason=t[1])
+                                        for t in texts)))  # a script may give (text, finish_reason)
         return results
 
     def count(self, kind: str) -> int:

@@ -62,6 +62,7 @@ def make_config(workdir: str, model_dir: str):
     c.mining.k_votes = 3
     c.mining.actor_max_new_tokens = 8
     c.mining.judge_max_new_tokens = 8
+    c.mining.truncated_roots = True  # a tiny random model never stops within 8 tokens: every sample is cut
     c.search.k_votes = 3
     for t in (c.dpo, c.sft):
         t.batch_size = 2

@@ -122,7 +122,9 @@ def test_run_generates_judges_each_constraint_and_names_the_judge(tmp_path):
     assert (m["hsr_level_1"], m["hsr_level_2"], m["hsr_avg"]) == (1.0, 0.0, 0.5)
     assert summary["judge"] == "tiny-judge" and summary["finish_reasons"] == {"stop": 3}
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "**Judge: tiny-judge**" in report and "GPT-4" in report and "| SSR | 100.00 | 50.00 | 75.00 |" in report
+    assert "**Judge: tiny-judge**" in report and "| SSR | 100.00 | 50.00 | 75.00 |" in report
+    assert summary["note"].startswith("Judge is tiny-judge, not GPT-4") and summary["note"] in report
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["note"] == summary["note"]
     assert "| content | 100.00 | 50.00 | 75.00 |" in report and "| example | 100.00 | – | 100.00 |" in report
     lines = [json.loads(s) for s in (tmp_path / "out" / "judgements.jsonl").read_text().splitlines()]
     assert [[c["judgement"]["label"] for c in r["checks"]] for r in lines] == [["yes"], ["yes", "no"], ["yes"]]
@@ -133,6 +135,8 @@ def test_run_generates_judges_each_constraint_and_names_the_judge(tmp_path):
                                                     responses_file=str(tmp_path / "out" / "responses.jsonl")),
                             tmp_path / "again", judge_engine=rejudge)  # fmt: skip
     assert again["metrics"] == m and len(rejudge.calls) == 1 and again["judge"] == "unnamed judge model"
+    assert "not GPT-4" in again["note"]
+
     with pytest.raises(ValueError, match="1 of 4 FollowBench records have no response; first missing: "
                                          "category=content example_id=1 level=3"):  # fmt: skip
         followbench.run(None, FollowBenchConfig(source=source, categories=("content", "example"),
@@ -152,3 +156,9 @@ def test_self_judging_uses_the_same_engine(tmp_path):
                               tmp_path / "out")  # fmt: skip
     assert len(engine.calls) == 2 and summary["judge"] == "the evaluated model itself"
     assert summary["metrics"]["ssr_level_3"] == pytest.approx(2 / 3) and summary["metrics"]["hsr_level_3"] == 0.0
+
+
+@pytest.mark.parametrize("name, noted", [("gpt-4-1106-preview", False), ("GPT-4", False), ("GPT 4o", False),
+                                         ("runs/x/iter_3/refiner/hf", True), ("gpt-3.5-turbo", True)])
+def test_note_unless_the_judge_is_gpt4(name, noted):
+    assert (followbench.judge_note(name) is not None) == noted

@@ -89,3 +89,32 @@ def test_run_judges_both_outputs_and_scores_pairs(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "judge A" in report and "| Natural | 3 | 1 | 66.67 |" in report
     assert "| Overall (all pairs) | 4 | 1 | 50.00 |" in report
+    # Pointwise: good 0 Yes / bad 0 No; good 1 tie and good 2 no valid vote count as No; GPTOut both No.
+    assert summary["confusion"] == {"Natural": {"tp": 1, "fp": 0, "fn": 2, "tn": 3},
+                                    "GPTOut": {"tp": 0, "fp": 0, "fn": 1, "tn": 1}}  # fmt: skip
+    assert m["pointwise_acc_natural"] == pytest.approx(4 / 6) and m["pointwise_f1_natural"] == pytest.approx(0.5)
+    assert m["pointwise_acc_gptout"] == 0.5 and m["pointwise_f1_gptout"] == 0.0
+    assert m["pointwise_acc_overall"] == pytest.approx((4 / 6 + 0.5) / 2)
+    assert "| Natural | 6 | 1 | 0 | 2 | 3 | 66.67 | 50.00 |" in report
+    assert "| Average (mean of subsets) |  |  |  |  |  | 58.33 | 25.00 |" in report
+
+
+def test_pointwise_accuracy_and_f1_by_hand():
+    T, F = True, False
+    rows = [("Natural", T, F), ("Natural", T, T), ("Natural", T, T), ("Natural", F, F),  # TP 3, FP 2, FN 1, TN 2
+            ("GPTInst", F, F), ("GPTInst", F, F),  # TP 0, FP 0, FN 2, TN 2
+            ("Manual", T, F)]  # TP 1, TN 1  # fmt: skip
+    out = llmbar.pointwise_metrics(rows)
+    m = out["metrics"]
+    assert out["confusion"]["Natural"] == {"tp": 3, "fp": 2, "fn": 1, "tn": 2}
+    assert m["pointwise_acc_natural"] == 5 / 8
+    # precision 3/5, recall 3/4: F1 = 2 * 0.6 * 0.75 / 1.35 = 2/3 = 2TP / (2TP + FP + FN) = 6/9
+    assert m["pointwise_f1_natural"] == pytest.approx(2 / 3)
+    assert (m["pointwise_acc_gptinst"], m["pointwise_f1_gptinst"]) == (0.5, 0.0)
+    assert (m["pointwise_acc_manual"], m["pointwise_f1_manual"]) == (1.0, 1.0)
+    assert m["pointwise_acc_adversarial_avg"] == pytest.approx(0.75)  # mean of GPTInst and Manual
+    assert m["pointwise_f1_adversarial_avg"] == pytest.approx(0.5)
+    assert m["pointwise_acc_overall"] == pytest.approx((5 / 8 + 0.5 + 1.0) / 3)  # mean of subsets, as the paper
+    assert m["pointwise_f1_overall"] == pytest.approx((2 / 3 + 0.0 + 1.0) / 3)
+    assert "pointwise_acc_gptout" not in m and list(out["confusion"]) == ["Natural", "GPTInst", "Manual"]
+    assert llmbar.f1_score(0, 0, 0) is None

@@ -45,7 +45,7 @@ def _free_port() -> int:
 
 
 def _env(num_processes: int, process_id: int, port: int) -> dict:
-    # No session compilation cache either: these processes compile what they run, as a user's job would.
+    # No shared compilation cache either: these processes compile what they run, as a user's job would.
     env = {k: v for k, v in os.environ.items() if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
                                                            "JAX_PROCESS_ID", "TPU_WORKER_HOSTNAMES",
                                                            "JAX_COMPILATION_CACHE_DIR")}

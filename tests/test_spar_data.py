@@ -67,7 +67,7 @@ def pools(mixture):
 
 def test_mixture_pools_filters_and_targets():
     mixture, counts = refiner_mixture(TREES, MINED, seed=0, templates=TEMPLATES)
-    assert counts == {"refine": 2, "tree_judge_yes": 1, "tree_judge_no": 4, "actor_judge_no": 1, "actor_judge_yes": 2}
+    assert counts == {"refine": 2, "tree_judge_yes": 1, "tree_judge_no": 2, "actor_judge_no": 1, "actor_judge_yes": 2}
     by_pool = pools(mixture)
     c = next(ex for ex in by_pool["refine"] if ex["prompt_id"] == "C")
     c1 = TREES[2].nodes[1]
@@ -84,7 +84,9 @@ def test_mixture_pools_filters_and_targets():
     assert yes["messages"][1]["content"].startswith("critique a3#0" if "a3" in judged else "critique a4#0")
     no_responses = sorted(ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0]
                           for ex in by_pool["tree_judge_no"])
-    assert no_responses == ["a2", "b1", "b2", "c1"]  # 0 < V < 0.5, roots excluded, b1 de-duplicated
+    # 0 < V < 0.5, roots excluded, one random node per tree (A: a2; B: b1 or b2; C: c1 only), and de-duplicated
+    # across pools: C's refine example already starts with the judge prompt on c1, so c1 is not taken again.
+    assert no_responses[0] == "a2" and no_responses[1] in ("b1", "b2") and len(no_responses) == 2
     for ex in by_pool["tree_judge_no"]:  # target = the first vote agreeing with the majority (vote 0 is a No)
         response = ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0]
         assert ex["messages"][1]["content"] == f"critique {response}#0\nFinal Judgement: No"
@@ -159,3 +161,27 @@ def test_load_jsonl_errors_name_the_line(tmp_path):
     path.write_text("[1, 2]\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:1: expected a JSON object"):
         load_jsonl(path)
+
+
+def test_pairs_with_equal_texts_after_stripping_are_dropped():
+    same = tree("E", [(0, "  E-root\n", "yyyyy")], success=1)  # the "refinement" only changed whitespace
+    assert [p["prompt_id"] for p in dpo_pairs([same, *TREES])] == ["A", "C"]
+    from spar_jax.spar.data import same_text
+
+    assert same_text(" x\n", "x") and not same_text("x", "x.")
+
+
+def test_sample_pairs_pair_a_yes_with_a_no_that_was_not_cut():
+    from spar_jax.spar.data import sample_pairs
+
+    rec = PromptRecord("P", "instruction P", (
+        Sample("yes-1", "stop", J("yyyyn", "y1")), Sample("no-cut", "length", J("nnnnn", "nc")),
+        Sample("no-ok", "stop", J("nnnyy", "no")), Sample("tie", "stop", J("yynnx", "t")),
+    ), 2)  # fmt: skip
+    only_cut = PromptRecord("Q", "instruction Q", (Sample("y", "stop", J("yyyyy", "y")),
+                                                    Sample("n", "length", J("nnnnn", "n"))), None)  # fmt: skip
+    all_yes = PromptRecord("R", "instruction R", (Sample("y", "stop", J("yyyyy", "y")),), None)
+    pairs = sample_pairs([rec, only_cut, all_yes], seed=0)
+    assert pairs == [{"prompt": [{"role": "user", "content": "instruction P"}],
+                      "chosen": [{"role": "assistant", "content": "yes-1"}],
+                      "rejected": [{"role": "assistant", "content": "no-ok"}], "prompt_id": "P", "depth": 0}]

@@ -70,8 +70,9 @@ class _EvolveEngine:
         self.calls.append((len(requests), temperature, top_p, seed))
         outs = []
         for r in requests:
-            seed_text = r[0]["content"].rsplit("Instruction: ", 1)[1]
-            text = "None" if "integral" in seed_text else f"{seed_text} Answer in exactly three sentences."
+            seed_text = r[0]["content"].rsplit("Instruction: ", 1)[1].split("\n\n")[0]
+            text = "[[start]]None[[end]]" if "integral" in seed_text else \
+                f"Sure.\n[[start]]\n{seed_text} Answer in exactly three sentences.\n[[end]]"
             outs.append(Result((Completion(text),)))
         return outs
 
@@ -83,13 +84,57 @@ def test_evolve_drops_math_and_draws_main_type_uniformly():
     assert len(engine.calls) == 1 and engine.calls[0][0] == 3  # one batched call
     assert [k["seed_index"] for k in kept] == [0, 2]
     assert kept[0]["instruction"] == "Describe a forest. Answer in exactly three sentences."
-    assert all(k["main_constraint"] in evolve.CONSTRAINT_TYPES for k in kept)
-    mains = Counter(m for _, m in evolve.evolve_requests(["x"] * 1400, seed=0))
+    requests = evolve.evolve_requests(seeds, seed=1)
+    for k in kept:  # each record keeps the type and count it was asked for
+        _, main, extra = requests[k["seed_index"]]
+        assert (k["main_constraint"], k["extra_constraints"]) == (main, extra) and 1 <= extra <= 3
+        assert k["constraint_group"] in evolve.TAXONOMY and main in evolve.TAXONOMY[k["constraint_group"]]
+        assert f"Main constraint type (must be used unless it contradicts the instruction): {main}." in \
+            requests[k["seed_index"]][0][0]["content"]
+    assert all(t in requests[0][0][0]["content"] for t in evolve.CONSTRAINT_TYPES)  # the whole taxonomy is shown
+    mains = Counter(m for _, m, _ in evolve.evolve_requests(["x"] * 1400, seed=0))
     assert set(mains) == set(evolve.CONSTRAINT_TYPES) and len(evolve.CONSTRAINT_TYPES) == 14
     assert max(mains.values()) < 2 * min(mains.values())
 
 
 @pytest.mark.parametrize("text,expected", [("None", None), (" none. ", None), ("", None),
-                                           ("Rewritten instruction: Do X.", "Do X."), ("Do Y", "Do Y")])
+                                           ("Rewritten instruction: Do X.", "Do X."), ("Do Y", "Do Y"),
+                                           ("ok [[start]] Do Z. [[end]] bye", "Do Z."), ("[[start]]None[[end]]", None),
+                                           ("[[start]] cut off", None), ("a [[start]] x [[end]] [[start]] y [[end]]", "y")])
 def test_parse_evolved(text, expected):
     assert evolve.parse_evolved(text) == expected
+
+
+def test_prepare_evolves_with_a_separate_tiny_model(tmp_path):
+    """prompts.evolve_model is loaded through the run's Runtime; the actor (a path that does not exist) never is."""
+    from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
+
+    from spar_jax import config as config_lib
+    from spar_jax.spar import sources
+    from spar_jax.spar.runtime import Runtime
+
+    model = write_checkpoint(tmp_path / "evolver", "llama", seed=7, vocab_size=49152, bos_token_id=1,
+                             eos_token_id=2, pad_token_id=2)  # fmt: skip
+    copy_demo_tokenizer(model)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": i, "prompt": p}) + "\n" for i, p in
+                             enumerate(["Describe a forest.", "Name three rivers.", "Write a poem about rain."])))
+    c = config_lib.default_config()
+    c.actor.path = str(tmp_path / "no-such-actor")
+    c.engine.batch_size = 4
+    c.engine.progress = False
+    c.prompts.update(source=str(seeds), num_train=0, num_heldout=2, evolve=True, evolve_model=model,
+                     evolve_max_new_tokens=6)  # fmt: skip
+    cfg = config_lib.parse(c)
+    runtime = Runtime(cfg)
+    out = tmp_path / "prompts"
+    info = sources.prepare(cfg, runtime, str(out))
+    train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert info["evolved"] == len(train) == 3  # a random model's 6 tokens are never "None"
+    assert [k[0] for k in runtime._engines] == [model]  # only the evolving model was loaded
+    again = evolve.evolve_instructions(runtime.engine("actor", model), [json.loads(s)["prompt"] for s in
+                                       seeds.read_text().splitlines()], seed=evolve.derive_seed(cfg.seed, "evolve"),
+                                       max_new_tokens=6)  # fmt: skip
+    assert [t["prompt"] for t in train] == [k["instruction"] for k in again]  # the evolving model wrote them
+    assert [t["main_constraint"] for t in train] == [k["main_constraint"] for k in again]
+    assert all(t["main_constraint"] in evolve.CONSTRAINT_TYPES and t["seed_prompt"] for t in train)

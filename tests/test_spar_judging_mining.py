@@ -156,3 +156,12 @@ def test_tree_root_round_trip_and_missing_key():
     del d["judgement"]
     with pytest.raises(ValueError, match="missing key 'judgement'"):
         TreeRoot.from_dict(d)
+
+
+def test_a_sample_cut_by_the_length_limit_is_never_a_root():
+    from spar_jax.spar.mining import choose_root
+
+    labels = ["no", "no", "yes"]
+    for seed in range(20):
+        assert choose_root(labels, seed=seed, prompt_id="p", finish_reasons=["length", "stop", "stop"]) == 1
+    assert choose_root(["no", "yes"], seed=0, prompt_id="p", finish_reasons=["length", "stop"]) is None

@@ -140,8 +140,9 @@ def test_unrolled_layers_give_the_scanned_loss_and_gradients(remat, tmp_path):
 
 
 def test_the_gradient_of_unstacking_the_layers_is_one_concatenate():
-    # Indexing layer i out of the stack has a zero-padded transpose: L full-size pads summed (XLA:CPU did not fuse
-    # them: 1.2 s of a 7 s DPO step); split_layers is built from a split, whose transpose is a concatenate.
+    # Indexing layer i out of the stack has a zero-padded transpose: L full-size pads summed, which XLA:CPU does not
+    # fuse (docs/performance.md#unrolled-training-layers); split_layers is built from a split, whose transpose is a
+    # concatenate.
     stacked = {"w": jnp.ones((4, 3, 5))}
 
     def total(stacked):

@@ -81,12 +81,12 @@ def _scripted_pipeline(workdir, iterations, **logging_keys):
     for k, v in logging_keys.items():
         c.logging[k] = v
     pipe = P.Pipeline(parse(c), _Runtime())
-    pipe.prompts = lambda: ([{"key": 1, "prompt": "p"}], [])
+    pipe.prompts = lambda: ([{"key": k, "prompt": f"p{k}"} for k in range(iterations)], [])
     pipe.mine = lambda it, prompts, actor, refiner: []
     pipe.search = lambda it, mined, refiner: []
     pipe.data = lambda it, trees, mined: {"pairs": 0, "refiner_examples": 0}
     pipe.train = lambda it, name, kind, data, init, *a, **k: init
-    pipe.evaluate = lambda it, actor, heldout: P.run_stage(
+    pipe.evaluate = lambda it, actor, heldout, **kw: P.run_stage(
         pipe.path(f"iter_{it}", "eval"), lambda: {"heldout": {"average": 0.25 * it}})
     return pipe
 

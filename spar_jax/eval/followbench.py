@@ -4,7 +4,9 @@ the soft satisfaction rate (SSR) per level and its average, plus the hard rate (
 For a response at level n with n constraint checks, SSR counts the fraction of satisfied constraints and HSR whether
 all are satisfied (FollowBench's definitions); a check is satisfied when the judge's k-vote majority is Yes (ties and
 all-invalid votes count as not satisfied and are reported). The judge prompts are ours (``followbench_data``) and
-are parsed like SPaR judgments; the paper's numbers used GPT-4 as judge, so every report names the judge used.
+are parsed like SPaR judgments. The judge is configurable (``followbench.judge_path``, default the refiner); the
+FollowBench and SPaR papers used GPT-4, so every summary.json and report.md names the judge used and, unless its name
+is a GPT-4 model, carries a ``note`` saying the numbers are not comparable with the papers'.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from spar_jax.spar import engine_protocol as ep
 from spar_jax.spar.judging import Judgement, Label
 from spar_jax.spar.prompts import actor_messages
 
+PAPER_JUDGE = "GPT-4"
 RESPONSES_FILE = "responses.jsonl"
 JUDGEMENTS_FILE = "judgements.jsonl"
 
@@ -135,6 +138,14 @@ def judge_checks(engine: ep.Engine, checks: Sequence[Check], responses: Sequence
     return [Judgement.from_texts([c.text for c in completions]) for completions in outputs]
 
 
+def judge_note(judge_name: str) -> str | None:
+    """The comparability note for a judge: None for a GPT-4 model (the papers' judge), else a sentence."""
+    if judge_name.strip().lower().replace(" ", "-").startswith(PAPER_JUDGE.lower()):
+        return None
+    return (f"Judge is {judge_name}, not {PAPER_JUDGE} as in the FollowBench and SPaR papers: these SSR/HSR numbers "
+            "are not comparable with the papers' (compare runs judged by the same model only).")
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     m, levels = summary["metrics"], [int(lv) for lv in summary["responses_per_level"]]
     title = "FollowBench" + (f" — {summary['label']}" if summary["label"] else "")
@@ -147,8 +158,7 @@ def render_markdown(summary: dict[str, Any]) -> str:
     lines = [
         f"# {title}", "",
         f"**Judge: {summary['judge']}** (k = {judge['k']} vote(s) at temperature {judge['temperature']}; our "
-        "judge prompts). The FollowBench and SPaR papers used GPT-4 as judge, so these numbers are not directly "
-        "comparable to theirs.", "",
+        "judge prompts)." + (f" **Note:** {summary['note']}" if summary.get("note") else ""), "",
         *markdown_table(head, rows), "", "## SSR per category", "", *markdown_table(head, cat_rows), "",
         f"{sum(summary['responses_per_level'].values())} responses, {summary['checks']} checks "
         f"({summary['unresolved_checks']} unresolved: tie or no valid vote, counted as not satisfied); "
@@ -192,6 +202,7 @@ def run(engine: ep.Engine | None, settings: FollowBenchConfig, out_dir: str | os
     stats = followbench_metrics(rows)
     name = settings.judge_name or ("the evaluated model itself" if judge_engine is None else "unnamed judge model")
     summary = base_summary("followbench", settings.label, stats.pop("metrics"), settings, judge=name,
+                           note=judge_note(name),
                            source=settings.source, finish_reasons=finish, **stats,
                            **{k: v for k, v in vote_counts(judgements).items() if k in ("votes", "invalid_votes")})
     write_summary(out_dir, summary, render_markdown(summary))

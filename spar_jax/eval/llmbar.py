@@ -1,9 +1,21 @@
-"""LLMBar (Zeng et al., 2024): pointwise accuracy of a model used as the SPaR judge.
+"""LLMBar (Zeng et al., 2024): a model used as the SPaR judge, scored pairwise and as the SPaR paper reports it.
 
 Each record pairs an instruction with two outputs and says which one follows it better (``label`` 1 or 2). Both
-outputs are judged with the SPaR judgment prompt and k votes; a pair is correct when the better output's Yes-fraction
-(the SPaR value V = #Yes / #valid votes, 0 when no vote is valid) is *strictly* higher than the other's, so equal
-values count as wrong.
+outputs are judged with the SPaR judgment prompt and k votes. Two scorings:
+
+- *pairwise* (keys ``natural`` ... ``overall``): a pair is correct when the better output's Yes-fraction (the SPaR
+  value V = #Yes / #valid votes, 0 when no vote is valid) is *strictly* higher than the other's (ties are wrong).
+- *pointwise*, the paper's Acc. and F1 (keys ``pointwise_acc_*`` / ``pointwise_f1_*``): every output is one binary
+  item, the better output of a pair labelled "follows" (positive) and the other "does not follow"; the judge
+  predicts "follows" when its k-vote majority is Yes (a tie or no valid vote predicts "does not follow").
+  Acc. = correct items / (2 x pairs); F1 = 2TP / (2TP + FP + FN) for the positive class. Per subset, then the
+  adversarial average and the overall "Average" as *unweighted means of subsets* (4 and 5 subsets).
+
+Why this reading of the paper (Cheng et al. 2024, Table 2; the authors' code has no LLMBar script): its accuracies
+are multiples of 1/(2 x pairs), not of 1/pairs (Manual: 68.5 % = 63/92 outputs of 46 pairs; Natural 70.5 % = 141/200),
+so both outputs are scored one by one; its "Average" column is the mean of the five subsets (LLaMA3-8B-Instruct:
+(60.0 + 55.4 + 47.9 + 51.1 + 54.5) / 5 = 53.8 Acc., (51.8 + 46.1 + 39.5 + 36.6 + 45.0) / 5 = 43.8 F1). The positive
+class of F1 is not stated; "follows" (the Yes verdict) is the label a binary F1 defaults to (pos_label = 1).
 """
 
 from __future__ import annotations
@@ -131,6 +143,44 @@ def llmbar_metrics(rows: Sequence[tuple[str, float, float]]) -> dict[str, Any]:
     return {"metrics": metrics, "per_subset": per_subset}
 
 
+def pointwise_counts(better_yes: bool, worse_yes: bool) -> tuple[int, int, int, int]:
+    """(TP, FP, FN, TN) of one pair's two items: the better output is the positive, the worse the negative."""
+    return int(better_yes), int(worse_yes), int(not better_yes), int(not worse_yes)
+
+
+def f1_score(tp: int, fp: int, fn: int) -> float | None:
+    """Binary F1 of the positive class, 2TP / (2TP + FP + FN); None when undefined (no positive item or prediction)."""
+    return ratio(2 * tp, 2 * tp + fp + fn)
+
+
+def pointwise_metrics(rows: Sequence[tuple[str, bool, bool]]) -> dict[str, Any]:
+    """The paper's Acc. and F1 from (subset, better output judged Yes, worse output judged Yes) rows.
+
+    Returns ``metrics`` (``pointwise_acc_<subset>``, ``pointwise_f1_<subset>``, ``..._adversarial_avg`` = mean of the
+    adversarial subsets present, ``..._overall`` = mean of all subsets present, as the paper's "Average") and
+    ``confusion`` ({subset: {tp, fp, fn, tn}}).
+    """
+    confusion: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for subset, better_yes, worse_yes in rows:
+        confusion[subset] = [a + b for a, b in zip(confusion[subset], pointwise_counts(better_yes, worse_yes))]
+    ordered = [s for s in SUBSETS if s in confusion] + sorted(s for s in confusion if s not in SUBSETS)
+    acc = {s: ratio(c[0] + c[3], sum(c)) for s, c in confusion.items()}
+    f1 = {s: f1_score(c[0], c[1], c[2]) for s, c in confusion.items()}
+    metrics: dict[str, float | None] = {}
+    for name, per in (("acc", acc), ("f1", f1)):
+        metrics.update({f"pointwise_{name}_{s.lower()}": per[s] for s in ordered})
+        adversarial = [per[s] for s in ADVERSARIAL if s in per]
+        metrics[f"pointwise_{name}_adversarial_avg"] = _mean(adversarial)
+        metrics[f"pointwise_{name}_overall"] = _mean([per[s] for s in ordered])
+    keys = ("tp", "fp", "fn", "tn")
+    return {"metrics": metrics, "confusion": {s: dict(zip(keys, confusion[s])) for s in ordered}}
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    """Mean of the defined values; None if any is undefined or there are none (an average never hides a gap)."""
+    return None if not values or any(v is None for v in values) else sum(values) / len(values)
+
+
 def render_markdown(summary: dict[str, Any]) -> str:
     m, judge = summary["metrics"], summary["settings"]["judge"]
     title = "LLMBar (pointwise SPaR judge)" + (f" — {summary['label']}" if summary["label"] else "")
@@ -144,7 +194,18 @@ def render_markdown(summary: dict[str, Any]) -> str:
         f"{judge['temperature']}; a pair is correct when the better output's Yes-fraction is strictly higher "
         "(ties count as wrong).", "",
         *markdown_table(["subset", "pairs", "ties", "accuracy %"], rows), "",
-        f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}.",
+        f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}.", "",
+        "## As the SPaR paper reports it (pointwise Acc. and F1)", "",
+        "Each output is one item: the better output of a pair should be judged Yes (positive), the other No; the "
+        "prediction is the k-vote majority (a tie or no valid vote counts as No). F1 is of the positive class; the "
+        "averages are unweighted means of subsets, as in the paper's Table 2.", "",
+        *markdown_table(["subset", "outputs", "TP", "FP", "FN", "TN", "Acc. %", "F1 %"], [
+            [s, sum(c.values()), c["tp"], c["fp"], c["fn"], c["tn"], pct(m[f"pointwise_acc_{s.lower()}"]),
+             pct(m[f"pointwise_f1_{s.lower()}"])] for s, c in summary["confusion"].items()] + [
+            ["Adversarial average", "", "", "", "", "", pct(m["pointwise_acc_adversarial_avg"]),
+             pct(m["pointwise_f1_adversarial_avg"])],
+            ["Average (mean of subsets)", "", "", "", "", "", pct(m["pointwise_acc_overall"]),
+             pct(m["pointwise_f1_overall"])]]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -154,17 +215,19 @@ def run(engine, settings: LLMBarConfig, out_dir: str | os.PathLike) -> dict[str,
     pairs = load_llmbar(settings.source, settings.subsets, settings.limit)
     items = [(p.instruction, out) for p in pairs for out in p.outputs]
     judgements = run_judge(engine, items, settings.judge, "llmbar")
-    records, rows = [], []
+    records, rows, points = [], [], []
     for p, j1, j2 in zip(pairs, judgements[0::2], judgements[1::2]):
         values = (yes_fraction(j1), yes_fraction(j2))
         better, worse = (values[0], values[1]) if p.label == 1 else (values[1], values[0])
         rows.append((p.subset, better, worse))
+        yes = (j1.label == "yes", j2.label == "yes")
+        points.append((p.subset, *(yes if p.label == 1 else yes[::-1])))
         records.append({"subset": p.subset, "index": p.index, "label": p.label, "values": list(values),
                         "correct": pair_correct(better, worse), "judgements": [j1.to_dict(), j2.to_dict()]})
     io.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), records)
-    stats = llmbar_metrics(rows)
-    summary = base_summary("llmbar", settings.label, stats["metrics"], settings, source=settings.source,
-                           per_subset=stats["per_subset"], pair_ties=sum(b == w for _, b, w in rows),
-                           **vote_counts(judgements))  # fmt: skip
+    stats, pointwise = llmbar_metrics(rows), pointwise_metrics(points)
+    summary = base_summary("llmbar", settings.label, {**stats["metrics"], **pointwise["metrics"]}, settings,
+                           source=settings.source, per_subset=stats["per_subset"], confusion=pointwise["confusion"],
+                           pair_ties=sum(b == w for _, b, w in rows), **vote_counts(judgements))  # fmt: skip
     write_summary(out_dir, summary, render_markdown(summary))
     return summary

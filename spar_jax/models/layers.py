@@ -126,8 +126,8 @@ def _ungrouped(out: jax.Array, q: jax.Array) -> jax.Array:
 
 
 # ``decode_attention`` accumulates this many head channels (scores) or cache slots (values) per loop iteration, and
-# loops only from this many decode rows on: below, its gain (SmolLM2: 7% of a step at 1 row, none at 8) does not pay
-# for the few seconds of compile its loops add to each program; at 32 rows it took 18% off the step.
+# loops only from this many decode rows on: below, its gain does not pay for the few seconds of compile its loops add
+# to each program (docs/performance.md#decode-attention-loops).
 DECODE_CHUNK = 16
 DECODE_LOOP_MIN_ROWS = 16
 
@@ -155,10 +155,9 @@ def decode_attention(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array)
     as loops of multiply-adds over ``DECODE_CHUNK`` channels / slots instead of batched dots.
 
     A decode step's products are B * K tiny matrices ([G, D] x [D, S], [G, S] x [S, D]); XLA:CPU's dot runs them at
-    5-8 GB/s of cache read and on one core, where these loops are element-wise fusions split across the cores.
-    SmolLM2's 30 layers at batch 32 and 160 slots, chained: scores 28 -> 11 ms, values 20 -> 15 ms; the engine's
-    batch-32 decode step 164 -> 134 ms. The sums run in the dot's order (the benchmark's greedy tokens and log-probs
-    were bit-identical).
+    5-8 GB/s of cache read and on one core, where these loops are element-wise fusions split across the cores
+    (docs/performance.md#decode-attention-loops). The sums run in the dot's order (the benchmark's tokens and
+    log-probs are bit-identical to the dots').
 
     Args:
       q: [B, T, H, D]; kt: [B, K, D, S] (the key cache's layout); v: [B, K, S, D]; mask: bool [B, T, S].
@@ -177,8 +176,7 @@ def decode_attention(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array)
 
 def causal_block(t: int) -> int:
     """``causal_attention``'s default query block for T tokens: T / 4, within [32, 256]. Smaller blocks skip more of
-    the masked triangle, larger ones run fewer, bigger products; forward at (batch x T) 32 x 128, 8 x 512 and
-    4 x 1024 on XLA:CPU the best of 32, 64, 128 tokens was 32, 128 and 128."""
+    the masked triangle, larger ones run fewer, bigger products (docs/performance.md#causal-attention-blocks)."""
     return min(max(t // 4, 32), 256)
 
 
@@ -189,11 +187,10 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
 
     Queries go in blocks of ``block`` tokens (default ``causal_block(T)``), each attending only to the keys up to its
     last query: the blocks above the diagonal, fully masked, are never computed. With n blocks that is (n + 1) / 2n
-    of the score and value products, forward and backward (and of the saved probabilities). SmolLM2's attention per
-    layer on XLA:CPU: forward 25 -> 15 ms at 32 x 128 tokens and 124 -> 70 ms at 8 x 512; forward + backward
-    247 -> 146 ms at 8 x 512. The result equals ``attention(q, k, v, mask)`` on every query that sees at least one
-    key; a query that sees none (a padding token) averages the keys of its block instead of all keys, an equally
-    arbitrary value that no real token reads.
+    of the score and value products, forward and backward (and of the saved probabilities;
+    docs/performance.md#causal-attention-blocks). The result equals ``attention(q, k, v, mask)`` on every query that
+    sees at least one key; a query that sees none (a padding token) averages the keys of its block instead of all
+    keys, an equally arbitrary value that no real token reads.
     """
     t = q.shape[1]
     if k.shape[2] != t:
@@ -217,10 +214,10 @@ def linear_t(x: jax.Array, w_t: jax.Array, dtype=None) -> jax.Array:
     accumulated in float32.
 
     With 2..FEW_ROWS rows (a decode step) the product is a broadcast multiply summed over K, which XLA:CPU runs as
-    one fused pass over the weights, faster than its GEMM for so few rows: 1.4x for 30 layers' MLP weights at 8 rows,
-    1.2x at 32, 1.6-2x for SmolLM2's [49152, 576] head at 8. One row stays a dot (a GEMV, already at memory speed; the
-    multiply-and-sum is much slower there), and so do more rows (compute-bound). Feed each input to one call only:
-    XLA materializes a broadcast that two of these share, [N, rows, K] in memory (hence the fused q|k|v and gate|up).
+    one fused pass over the weights, faster than its GEMM for so few rows (docs/performance.md#cpu-decode-layout).
+    One row stays a dot (a GEMV, already at memory speed; the multiply-and-sum is much slower there), and so do more
+    rows (compute-bound). Feed each input to one call only: XLA materializes a broadcast that two of these share,
+    [N, rows, K] in memory (hence the fused q|k|v and gate|up).
     """
     dtype = x.dtype if dtype is None else dtype
     rows, k = math.prod(x.shape[:-1]), x.shape[-1]
@@ -242,8 +239,7 @@ def gated_mlp(x: jax.Array, gate: jax.Array, up: jax.Array, down: jax.Array) -> 
 
     The backward pass is written out (same math as autodiff) so that the elementwise SiLU gradients are computed in
     their natural [B, T, M] layout (``materialized``): left to autodiff, XLA:CPU fuses them into a transposing copy
-    for the weight gradients' matmuls that reads its inputs column by column, a third of the MLP's backward time
-    (10% of SmolLM2's DPO step at 2 x 256 tokens).
+    for the weight gradients' matmuls that reads its inputs column by column (docs/performance.md#swiglu-backward).
     """
     return _gated_mlp_fwd(x, gate, up, down)[0]
 

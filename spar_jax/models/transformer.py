@@ -36,8 +36,8 @@ LAYER_AXES: dict[str, tuple[str, ...]] = {
 # reads V without a transpose.
 CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
 # The key cache, [L, B, K, D, S]: stored transposed, so that a decode step's scores q K^T are a plain product over
-# the minor-most slots (XLA:CPU ran the transposed-operand form of these many small products 36 vs 20 ms per step at
-# SmolLM2's batch 32).
+# the minor-most slots; XLA:CPU runs the transposed-operand form of these many small products slower
+# (docs/performance.md#head-major-value-cache-and-transposed-key-cache).
 K_CACHE_AXES = ("layers", "batch", "kv_heads", "head_dim", "cache_length")
 REMAT_POLICIES = {
     "none": None,
@@ -294,7 +294,7 @@ class Transformer(nnx.Module):
             cos, sin = L.rope_cos_sin(positions, cfg.rope)  # scan operands: computed once anyway
         else:
             # Materialized once: XLA would fuse it into every layer's q and k and recompute it there, per head
-            # (8% of a 1024-token prefill of SmolLM2 on XLA:CPU).
+            # (docs/performance.md#materialized-producers).
             cos, sin = L.materialized(functools.partial(L.rope_cos_sin, rope=cfg.rope), positions)
 
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)

@@ -60,8 +60,8 @@ class LoopShape:
         return tuple(caps)
 
 
-# Cache slots come in multiples of this: XLA:CPU ran a decode step's scores q K^T over 160 slots ~10% faster than over
-# 159 (the extra slots are never valid, so attention ignores them).
+# Cache slots come in multiples of this: XLA:CPU runs a decode step's scores q K^T faster over a multiple of 16 slots
+# (docs/performance.md#cache-slot-multiple); the extra slots are never valid, so attention ignores them.
 SLOT_MULTIPLE = 16
 
 
@@ -155,11 +155,9 @@ def prefill(model, prompt_ids, prompt_mask, slots: int, *, rows: int, layer_para
 
     Only the last position's logits: the last layer runs its MLP and attention for one query, and no T x V prompt
     logits are made. Chunks (a ``lax.map``; the stacked results merge back with a free reshape) keep a chunk's
-    activations in the CPU's caches and write the cache in place: XLA:CPU prefilled SmolLM2's 32 x 128 tokens in
-    4.86 s in chunks of 8 rows against 5.15 s whole (medians of 6, alternating; the cache writes fell from 91 to
-    24 ms, attention from 480 to 330 ms, the weight products from 4.49 to 4.27 s). Chunking moves log-probs by up to
-    ~3e-5 (the products' blocking depends on the row count), so only a near-tie could change a greedy token; none
-    changed in the tests or the benchmark.
+    activations in the CPU's caches and write the cache in place (docs/performance.md#chunked-prefill). Chunking
+    moves log-probs by up to ~3e-5 (the products' blocking depends on the row count), so only a near-tie could change
+    a greedy token; none changed in the tests or the benchmark.
     """
     b = prompt_ids.shape[0]
 
@@ -285,8 +283,8 @@ def decode(
 
 
 LAYER_LOOPS = ("auto", "scan", "unrolled")
-# Tokens per prefill chunk on CPU (prefill_chunk="auto"): SmolLM2's 32 x 128-token prefill took 5.27 s whole, 4.99 s
-# in chunks of 1024 tokens, 5.02 s of 512 and 5.19 s of 2048 (one process, alternating).
+# Tokens per prefill chunk on CPU (prefill_chunk="auto"): the fastest of the sizes measured
+# (docs/performance.md#chunked-prefill).
 CPU_PREFILL_CHUNK = 1024
 
 

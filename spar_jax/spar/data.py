@@ -25,7 +25,8 @@ POOLS = ("refine", "tree_judge_yes", "tree_judge_no", "actor_judge_no", "actor_j
 @dataclasses.dataclass(frozen=True)
 class MixtureConfig:
     """Caps per pool (method defaults) and how many nodes per tree the tree-judgment pools may take
-    (None = all qualifying nodes). The method samples one node per tree for `tree_judge_yes` only."""
+    (None = all qualifying nodes). As in the authors' code, both tree-judgment pools take one random node per tree,
+    and examples are de-duplicated by their first user message across all pools together."""
 
     cap_refine: int = 4000
     cap_tree_judge_yes: int = 1500
@@ -33,7 +34,7 @@ class MixtureConfig:
     cap_actor_judge_no: int = 500
     cap_actor_judge_yes: int = 2500
     tree_judge_yes_per_tree: int | None = 1
-    tree_judge_no_per_tree: int | None = None
+    tree_judge_no_per_tree: int | None = 1
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -48,19 +49,41 @@ class MixtureConfig:
         return getattr(self, f"cap_{pool}")
 
 
+def _pair(instruction: str, chosen: str, rejected: str, prompt_id: str, **extra) -> dict[str, Any]:
+    return {"prompt": actor_messages(instruction), "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}], "prompt_id": prompt_id, **extra}  # fmt: skip
+
+
+def same_text(a: str, b: str) -> bool:
+    """Equal after stripping surrounding whitespace: such a pair teaches nothing (DPO's margin is ~0)."""
+    return a.strip() == b.strip()
+
+
 def dpo_pairs(trees: Sequence[TreeRecord]) -> list[dict[str, Any]]:
-    """One pair per successful tree: prompt = instruction, chosen = the passing refinement, rejected = the root."""
+    """One pair per successful tree: prompt = instruction, chosen = the passing refinement, rejected = the root;
+    pairs whose two texts are equal after stripping whitespace are left out."""
     return [
-        {
-            "prompt": actor_messages(t.instruction),
-            "chosen": [{"role": "assistant", "content": t.nodes[t.success_index].response}],
-            "rejected": [{"role": "assistant", "content": t.root.response}],
-            "prompt_id": t.prompt_id,
-            "depth": t.success_depth,
-        }
+        _pair(t.instruction, t.nodes[t.success_index].response, t.root.response, t.prompt_id, depth=t.success_depth)
         for t in trees
-        if t.success
+        if t.success and not same_text(t.nodes[t.success_index].response, t.root.response)
     ]
+
+
+def sample_pairs(records: Sequence[PromptRecord], *, seed: int) -> list[dict[str, Any]]:
+    """The "without refinement" ablation's pairs, as self-rewarding methods build them: per prompt, one sample
+    judged Yes (chosen) against one judged No (rejected), both drawn at random (seeded by prompt id) among the
+    independent samples; samples cut by the length limit are not rejected ones (as they are not tree roots)."""
+    out = []
+    for r in records:
+        yes = [s.response for s in r.samples if s.judgement.label == "yes"]
+        no = [s.response for s in r.samples if s.judgement.label == "no" and s.finish_reason != "length"]
+        if not yes or not no:
+            continue
+        rng = random.Random(ep.derive_seed(seed, "sample-pair", r.prompt_id))
+        chosen, rejected = rng.choice(yes), rng.choice(no)
+        if not same_text(chosen, rejected):
+            out.append(_pair(r.instruction, chosen, rejected, r.prompt_id, depth=0))
+    return out
 
 
 def _example(messages: list[dict[str, str]], target: str, pool: str, prompt_id: str) -> dict[str, Any]:
@@ -120,11 +143,14 @@ def first_user_message(example: dict[str, Any]) -> str:
     return next(m["content"] for m in example["messages"] if m["role"] == "user")
 
 
-def finalize_pool(examples: Sequence[dict[str, Any]], *, cap: int, seed: int) -> list[dict[str, Any]]:
-    """Shuffle (seeded), drop examples whose first user message was already seen, keep the first `cap`."""
+def finalize_pool(examples: Sequence[dict[str, Any]], *, cap: int, seed: int,
+                  seen: set[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Shuffle (seeded), drop examples whose first user message was already seen, keep the first `cap`.
+
+    ``seen`` is shared across pools (and updated) to de-duplicate across all of them."""
     shuffled = list(examples)
     random.Random(seed).shuffle(shuffled)
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     out = []
     for ex in shuffled:
         if len(out) >= cap:
@@ -144,8 +170,8 @@ def refiner_mixture(
     seed: int = 0,
     templates: Templates = DEFAULT_TEMPLATES,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """The refiner's SFT data: the five pools, each shuffled, de-duplicated and capped, then concatenated and
-    shuffled. Returns (examples, examples per pool)."""
+    """The refiner's SFT data: the five pools, each shuffled and capped, de-duplicated by first user message across
+    all pools (in `POOLS` order), then concatenated and shuffled. Returns (examples, examples per pool)."""
     raw = {
         "refine": refine_examples(trees, templates),
         "tree_judge_yes": tree_judgement_examples(
@@ -159,7 +185,9 @@ def refiner_mixture(
         "actor_judge_no": actor_judgement_examples(mined, label="no", templates=templates),
         "actor_judge_yes": actor_judgement_examples(mined, label="yes", templates=templates),
     }
-    pools = {p: finalize_pool(raw[p], cap=config.cap(p), seed=ep.derive_seed(seed, "pool", p)) for p in POOLS}
+    seen: set[str] = set()
+    pools = {p: finalize_pool(raw[p], cap=config.cap(p), seed=ep.derive_seed(seed, "pool", p), seen=seen)
+             for p in POOLS}  # fmt: skip
     mixture = [ex for p in POOLS for ex in pools[p]]
     random.Random(ep.derive_seed(seed, "mixture")).shuffle(mixture)
     return mixture, {p: len(pools[p]) for p in POOLS}

@@ -35,8 +35,21 @@ def score(prompts: list[dict], responses: list[str], directory: str, title: str)
     return dict(report.metrics)
 
 
-def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: int) -> dict:
-    """Scores the actor on the held-out prompts and, if ``cfg.eval.ifeval_source`` is set and reachable, on IFEval.
+def ifeval_responses(engine, prompts: list, directory: str, *, max_new_tokens: int) -> list[str]:
+    """Greedy IFEval answers generated in resumable shards of 64 prompts under ``directory/shards`` (greedy: the
+    seed is fixed at 0, so the shards match those of the ``ifeval`` stage for the same model and settings)."""
+    from spar_jax.eval.run_ifeval import generate_responses
+    from spar_jax.shards import sharded
+
+    records = sharded(os.path.join(directory, "shards"), prompts, 64,
+                      lambda shard, _: generate_responses(engine, shard, max_new_tokens=max_new_tokens, seed=0),
+                      keys=[(p.key, p.prompt, max_new_tokens, 0) for p in prompts])  # fmt: skip
+    return [r["response"] for r in records]
+
+
+def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: int, with_ifeval: bool = True) -> dict:
+    """Scores the actor on the held-out prompts and, if ``with_ifeval`` and ``cfg.eval.ifeval_source`` is set and
+    reachable, on IFEval (whose responses.jsonl is Google's ``input_response_data`` layout).
 
     Returns {"heldout": metrics, "ifeval": metrics | None, "ifeval_note": str | None}.
     """
@@ -44,7 +57,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
     if heldout:
         responses = answer(engine, heldout, max_new_tokens=cfg.eval.max_new_tokens, seed=seed)
         out["heldout"] = score(heldout, responses, os.path.join(directory, "heldout"), "held-out generated prompts")
-    if cfg.eval.ifeval_source:
+    if cfg.eval.ifeval_source and with_ifeval:
         try:
             prompts = ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)
         except (ValueError, OSError, io.SourceUnavailableError) as e:
@@ -55,6 +68,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
             prompts = prompts[: cfg.eval.ifeval_limit]
         records = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
                     "kwargs": [dict(k) for k in p.kwargs]} for p in prompts]  # fmt: skip
-        responses = answer(engine, records, max_new_tokens=cfg.eval.max_new_tokens, seed=seed)
-        out["ifeval"] = score(records, responses, os.path.join(directory, "ifeval"), "IFEval")
+        target = os.path.join(directory, "ifeval")
+        responses = ifeval_responses(engine, prompts, target, max_new_tokens=cfg.eval.max_new_tokens)
+        out["ifeval"] = score(records, responses, target, "IFEval")
     return out

@@ -8,7 +8,7 @@ import os
 from spar_jax import io
 from spar_jax.spar.engine_protocol import SamplingParams, derive_seed
 from spar_jax.spar.evaluation import answer, score
-from spar_jax.spar.judging import judge
+from spar_jax.spar.judges import Judge, ModelJudge, make_judge
 from spar_jax.spar.mining import TreeRoot
 from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
 from spar_jax.spar.tree_search import SearchConfig, search
@@ -16,14 +16,18 @@ from spar_jax.spar.tree_search import SearchConfig, search
 
 def refine_answers(actor, refiner, prompts: list[dict], *, search_config: SearchConfig, judge_votes: int,
                    judge_sampling: SamplingParams, max_new_tokens: int, seed: int,
-                   templates: Templates = DEFAULT_TEMPLATES) -> tuple[list[str], list[str], dict]:  # fmt: skip
-    """Returns (original answers, refined answers, stats). Engine calls: 1 actor + 1 judge + the search's."""
+                   templates: Templates = DEFAULT_TEMPLATES,
+                   judge: Judge | None = None) -> tuple[list[str], list[str], dict]:  # fmt: skip
+    """Returns (original answers, refined answers, stats). Engine calls: 1 actor + 1 judge + the search's.
+    ``judge`` labels answers and tree nodes (default: the refiner)."""
+    judge = judge or ModelJudge(refiner, templates)
     original = answer(actor, prompts, max_new_tokens=max_new_tokens, seed=seed)
-    judgements = judge(refiner, [(p["prompt"], r) for p, r in zip(prompts, original)], k=judge_votes,
-                       sampling=judge_sampling, seed=derive_seed(seed, "judge"), templates=templates)  # fmt: skip
+    judgements = judge.judge([(p["prompt"], r) for p, r in zip(prompts, original)], k=judge_votes,
+                             sampling=judge_sampling, seed=derive_seed(seed, "judge"))  # fmt: skip
     roots = [TreeRoot(str(p["key"]), p["prompt"], r, j)
              for p, r, j in zip(prompts, original, judgements) if j.label == "no"]  # fmt: skip
-    outcome = search(refiner, roots, config=search_config, seed=derive_seed(seed, "search"), templates=templates)
+    outcome = search(refiner, roots, config=search_config, seed=derive_seed(seed, "search"), templates=templates,
+                     judge=judge)  # fmt: skip
     refined_by_key = {t.prompt_id: t.answer for t in outcome.trees}
     refined = [refined_by_key.get(str(p["key"]), r) for p, r in zip(prompts, original)]
     stats = {
@@ -38,13 +42,14 @@ def refine_answers(actor, refiner, prompts: list[dict], *, search_config: Search
 
 def run(engines, prompts: list[dict], cfg, directory: str, *, seed: int) -> dict:
     """``engines`` = (actor, refiner). Writes before/ and after/ IFEval-checker reports and summary.json into
-    ``directory``; the refiner uses ``cfg.spar.templates_file`` when set (the templates it was trained with)."""
+    ``directory``; the refiner uses ``cfg.spar.templates_file`` when set (the templates it was trained with);
+    ``cfg.judge_kind`` picks who judges answers and nodes."""
     actor, refiner = engines
     templates = Templates.from_file(cfg.spar.templates_file) if cfg.spar.templates_file else DEFAULT_TEMPLATES
     original, refined, stats = refine_answers(
         actor, refiner, prompts, search_config=cfg.search, judge_votes=cfg.mining.k_votes,
         judge_sampling=cfg.mining.judge_sampling, max_new_tokens=cfg.eval.max_new_tokens, seed=seed,
-        templates=templates,
+        templates=templates, judge=make_judge(cfg.judge_kind, refiner, prompts, templates),
     )  # fmt: skip
     before = score(prompts, original, os.path.join(directory, "before"), "actor answers")
     after = score(prompts, refined, os.path.join(directory, "after"), "after inference-time tree search")

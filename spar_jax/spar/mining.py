@@ -11,7 +11,8 @@ import random
 from typing import Any, Sequence
 
 from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.judging import Judgement, judge
+from spar_jax.spar.judges import Judge, ModelJudge
+from spar_jax.spar.judging import Judgement
 from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, actor_messages
 
 
@@ -21,6 +22,7 @@ class MiningConfig:
     k_votes: int = 5
     actor_sampling: ep.SamplingParams = ep.SamplingParams(max_new_tokens=1024, temperature=0.9, top_p=0.9)
     judge_sampling: ep.SamplingParams = ep.SamplingParams(max_new_tokens=1024, temperature=0.7, top_p=1.0)
+    truncated_roots: bool = False  # True: samples cut by the length limit may be roots (tiny test models only)
 
     def __post_init__(self):
         for name in ("n_samples", "k_votes"):
@@ -107,12 +109,15 @@ class PromptRecord:
             raise ValueError(f"mining record is missing key {e.args[0]!r}") from None
 
 
-def choose_root(labels: Sequence[str | None], *, seed: int, prompt_id: str) -> int | None:
+def choose_root(labels: Sequence[str | None], *, seed: int, prompt_id: str,
+                finish_reasons: Sequence[str] | None = None) -> int | None:  # fmt: skip
     """Index of one majority-"no" label drawn uniformly, or None if there is none.
 
-    The draw depends only on (seed, prompt_id), not on the batch the prompt was mined in.
+    A sample cut by the length limit (``finish_reason == "length"``) is never a root: its fix would be to finish,
+    not to follow a constraint. The draw depends only on (seed, prompt_id), not on the batch the prompt was mined in.
     """
-    failing = [i for i, label in enumerate(labels) if label == "no"]
+    cut = [r == "length" for r in finish_reasons] if finish_reasons is not None else [False] * len(labels)
+    failing = [i for i, label in enumerate(labels) if label == "no" and not cut[i]]
     if not failing:
         return None
     return random.Random(ep.derive_seed(seed, "root", prompt_id)).choice(failing)
@@ -127,11 +132,13 @@ def mine(
     config: MiningConfig = MiningConfig(),
     seed: int = 0,
     templates: Templates = DEFAULT_TEMPLATES,
+    judge: Judge | None = None,
 ) -> list[PromptRecord]:
     """Samples `n_samples` responses per instruction (one actor call), judges all of them `k_votes` times (one
-    refiner call), and records a random majority-No response per prompt as its tree root.
+    refiner call), and records a random majority-No response per prompt, not cut by the length limit, as its root.
 
     `ids` name the prompts (default: their index as a string) and must be unique; they seed the root draw.
+    `judge` labels the samples (default: the refiner, `judges.ModelJudge`).
     """
     ids = [str(i) for i in range(len(instructions))] if ids is None else [str(i) for i in ids]
     if len(ids) != len(instructions):
@@ -148,20 +155,15 @@ def mine(
         seed=ep.derive_seed(seed, "actor"),
     )
     items = [(instr, c.text) for instr, completions in zip(instructions, sampled) for c in completions]
-    judgements = judge(
-        refiner,
-        items,
-        k=config.k_votes,
-        sampling=config.judge_sampling,
-        seed=ep.derive_seed(seed, "judge"),
-        templates=templates,
-    )
+    judge = judge or ModelJudge(refiner, templates)
+    judgements = judge.judge(items, k=config.k_votes, sampling=config.judge_sampling, seed=ep.derive_seed(seed, "judge"))
     records = []
     for p, (pid, instr, completions) in enumerate(zip(ids, instructions, sampled)):
         samples = tuple(
             Sample(c.text, c.finish_reason, j) for c, j in zip(completions, judgements[p * n : (p + 1) * n])
         )
-        root = choose_root([s.judgement.label for s in samples], seed=seed, prompt_id=pid)
+        root = choose_root([s.judgement.label for s in samples], seed=seed, prompt_id=pid,
+                           finish_reasons=None if config.truncated_roots else [s.finish_reason for s in samples])
         records.append(PromptRecord(pid, instr, samples, root))
     return records
 

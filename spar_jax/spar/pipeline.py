@@ -2,13 +2,15 @@
 
 Layout::
 
-    workdir/prompts/{train,heldout}.jsonl             prompt sets (IFEval schema: key, prompt, instruction_id_list, kwargs)
+    workdir/prompts/{train,heldout}.jsonl             the training pool (iteration t mines its t-th disjoint slice) and
+                                                       held-out prompts (IFEval schema: key, prompt, instruction_id_list, kwargs)
     workdir/iter_0/{sft_actor,sft_refiner,eval}/      optional initial SFT; evaluation of the starting actor
     workdir/iter_N/mine/shard_00000.jsonl ...          actor samples + refiner votes + tree roots, per prompt shard
     workdir/iter_N/search/shard_00000.jsonl ...        refinement trees, per root shard (+ .calls.json)
     workdir/iter_N/data/{dpo,refiner_sft}.jsonl        training data
     workdir/iter_N/{actor,refiner}/{checkpoints,hf}/   DPO'd actor and SFT'd refiner (Orbax checkpoints, HF export)
     workdir/iter_N/eval/                               IFEval-checker evaluation of the new actor
+    workdir/iter_1/ablation_{no_tree,no_refine}/       the paper's ablations: {search,} data, actor, eval
     workdir/report.md, metrics.jsonl, tensorboard/, metrics.png
 
 Every stage writes its artifacts atomically and ends with ``DONE.json`` (its statistics and wall time). A rerun skips
@@ -30,8 +32,9 @@ from spar_jax.config import RunConfig
 from spar_jax.parallel import sync_processes
 from spar_jax.shards import sharded
 from spar_jax.spar import stats as S
-from spar_jax.spar.data import dpo_pairs, refiner_mixture
+from spar_jax.spar.data import dpo_pairs, refiner_mixture, same_text, sample_pairs
 from spar_jax.spar.engine_protocol import derive_seed
+from spar_jax.spar.judges import checker_verdicts, constraints_by_instruction, make_judge
 from spar_jax.spar.mining import PromptRecord, mine, roots
 from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
 from spar_jax.spar.runtime import Runtime
@@ -75,6 +78,7 @@ class Pipeline:
         self.runtime = runtime or Runtime(cfg)
         self.templates = Templates.from_file(cfg.spar.templates_file) if cfg.spar.templates_file else DEFAULT_TEMPLATES
         self.wd = cfg.workdir
+        self.constraints: dict = {}  # prompt text -> (IFEval ids, kwargs), for rule judging and checker statistics
 
     def path(self, *parts) -> str:
         return os.path.join(self.wd, *[str(p) for p in parts])
@@ -89,33 +93,62 @@ class Pipeline:
         train = list(io.read_jsonl(os.path.join(directory, "train.jsonl")))
         heldout_path = os.path.join(directory, "heldout.jsonl")
         heldout = list(io.read_jsonl(heldout_path)) if os.path.exists(heldout_path) else []
+        self.constraints = constraints_by_instruction(train + heldout)
         return train, heldout
+
+    def iteration_prompts(self, it: int, pool: list[dict]) -> list[dict]:
+        """Iteration ``it``'s fresh prompts: the ``it``-th disjoint slice of the pool."""
+        iterations = self.cfg.spar.iterations
+        per = self.cfg.prompts.per_iteration or len(pool) // iterations
+        if per < 1 or per * iterations > len(pool):
+            raise ValueError(f"prompts: the pool has {len(pool)} prompts; {iterations} iterations of "
+                             f"{per or 'at least 1'} fresh prompts need {max(per, 1) * iterations} "
+                             "(raise prompts.num_train or lower prompts.per_iteration)")  # fmt: skip
+        return pool[(it - 1) * per : it * per]
+
+    def judge(self, refiner: str):
+        """The configured judge (`judges.make_judge`); the refiner's engine is loaded only if it is used."""
+        kind = self.cfg.judge_kind
+        engine = None if kind == "rules" else self.runtime.deferred_engine("refiner", refiner)
+        return make_judge(kind, engine, [], self.templates) if kind == "model" else \
+            make_judge(kind, engine, [{"prompt": k, "instruction_id_list": v[0], "kwargs": v[1]}
+                                      for k, v in self.constraints.items()], self.templates)  # fmt: skip
+
+    def verdict(self, instruction: str, response: str) -> bool | None:
+        """The checker's strict verdict, None for prompts without checkable constraints."""
+        return checker_verdicts([(instruction, response)], self.constraints)[0]
 
     def mine(self, it: int, prompts: list[dict], actor: str, refiner: str) -> list[PromptRecord]:
         directory = self.path(f"iter_{it}", "mine")
 
         def shard(items, s):
             recs = mine(
-                self.runtime.engine("actor", actor), self.runtime.engine("refiner", refiner),
+                self.runtime.engine("actor", actor), None,
                 [p["prompt"] for p in items], ids=[str(p["key"]) for p in items], config=self.cfg.mining,
-                seed=derive_seed(self.cfg.seed, it, "mine", s), templates=self.templates,
+                seed=derive_seed(self.cfg.seed, it, "mine", s), templates=self.templates, judge=self.judge(refiner),
             )  # fmt: skip
             return [r.to_dict() for r in recs]
 
         def stage():
-            recs = sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])
-            return S.mining_stats([PromptRecord.from_dict(r) for r in recs])
+            recs = [PromptRecord.from_dict(r) for r in
+                    sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])]
+            verdicts = [[self.verdict(r.instruction, s.response) for s in r.samples] for r in recs]
+            return S.mining_stats(recs, verdicts)
 
         run_stage(directory, stage)
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
-    def search(self, it: int, mined: list[PromptRecord], refiner: str) -> list[TreeRecord]:
-        directory = self.path(f"iter_{it}", "search")
+    def search(self, it: int, mined: list[PromptRecord], refiner: str, *, sub: str = "",
+               config=None) -> list[TreeRecord]:  # fmt: skip
+        """Tree search over the iteration's roots (``sub``/``config``: an ablation's directory and search budget)."""
+        directory = self.path(f"iter_{it}", sub, "search")
         tree_roots = roots(mined)
+        config = config or self.cfg.search
 
         def shard(items, s):
-            outcome = search(self.runtime.engine("refiner", refiner), items, config=self.cfg.search,
-                             seed=derive_seed(self.cfg.seed, it, "search", s), templates=self.templates)  # fmt: skip
+            outcome = search(self.runtime.engine("refiner", refiner), items, config=config,
+                             seed=derive_seed(self.cfg.seed, it, "search", s), templates=self.templates,
+                             judge=self.judge(refiner))  # fmt: skip
             calls = [dict(kind=c.kind, step=c.step, attempt=c.attempt, n_requests=c.n_requests, n=c.n)
                      for c in outcome.calls]  # fmt: skip
             io.write_json(os.path.join(directory, f"shard_{s:05d}.calls.json"), calls)
@@ -127,29 +160,36 @@ class Pipeline:
             for s in range(math.ceil(len(tree_roots) / self.cfg.spar.shard_size)):
                 with open(os.path.join(directory, f"shard_{s:05d}.calls.json")) as f:
                     calls.append(json.load(f))
-            return S.search_stats([TreeRecord.from_dict(r) for r in recs], calls)
+            trees = [TreeRecord.from_dict(r) for r in recs]
+            return {**S.search_stats(trees, calls), "checker": S.tree_checker_stats(trees, self.verdict)}
 
         run_stage(directory, stage)
         return [TreeRecord.from_dict(r) for r in _read_shards(directory)]
 
-    def data(self, it: int, trees: list[TreeRecord], mined: list[PromptRecord]) -> dict:
-        directory = self.path(f"iter_{it}", "data")
+    def data(self, it: int, trees: list[TreeRecord], mined: list[PromptRecord], *, sub: str = "") -> dict:
+        """DPO pairs (from the trees; ``sub="ablation_no_refine"``: from independent samples) and the refiner mix."""
+        directory = self.path(f"iter_{it}", sub, "data")
 
         def stage():
-            pairs = dpo_pairs(trees)
+            if sub.endswith("no_refine"):
+                pairs, equal = sample_pairs(mined, seed=derive_seed(self.cfg.seed, it, "sample-pairs")), None
+            else:
+                pairs = dpo_pairs(trees)
+                equal = sum(t.success and same_text(t.nodes[t.success_index].response, t.root.response) for t in trees)
             mixture, per_pool = refiner_mixture(trees, mined, config=self.cfg.mixture,
                                                 seed=derive_seed(self.cfg.seed, it, "mixture"), templates=self.templates)
             io.write_jsonl(os.path.join(directory, "dpo.jsonl"), pairs)
             io.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), mixture)
-            return {"pairs": len(pairs), "refiner_examples": len(mixture), "per_pool": per_pool,
-                    "edit_similarity": S.mean_edit_similarity(pairs)}  # fmt: skip
+            return {"pairs": len(pairs), "equal_pairs_dropped": equal, "refiner_examples": len(mixture),
+                    "per_pool": per_pool, "edit_similarity": S.mean_edit_similarity(pairs),
+                    "checker": S.pair_checker_stats(pairs, self.verdict)}  # fmt: skip
 
         return run_stage(directory, stage)
 
     def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int,
-              initial: bool = False) -> str:
+              initial: bool = False, sub: str = "") -> str:  # fmt: skip
         """Train and return the new checkpoint path (``init`` unchanged when there is no data)."""
-        directory = self.path(f"iter_{it}", name)
+        directory = self.path(f"iter_{it}", sub, name)
 
         def stage():
             if n_examples == 0:
@@ -160,12 +200,30 @@ class Pipeline:
 
         return run_stage(directory, stage)["checkpoint"]
 
-    def evaluate(self, it: int, actor: str, heldout: list[dict]) -> dict:
+    def evaluate(self, it: int, actor: str, heldout: list[dict], *, sub: str = "", ifeval: bool = True) -> dict:
         from spar_jax.spar import evaluation
 
-        directory = self.path(f"iter_{it}", "eval")
+        directory = self.path(f"iter_{it}", sub, "eval")
         return run_stage(directory, lambda: evaluation.evaluate_actor(
-            self.runtime.engine("actor", actor), heldout, self.cfg, directory, seed=derive_seed(self.cfg.seed, it, "eval")))
+            self.runtime.engine("actor", actor), heldout, self.cfg, directory,
+            seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval))  # fmt: skip
+
+    def ablation(self, name: str, mined: list[PromptRecord], actor: str, refiner: str, heldout: list[dict]) -> str:
+        """One of the paper's ablations at iteration 1, from the iteration's own mined samples and starting models:
+        "no_tree" refines each root once (kept only if judged a pass), "no_refine" pairs independent samples.
+        Returns the ablation actor's checkpoint."""
+        import dataclasses
+
+        sub = f"ablation_{name}"
+        trees = []
+        if name == "no_tree":
+            single = dataclasses.replace(self.cfg.search, branch=1, keep=1, max_depth=1)
+            trees = self.search(1, mined, refiner, sub=sub, config=single)
+        data = self.data(1, trees, mined, sub=sub)
+        d = self.path("iter_1", sub, "data")
+        new_actor = self.train(1, "actor", "dpo", os.path.join(d, "dpo.jsonl"), actor, "actor", data["pairs"], sub=sub)
+        self.evaluate(1, new_actor, heldout, sub=sub)
+        return new_actor
 
     def bootstrap(self, avoid: list[dict], actor: str) -> dict:
         """Stage-0 SFT data from generated prompts judged by the IFEval checker and fixed by rule."""
@@ -195,17 +253,19 @@ class Pipeline:
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
-    def run(self) -> dict:
+    def run(self, on_eval: Callable[[str, str], None] | None = None) -> dict:
+        """The loop; ``on_eval(name, eval_dir)`` is called after each evaluation ("iter_N" or "iter_1/ablation_X")."""
         from spar_jax.spar import publish, report
 
         cfg = self.cfg
         io.write_json(self.path("config.json"), cfg.raw)
-        train_prompts, heldout = self.prompts()
+        pool, heldout = self.prompts()
+        notify = on_eval or (lambda name, directory: None)
         actor, refiner = cfg.actor.path, cfg.refiner.path or cfg.actor.path
         actor_sft, refiner_sft = cfg.spar.initial_sft_actor, cfg.spar.initial_sft_refiner
         counts = {"actor": -1, "refiner": -1}
         if cfg.spar.bootstrap_prompts:
-            info = self.bootstrap(train_prompts + heldout, actor)
+            info = self.bootstrap(pool + heldout, actor)
             refiner_sft = self.path("iter_0", "bootstrap", "refiner_sft.jsonl")
             counts["refiner"] = info["refiner_examples"]
             if cfg.spar.bootstrap_actor:
@@ -216,16 +276,24 @@ class Pipeline:
             refiner = self.train(0, "sft_refiner", "sft", refiner_sft, refiner, "refiner", counts["refiner"], initial=True)
         if cfg.spar.eval_base:
             self.evaluate(0, actor, heldout)
+            notify("iter_0", self.path("iter_0", "eval"))
         for it in range(1, cfg.spar.iterations + 1):
-            mined = self.mine(it, train_prompts, actor, refiner)
+            mined = self.mine(it, self.iteration_prompts(it, pool), actor, refiner)
             trees = self.search(it, mined, refiner)
             data = self.data(it, trees, mined)
             d = self.path(f"iter_{it}", "data")
+            start_refiner = refiner
             new_actor = self.train(it, "actor", "dpo", os.path.join(d, "dpo.jsonl"), actor, "actor", data["pairs"])
             refiner = self.train(it, "refiner", "sft", os.path.join(d, "refiner_sft.jsonl"), refiner, "refiner",
                                  data["refiner_examples"])  # fmt: skip
+            final = it == cfg.spar.iterations
+            self.evaluate(it, new_actor, heldout, ifeval=final or not cfg.eval.ifeval_final_only)
+            notify(f"iter_{it}", self.path(f"iter_{it}", "eval"))
+            if it == 1:
+                for name in cfg.spar.ablations:
+                    self.ablation(name, mined, actor, start_refiner, heldout)
+                    notify(f"iter_1/ablation_{name}", self.path("iter_1", f"ablation_{name}", "eval"))
             actor = new_actor
-            self.evaluate(it, actor, heldout)
             publish.after_iteration(cfg, it)
         self.runtime.release()
         return report.write_report(self.wd, cfg.spar.iterations)

@@ -21,6 +21,25 @@ def _info(workdir: str, it: int, stage: str) -> dict | None:
         return json.load(f)
 
 
+def heldout_splits(workdir: str, it: int) -> dict[str, dict[str, float]]:
+    """{split: IFEval metrics} of iteration ``it``'s held-out results, grouped by the prompts' ``split`` label
+    ("in_distribution" / "out_of_distribution", set when ``prompts.heldout_types`` reserves types); {} without."""
+    from spar_jax.eval.ifeval import PromptResult, Report
+
+    prompts = os.path.join(workdir, "prompts", "heldout.jsonl")
+    results = os.path.join(workdir, f"iter_{it}", "eval", "heldout", "results.jsonl")
+    if not (os.path.exists(prompts) and os.path.exists(results)):
+        return {}
+    split_of = {str(p["key"]): p["split"] for p in io.read_jsonl(prompts) if "split" in p}
+    groups: dict[str, list] = {}
+    for r in io.read_jsonl(results) if split_of else ():
+        if str(r["key"]) in split_of:
+            groups.setdefault(split_of[str(r["key"])], []).append(PromptResult(
+                r["key"], r["prompt"], r["response"], tuple(r["instruction_id_list"]),
+                tuple(r["follow_instruction_list_strict"]), tuple(r["follow_instruction_list_loose"])))
+    return {split: dict(Report.from_results(rs).metrics) for split, rs in sorted(groups.items())}
+
+
 def iteration_row(workdir: str, it: int) -> dict[str, Any]:
     """One flat row of the report for iteration ``it`` (0 = the starting models)."""
     s = {stage: _info(workdir, it, stage) for stage in STAGES}
@@ -53,6 +72,8 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
         for split in ("heldout", "ifeval"):
             metrics = s["eval"].get(split) or {}
             row.update({f"{split}_{k}": v for k, v in metrics.items()})
+        for split, metrics in heldout_splits(workdir, it).items():
+            row.update({f"heldout_{split}_{k}": v for k, v in metrics.items()})
         if s["eval"].get("ifeval_note"):
             row["note"] = s["eval"]["ifeval_note"]
     for stage in STAGES:
@@ -87,6 +108,13 @@ def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
     total = sum(v for r in rows for k, v in r.items() if k.startswith("seconds_") and v)
     lines += ["", f"Total stage wall time: {total:.1f} s.", ""]
     lines += [f"Iteration {r['iteration']}: {r['note']}" for r in rows if r.get("note")]
+    if any(k.startswith("heldout_out_of_distribution_") for r in rows for k in r):
+        lines += ["", "Held-out prompts: heldout_in_distribution_* use the training prompts' constraint types and "
+                  "task stems; heldout_out_of_distribution_* have a main constraint of a type reserved by "
+                  "prompts.heldout_types, on task stems never used in training; heldout_* is both together."]
+    elif any(k.startswith("heldout_") for r in rows for k in r):
+        lines += ["", "Held-out prompts come from the training prompts' generator (in distribution only); set "
+                  "prompts.heldout_types for an out-of-distribution split."]
     if links:
         lines += ["", "Refinement trees and DPO pairs: " + ", ".join(
             f"[iteration {it}]({path})" for it, path in sorted(links.items())) + "."]  # fmt: skip

@@ -11,10 +11,12 @@ from typing import Any, Iterable
 
 from spar_jax import io
 from spar_jax.spar.engine_protocol import derive_seed
-from spar_jax.spar.evolve import evolve_instructions, generate_constraint_prompts, parse_constraint_types  # noqa: F401
+from spar_jax.spar.evolve import (HELDOUT_TASKS, MAKERS, TASKS, evolve_instructions,  # noqa: F401
+                                  generate_constraint_prompts, parse_constraint_types)
 
 
 HELDOUT_KEY_OFFSET = 1_000_000  # held-out keys never collide with generated training keys
+IN_DISTRIBUTION, OUT_OF_DISTRIBUTION = "in_distribution", "out_of_distribution"  # held-out "split" labels
 
 
 def _instruction(record: dict, field: str, where: str) -> str:
@@ -74,10 +76,26 @@ def load_prompts(source: str, field: str = "prompt", limit: int = 0) -> list[dic
     return out
 
 
-def generated(cfg, n: int, *, seed: int) -> list[dict]:
-    """``n`` generated constraint prompts with the run's ``prompts.constraint_types`` / ``max_constraints``."""
+def training_types(cfg) -> tuple[str, ...]:
+    """Constraint types training (and bootstrap) prompts may use: ``prompts.constraint_types`` (every type when
+    empty) minus the types reserved by ``prompts.heldout_types``; () = every type (nothing reserved)."""
     types = parse_constraint_types(cfg.prompts.constraint_types)
-    return generate_constraint_prompts(n, seed=seed, instruction_ids=types, max_constraints=cfg.prompts.max_constraints)
+    reserved = set(parse_constraint_types(cfg.prompts.heldout_types))
+    if not reserved:
+        return types
+    return tuple(t for t in (types or sorted(MAKERS)) if t not in reserved)
+
+
+def training_tasks(cfg) -> tuple[str, ...]:
+    """Task stems of training prompts: all of them, or all but ``HELDOUT_TASKS`` when types are reserved."""
+    return tuple(t for t in TASKS if t not in HELDOUT_TASKS) if cfg.prompts.heldout_types.strip() else TASKS
+
+
+def generated(cfg, n: int, *, seed: int) -> list[dict]:
+    """``n`` generated training-side constraint prompts: ``training_types`` on ``training_tasks``, at most
+    ``prompts.max_constraints`` constraints each."""
+    return generate_constraint_prompts(n, seed=seed, tasks=training_tasks(cfg), instruction_ids=training_types(cfg),
+                                       max_constraints=cfg.prompts.max_constraints)  # fmt: skip
 
 
 def generate_excluding(cfg, n: int, *, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
@@ -86,11 +104,33 @@ def generate_excluding(cfg, n: int, *, seed: int, exclude: Iterable[str] = ()) -
     return [p for p in generated(cfg, n + len(seen), seed=seed) if p["prompt"] not in seen][:n]
 
 
+def out_of_distribution(cfg, n: int, *, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
+    """``n`` prompts whose main constraint is a reserved type (``prompts.heldout_types``), on ``HELDOUT_TASKS``
+    stems; their other constraints may be of any type."""
+    seen = set(exclude)
+    reserved = parse_constraint_types(cfg.prompts.heldout_types)
+    every = sorted(set(training_types(cfg) or MAKERS) | set(reserved))
+    made = generate_constraint_prompts(n + len(seen), seed=seed, tasks=HELDOUT_TASKS, instruction_ids=every,
+                                       main_ids=reserved, max_constraints=cfg.prompts.max_constraints)  # fmt: skip
+    return [p for p in made if p["prompt"] not in seen][:n]
+
+
 def heldout_prompts(cfg, exclude: Iterable[str] = ()) -> list[dict]:
-    """The run's ``prompts.num_heldout`` generated held-out prompts (keys offset by ``HELDOUT_KEY_OFFSET``)."""
-    return [{**h, "key": HELDOUT_KEY_OFFSET + h["key"]}
-            for h in generate_excluding(cfg, cfg.prompts.num_heldout, seed=derive_seed(cfg.seed, "heldout-prompts"),
-                                        exclude=exclude)]  # fmt: skip
+    """The run's ``prompts.num_heldout`` generated held-out prompts (keys offset by ``HELDOUT_KEY_OFFSET``).
+
+    Without ``prompts.heldout_types`` they come from the training generator (in distribution). With it, half
+    (rounded up) are in distribution and the rest out of distribution (``out_of_distribution``); every record then
+    carries ``split`` = "in_distribution" | "out_of_distribution", which the run report scores separately."""
+    n, seed, exclude = cfg.prompts.num_heldout, derive_seed(cfg.seed, "heldout-prompts"), list(exclude)
+    if not cfg.prompts.heldout_types.strip():
+        made = generate_excluding(cfg, n, seed=seed, exclude=exclude)
+        return [{**h, "key": HELDOUT_KEY_OFFSET + h["key"]} for h in made]
+    n_out = n // 2
+    inside = generate_excluding(cfg, n - n_out, seed=seed, exclude=exclude)
+    outside = out_of_distribution(cfg, n_out, seed=derive_seed(seed, "ood"), exclude=exclude)
+    return ([{**h, "key": HELDOUT_KEY_OFFSET + i, "split": IN_DISTRIBUTION} for i, h in enumerate(inside)]
+            + [{**h, "key": HELDOUT_KEY_OFFSET + len(inside) + i, "split": OUT_OF_DISTRIBUTION}
+               for i, h in enumerate(outside)])  # fmt: skip
 
 
 def prepare(cfg, runtime, directory: str) -> dict:
@@ -102,7 +142,7 @@ def prepare(cfg, runtime, directory: str) -> dict:
         train = load_prompts(p.source, p.field, p.num_train)
     evolved = 0
     if p.evolve:
-        kept = evolve_instructions(runtime.engine("actor", cfg.actor.path), [t["prompt"] for t in train],
+        kept = evolve_instructions(runtime.engine("actor", p.evolve_model or cfg.actor.path), [t["prompt"] for t in train],
                                    seed=derive_seed(cfg.seed, "evolve"), max_new_tokens=p.evolve_max_new_tokens)  # fmt: skip
         train = [{"key": train[k["seed_index"]]["key"], "prompt": k["instruction"], "seed_prompt": k["seed"],
                   "main_constraint": k["main_constraint"]} for k in kept]  # fmt: skip

@@ -13,7 +13,8 @@ from collections import Counter
 from typing import Any, Sequence
 
 from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.judging import Judgement, judge
+from spar_jax.spar.judges import Judge, ModelJudge
+from spar_jax.spar.judging import Judgement
 from spar_jax.spar.mining import TreeRoot
 from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, parse_refinement, refine_messages
 
@@ -218,7 +219,7 @@ def _refine(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, s
     return candidates
 
 
-def _judge_new(refiner, jobs, candidates, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
+def _judge_new(judge: Judge, jobs, candidates, cfg: SearchConfig, seed: int, step: int, calls: list):
     """Judges each candidate text not in its tree's cache once, re-judging ties; fills the caches.
 
     Returns {(tree idx, response): (judgement, judging rounds)} for the texts judged in this step.
@@ -233,13 +234,14 @@ def _judge_new(refiner, jobs, candidates, cfg: SearchConfig, templates: Template
     for attempt in range(cfg.max_rejudges + 1):
         if not todo:
             break
-        judgements = judge(
-            refiner, [(pending[key].root.instruction, key[1]) for key in todo], k=cfg.k_votes,
-            sampling=cfg.judge_sampling, seed=ep.derive_seed(seed, "judge", step, attempt), templates=templates,
+        judgements = judge.judge(
+            [(pending[key].root.instruction, key[1]) for key in todo], k=cfg.k_votes,
+            sampling=cfg.judge_sampling, seed=ep.derive_seed(seed, "judge", step, attempt),
         )
-        calls.append(EngineCall("judge", step, attempt, len(todo), cfg.k_votes))
+        if judge.kind != "rules":
+            calls.append(EngineCall("judge", step, attempt, len(todo), cfg.k_votes))
         for key, j in zip(todo, judgements):
-            pending[key].n_judgments += cfg.k_votes
+            pending[key].n_judgments += len(j.votes)
             fresh[key] = (j, attempt + 1)
         todo = [key for key in todo if fresh[key][0].is_tie]
     for key, (j, _) in fresh.items():
@@ -247,10 +249,10 @@ def _judge_new(refiner, jobs, candidates, cfg: SearchConfig, templates: Template
     return fresh
 
 
-def _expand(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
+def _expand(refiner, judge: Judge, jobs, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
     """Expands every (tree, node index) in `jobs` into up to `branch` judged children; returns their indices."""
     candidates = _refine(refiner, jobs, cfg, templates, seed, step, calls)
-    fresh = _judge_new(refiner, jobs, candidates, cfg, templates, seed, step, calls)
+    fresh = _judge_new(judge, jobs, candidates, cfg, seed, step, calls)
     children = []
     for (t, p), cands in zip(jobs, candidates):
         kids = []
@@ -271,13 +273,13 @@ def _passes(t: _Tree, ranked: list[int], cfg: SearchConfig) -> bool:
     return t.done
 
 
-def _bfs(refiner, trees: list[_Tree], cfg: SearchConfig, templates: Templates, seed: int, calls: list) -> None:
+def _bfs(refiner, judge, trees: list[_Tree], cfg: SearchConfig, templates: Templates, seed: int, calls: list) -> None:
     for depth in range(1, cfg.max_depth + 1):
         live = [t for t in trees if not t.done]
         jobs = [(t, p) for t in live for p in t.todo]
         if not jobs:
             return
-        kids = _expand(refiner, jobs, cfg, templates, seed, depth, calls)
+        kids = _expand(refiner, judge, jobs, cfg, templates, seed, depth, calls)
         level: dict[int, list[int]] = {t.idx: [] for t in live}
         for (t, _), ks in zip(jobs, kids):
             level[t.idx].extend(ks)
@@ -288,12 +290,12 @@ def _bfs(refiner, trees: list[_Tree], cfg: SearchConfig, templates: Templates, s
                 t.done = not t.todo or depth == cfg.max_depth
 
 
-def _dfs(refiner, trees: list[_Tree], cfg: SearchConfig, templates: Templates, seed: int, calls: list) -> None:
+def _dfs(refiner, judge, trees: list[_Tree], cfg: SearchConfig, templates: Templates, seed: int, calls: list) -> None:
     step = 0
     while live := [t for t in trees if not t.done]:
         step += 1
         jobs = [(t, t.todo.pop()) for t in live]
-        kids = _expand(refiner, jobs, cfg, templates, seed, step, calls)
+        kids = _expand(refiner, judge, jobs, cfg, templates, seed, step, calls)
         for (t, p), ks in zip(jobs, kids):
             ranked = _rank(t.nodes, ks)
             if _passes(t, ranked, cfg):
@@ -310,8 +312,10 @@ def search(
     config: SearchConfig = SearchConfig(),
     seed: int = 0,
     templates: Templates = DEFAULT_TEMPLATES,
+    judge: Judge | None = None,
 ) -> SearchOutcome:
     """Refines every root with the configured tree search; returns per-tree records and the engine calls made.
+    `judge` labels the children (default: the refiner, `judges.ModelJudge`).
 
     A root's value counts as 0 for the search; its mining judgement seeds the tree's value cache, so a child that
     reproduces the root verbatim is not judged again.
@@ -324,7 +328,8 @@ def search(
         root = Node(0, None, 0, r.response, None, r.judgement, "root", 0)
         trees.append(_Tree(i, r, [root], {r.response: r.judgement}, [0]))
     calls: list[EngineCall] = []
-    (_bfs if config.strategy == "bfs" else _dfs)(refiner, trees, config, templates, seed, calls)
+    judge = judge or ModelJudge(refiner, templates)
+    (_bfs if config.strategy == "bfs" else _dfs)(refiner, judge, trees, config, templates, seed, calls)
     records = tuple(
         TreeRecord(
             t.root.prompt_id, t.root.instruction, config.strategy, tuple(t.nodes), t.success,

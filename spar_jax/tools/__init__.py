@@ -1,0 +1,1 @@
+"""Command-line tools around a SPaR run (``python -m spar_jax.tools.<name>``)."""
