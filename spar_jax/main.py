@@ -1,4 +1,8 @@
-"""Entry point: ``python -m spar_jax.main --config=configs/NAME.py [--config.key=value ...]``."""
+"""Entry point: ``python -m spar_jax.main --config=configs/NAME.py [--config.key=value ...] [--print_config]``.
+
+``--config`` also takes a JSON or YAML file, e.g. a past run's ``WORKDIR/config.json`` to rerun it with exactly its
+settings. ``--print_config`` prints every key with its value and description, then exits.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,13 @@ import time
 
 from absl import app, flags
 from absl import logging as absl_logging
-from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to an ml-collections config file (get_config()).")
+from spar_jax import config_io, progress
+
+_CONFIG = config_io.define_config_flag(
+    "config", "Path to a config: an ml-collections Python file (get_config()), or a JSON/YAML file such as a past "
+    "run's WORKDIR/config.json. Override keys with --config.SECTION.KEY=VALUE; list them with --print_config.")
+_PRINT = flags.DEFINE_bool("print_config", False, "Print every config key with its value and description, then exit.")
 
 
 def _stage_evaluate(cfg, runtime) -> dict:
@@ -69,6 +77,17 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
     return followbench.run(actor, settings, out, judge_engine=deferred("refiner", judge_path))
 
 
+def _resolve_hub_data(cfg):
+    """Initial SFT data named by a hub dataset id -> the local file of its snapshot (models resolve on load)."""
+    import dataclasses
+
+    from spar_jax.models import hub
+
+    paths = {k: getattr(cfg.spar, k) for k in ("initial_sft_actor", "initial_sft_refiner")}
+    resolved = {k: hub.data_file(v) for k, v in paths.items() if v and hub.is_hub_id(v)}
+    return dataclasses.replace(cfg, spar=dataclasses.replace(cfg.spar, **resolved)) if resolved else cfg
+
+
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
@@ -77,11 +96,13 @@ def run(config, *, runtime=None) -> dict:
 
     cfg = config_lib.parse(config)
     parallel.maybe_initialize_distributed()
+    cfg = _resolve_hub_data(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
     runtime = runtime or Runtime(cfg)
     summary = {}
-    for stage in cfg.stages:
+    for i, stage in enumerate(cfg.stages):
         start = time.time()
+        progress.line(f"stage {stage} ({i + 1}/{len(cfg.stages)}): start")
         if stage == "answer":
             from spar_jax.stages import answer
 
@@ -101,7 +122,7 @@ def run(config, *, runtime=None) -> dict:
         else:
             summary[stage] = _stage_eval(stage, cfg, runtime)
         summary[stage]["seconds"] = round(time.time() - start, 2)
-        print(f"stage {stage} done in {summary[stage]['seconds']:.1f} s", file=sys.stderr, flush=True)
+        progress.line(f"stage {stage} ({i + 1}/{len(cfg.stages)}): done in {progress.duration(time.time() - start)}")
     return summary
 
 
@@ -115,6 +136,11 @@ def _main(argv):
     from spar_jax.io import SourceUnavailableError
 
     try:
+        if _PRINT.value:
+            from spar_jax import config as config_lib
+
+            print(config_io.listing(config_lib.parse(_CONFIG.value).raw))
+            return
         summary = run(_CONFIG.value)
     except (ValueError, FileNotFoundError, SourceUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -10,9 +10,10 @@ import hashlib
 import json
 import math
 import os
+import time
 from typing import Any, Callable, Sequence
 
-from spar_jax import io
+from spar_jax import io, progress
 from spar_jax.parallel import sync_processes
 
 
@@ -25,7 +26,7 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
             keys: Sequence[Any]) -> list[dict]:  # fmt: skip
     """Apply ``fn(shard_items, shard_index) -> records`` shard by shard, writing ``shard_XXXXX.jsonl`` atomically and
     skipping shards already on disk. ``keys`` identify the items: a rerun over different items fails clearly.
-    Returns all records in item order."""
+    Returns all records in item order. Prints a line when each shard starts and ends (elapsed, ETA)."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     os.makedirs(directory, exist_ok=True)
@@ -41,13 +42,23 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
         io.write_json(plan_path, plan)
         sync_processes(f"plan:{plan_path}")
     records: list[dict] = []
-    for s in range(math.ceil(len(items) / shard_size)):
-        path = os.path.join(directory, f"shard_{s:05d}.jsonl")
+    n = math.ceil(len(items) / shard_size)
+    paths = [os.path.join(directory, f"shard_{s:05d}.jsonl") for s in range(n)]
+    on_disk = sum(os.path.exists(p) for p in paths)
+    what = progress.label(directory)
+    done_note = f", {on_disk} already done" if on_disk else ""
+    progress.line(f"{what}: {len(items)} items in {n} shards of {shard_size}{done_note}")
+    clock = progress.ShardClock(n, on_disk)
+    for s, path in enumerate(paths):
         if os.path.exists(path):
             records.extend(io.read_jsonl(path))
             continue
-        out = fn(list(items[s * shard_size : (s + 1) * shard_size]), s)
+        shard = list(items[s * shard_size : (s + 1) * shard_size])
+        progress.line(f"{what} shard {s + 1}/{n} ({len(shard)} items): start")
+        start = time.time()
+        out = fn(shard, s)
         io.write_jsonl(path, out)
         sync_processes(f"shard:{path}")
         records.extend(out)
+        progress.line(f"{what} shard {s + 1}/{n}: done in {progress.duration(time.time() - start)}; {clock.done()}")
     return records

@@ -110,5 +110,6 @@ def test_unreachable_public_source_is_one_clear_error(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: could not load IFEval prompts from the Hugging Face dataset 'google/IFEval'")
+    message = proc.stderr[proc.stderr.index("error: "):]  # after the stage's progress line
+    assert message.startswith("error: could not load IFEval prompts from the Hugging Face dataset 'google/IFEval'")
     assert "pass a local JSONL file" in proc.stderr

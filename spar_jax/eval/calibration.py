@@ -26,7 +26,12 @@ JUDGEMENTS_FILE = "judgements.jsonl"
 class CalibrationConfig:
     """``responses_file``: "" = sample ``samples_per_prompt`` responses per prompt from the actor engine (SPaR's
     mining temperature by default); else a JSONL of ``prompt``/``response`` lines (several per prompt allowed;
-    responses to prompts outside the selected set are ignored and counted)."""
+    responses to prompts outside the selected set are ignored and counted). ``prompts_source``: IFEval prompts, a
+    local JSONL or a ``datasets`` name. ``split``: the ``datasets`` split of a named source. ``limit``: the first N
+    prompts only (0 = all). ``samples_per_prompt``: actor responses sampled per prompt. ``actor_temperature``: actor
+    sampling temperature. ``actor_top_p``: actor nucleus sampling top-p. ``actor_max_new_tokens``: actor token budget
+    per response. ``judge``: how the judge is sampled. ``seed``: the sampling seed. ``label``: names the judge in
+    summaries and plots."""
 
     prompts_source: str = ifeval.DEFAULT_SOURCE
     split: str = "train"

@@ -36,7 +36,10 @@ class FollowBenchConfig:
     ``limit``: first N examples per category (0 = all). ``responses_file``: "" = generate greedily with the engine;
     else a JSONL with ``category``, ``example_id``, ``level``, ``response`` (e.g. a previous run's responses.jsonl).
     ``judge``: sampling of the judge (default one greedy vote); its ``templates_file`` may name a JSON with keys
-    "constraint"/"whole" overriding our judge prompts. ``judge_name``: the judge model, shown in every report."""
+    "constraint"/"whole" overriding our judge prompts. ``judge_name``: the judge model, shown in every report.
+    ``categories``: the constraint categories scored. ``levels``: the constraint levels scored (1-5).
+    ``max_new_tokens``: actor token budget per response. ``seed``: the sampling seed. ``label``: names the actor in
+    summaries and plots."""
 
     source: str = DEFAULT_SOURCE
     categories: tuple[str, ...] = CATEGORIES

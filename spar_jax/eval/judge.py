@@ -19,6 +19,8 @@ class JudgeConfig:
     """How the judge is sampled; defaults are the SPaR loop's (5 votes, temperature 0.7, top-p 1.0).
 
     ``templates_file``: a JSON file overriding the judge template (as ``spar.templates_file``); "" = ours.
+    ``k``: votes per item (majority decides). ``temperature``: judge sampling temperature. ``top_p``: judge nucleus
+    sampling top-p. ``max_new_tokens``: judge token budget per vote. ``seed``: the sampling seed.
     """
 
     k: int = 5

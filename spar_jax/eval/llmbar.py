@@ -52,7 +52,8 @@ class Pair:
 class LLMBarConfig:
     """``source``: a folder holding ``<Subset>.json`` files (or upstream's ``Natural/dataset.json`` and
     ``Adversarial/<Subset>/dataset.json`` layout), or the URL of upstream's ``Dataset/LLMBar`` folder (default: the
-    GitHub repository at a fixed commit). ``limit``: the first N pairs of each subset (0 = all)."""
+    GitHub repository at a fixed commit). ``limit``: the first N pairs of each subset (0 = all). ``subsets``: the
+    LLMBar subsets scored. ``judge``: how the judge is sampled. ``label``: names the judge in summaries and plots."""
 
     source: str = DEFAULT_SOURCE
     subsets: tuple[str, ...] = SUBSETS

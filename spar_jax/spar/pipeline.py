@@ -27,7 +27,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from spar_jax import io
+from spar_jax import io, progress
 from spar_jax.config import RunConfig
 from spar_jax.parallel import sync_processes
 from spar_jax.shards import sharded
@@ -60,9 +60,11 @@ def run_stage(directory: str, fn: Callable[[], dict]) -> dict:
         _log.info("skip finished stage %s", directory)
         return info
     os.makedirs(directory, exist_ok=True)
+    progress.line(f"{progress.label(directory)}: start")
     start = time.time()
     info = fn()
     info["seconds"] = round(time.time() - start, 2)
+    progress.line(f"{progress.label(directory)}: done in {progress.duration(info['seconds'])}")
     io.write_json(os.path.join(directory, DONE), info)
     sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
     return info
@@ -253,7 +255,7 @@ class Pipeline:
 
     def run(self, on_eval: Callable[[str, str], None] | None = None) -> dict:
         """The loop; ``on_eval(name, eval_dir)`` is called after each evaluation ("iter_N" or "iter_1/ablation_X")."""
-        from spar_jax.spar import report
+        from spar_jax.spar import publish, report
 
         cfg = self.cfg
         io.write_json(self.path("config.json"), cfg.raw)
@@ -292,6 +294,7 @@ class Pipeline:
                     self.ablation(name, mined, actor, start_refiner, heldout)
                     notify(f"iter_1/ablation_{name}", self.path("iter_1", f"ablation_{name}", "eval"))
             actor = new_actor
+            publish.after_iteration(cfg, it)
         self.runtime.release()
         return report.write_report(self.wd, cfg.spar.iterations)
 

@@ -1,5 +1,6 @@
 """The run report: per-iteration statistics from the stages' DONE records → report.md, metrics.jsonl,
-TensorBoard scalars and a PNG plot across iterations."""
+TensorBoard scalars and a PNG plot across iterations. Rewritten whole after every iteration (idempotent), so a
+running loop always has a current report."""
 
 from __future__ import annotations
 
@@ -89,7 +90,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def render(rows: list[dict]) -> str:
+def scalars(row: dict) -> dict[str, float]:
+    """The numeric entries of a report row (what TensorBoard and W&B get), without the iteration itself."""
+    return {k: v for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration"}
+
+
+def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
+    """report.md; ``links`` maps an iteration to its trees page (relative to the workdir)."""
     keys = []
     for r in rows:
         keys.extend(k for k in r if k not in keys and k not in ("iteration", "note"))
@@ -107,6 +115,9 @@ def render(rows: list[dict]) -> str:
     elif any(k.startswith("heldout_") for r in rows for k in r):
         lines += ["", "Held-out prompts come from the training prompts' generator (in distribution only); set "
                   "prompts.heldout_types for an out-of-distribution split."]
+    if links:
+        lines += ["", "Refinement trees and DPO pairs: " + ", ".join(
+            f"[iteration {it}]({path})" for it, path in sorted(links.items())) + "."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -135,20 +146,31 @@ def plot(rows: list[dict], path: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_tensorboard(rows: list[dict], tb_dir: str) -> None:
+    """All rows into a fresh event directory swapped in for the old one (no duplicate points across rewrites)."""
+    import shutil
+
+    from tensorboardX import SummaryWriter
+
+    tmp = tb_dir + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    writer = SummaryWriter(tmp)
+    for r in rows:
+        for k, v in scalars(r).items():
+            writer.add_scalar(f"spar/{k}", v, r["iteration"])
+    writer.close()
+    shutil.rmtree(tb_dir, ignore_errors=True)
+    os.replace(tmp, tb_dir)
+
+
 def write_report(workdir: str, iterations: int) -> dict:
     """Write report.md, metrics.jsonl, tensorboard/ and metrics.png for iterations 0..``iterations``."""
     rows = [iteration_row(workdir, it) for it in range(iterations + 1)]
     rows = [r for r in rows if len(r) > 1]
-    io.write_text(os.path.join(workdir, "report.md"), render(rows))
+    links = {it: f"iter_{it}/search/trees.html" for it in range(iterations + 1)
+             if os.path.exists(os.path.join(workdir, f"iter_{it}", "search", "trees.html"))}  # fmt: skip
+    io.write_text(os.path.join(workdir, "report.md"), render(rows, links))
     io.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
-    from tensorboardX import SummaryWriter
-
-    tb_dir = os.path.join(workdir, "tensorboard")
-    writer = SummaryWriter(tb_dir)
-    for r in rows:
-        for k, v in r.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration":
-                writer.add_scalar(f"spar/{k}", v, r["iteration"])
-    writer.close()
+    _write_tensorboard(rows, os.path.join(workdir, "tensorboard"))
     plot(rows, os.path.join(workdir, "metrics.png"))
     return {"iterations": rows, "report": os.path.join(workdir, "report.md")}
