@@ -63,6 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.workdir = "runs/default"
     c.seed = 0
     c.stages = ("spar",)
+    c.on_change = "stop"  # a stage whose recorded inputs differ: "stop" (exit 2) or "rerun" it and every later one
 
     c.actor = _model_section("demo")
     c.refiner = _model_section("")  # "" path = start from the actor's checkpoint
@@ -339,6 +340,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         target[leaf] = tuple(value) if isinstance(value, list) else value
     for s in c.stages:
         _require(s in STAGES, "stages", f"names unknown stage {s!r}; known stages: {', '.join(STAGES)}")
+    _require(c.on_change in ("stop", "rerun"), "on_change", f"must be 'stop' or 'rerun', got {c.on_change!r}")
     _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
     for name in ("actor", "refiner"):
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")

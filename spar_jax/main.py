@@ -56,7 +56,7 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
     refiner_path = cfg.refiner.path or cfg.actor.path
     if name == "ifeval":
         engine = None if settings.responses_file else deferred("actor", cfg.actor.path)
-        return run_ifeval.run(engine, settings, out)
+        return run_ifeval.run(engine, settings, out, inputs=stage_inputs(cfg, name))
     if name == "calibration":
         actor = None if settings.responses_file else deferred("actor", cfg.actor.path)
         return calibration.run(deferred("refiner", refiner_path), settings, out, actor_engine=actor)
@@ -69,10 +69,30 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
     return followbench.run(actor, settings, out, judge_engine=deferred("refiner", judge_path))
 
 
+def stage_inputs(cfg, stage: str):
+    """The fingerprint of a stage run from the entry point: the models it reads, and the files it scores."""
+    refiner = cfg.refiner.path or cfg.actor.path
+    models, data = {"actor": cfg.actor.path}, ""
+    if stage in cfg.evals:
+        settings = cfg.evals[stage]
+        data = getattr(settings, "responses_file", "")
+        if data:
+            models = {}
+        if stage in ("calibration", "llmbar"):
+            models["refiner"] = refiner
+        if stage == "followbench":
+            models["judge"] = cfg.judge_paths.get(stage) or refiner
+    elif stage == "refine_inference":
+        models["refiner"] = refiner
+    from spar_jax import fingerprint
+
+    return fingerprint.stage_inputs(cfg, stage, models=models, data=data)
+
+
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
-    from spar_jax import parallel
+    from spar_jax import fingerprint, parallel
     from spar_jax.spar.runtime import Runtime
 
     cfg = config_lib.parse(config)
@@ -82,6 +102,8 @@ def run(config, *, runtime=None) -> dict:
     summary = {}
     for stage in cfg.stages:
         start = time.time()
+        if stage != "spar":  # the SPaR pipeline checks each of its own stages
+            fingerprint.decide(os.path.join(cfg.workdir, stage), stage_inputs(cfg, stage))
         if stage == "answer":
             from spar_jax.stages import answer
 

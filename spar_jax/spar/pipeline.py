@@ -25,7 +25,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from spar_jax import io
+from spar_jax import fingerprint, io
 from spar_jax.config import RunConfig
 from spar_jax.parallel import sync_processes
 from spar_jax.shards import sharded
@@ -50,16 +50,18 @@ def stage_info(directory: str) -> dict | None:
         return json.load(f)
 
 
-def run_stage(directory: str, fn: Callable[[], dict]) -> dict:
-    """Run ``fn`` unless ``directory`` holds a DONE record; record its statistics and wall time."""
-    info = stage_info(directory)
-    if info is not None:
+def run_stage(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageInputs | None = None) -> dict:
+    """Run ``fn`` unless ``directory`` holds a DONE record made from the same ``inputs``; record its statistics,
+    inputs and wall time. Changed inputs stop the run or rerun the stage (see ``spar_jax.fingerprint``)."""
+    if fingerprint.decide(directory, inputs):
         _log.info("skip finished stage %s", directory)
-        return info
+        return stage_info(directory)
     os.makedirs(directory, exist_ok=True)
     start = time.time()
     info = fn()
     info["seconds"] = round(time.time() - start, 2)
+    if inputs is not None:
+        info["inputs"] = inputs.values
     io.write_json(os.path.join(directory, DONE), info)
     sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
     return info
@@ -83,7 +85,8 @@ class Pipeline:
         from spar_jax.spar import sources
 
         directory = self.path("prompts")
-        run_stage(directory, lambda: sources.prepare(self.cfg, self.runtime, directory))
+        run_stage(directory, lambda: sources.prepare(self.cfg, self.runtime, directory),
+                  fingerprint.stage_inputs(self.cfg, "prompts"))
         train = list(io.read_jsonl(os.path.join(directory, "train.jsonl")))
         heldout_path = os.path.join(directory, "heldout.jsonl")
         heldout = list(io.read_jsonl(heldout_path)) if os.path.exists(heldout_path) else []
@@ -104,7 +107,7 @@ class Pipeline:
             recs = sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])
             return S.mining_stats([PromptRecord.from_dict(r) for r in recs])
 
-        run_stage(directory, stage)
+        run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "mine", models={"actor": actor, "refiner": refiner}))
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
     def search(self, it: int, mined: list[PromptRecord], refiner: str) -> list[TreeRecord]:
@@ -127,7 +130,7 @@ class Pipeline:
                     calls.append(json.load(f))
             return S.search_stats([TreeRecord.from_dict(r) for r in recs], calls)
 
-        run_stage(directory, stage)
+        run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "search", models={"refiner": refiner}))
         return [TreeRecord.from_dict(r) for r in _read_shards(directory)]
 
     def data(self, it: int, trees: list[TreeRecord], mined: list[PromptRecord]) -> dict:
@@ -142,7 +145,7 @@ class Pipeline:
             return {"pairs": len(pairs), "refiner_examples": len(mixture), "per_pool": per_pool,
                     "edit_similarity": S.mean_edit_similarity(pairs)}  # fmt: skip
 
-        return run_stage(directory, stage)
+        return run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "data"))
 
     def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int,
               initial: bool = False) -> str:
@@ -156,14 +159,17 @@ class Pipeline:
                                      seed=derive_seed(self.cfg.seed, it, name), initial=initial)  # fmt: skip
             return {**out, "checkpoint": os.path.join(directory, "hf")}
 
-        return run_stage(directory, stage)["checkpoint"]
+        section = "dpo" if kind == "dpo" else "sft0" if initial else "sft"
+        inputs = fingerprint.stage_inputs(self.cfg, section, models={role: init}, data=data_path)
+        return run_stage(directory, stage, inputs)["checkpoint"]
 
     def evaluate(self, it: int, actor: str, heldout: list[dict]) -> dict:
         from spar_jax.spar import evaluation
 
         directory = self.path(f"iter_{it}", "eval")
         return run_stage(directory, lambda: evaluation.evaluate_actor(
-            self.runtime.engine("actor", actor), heldout, self.cfg, directory, seed=derive_seed(self.cfg.seed, it, "eval")))
+            self.runtime.engine("actor", actor), heldout, self.cfg, directory, seed=derive_seed(self.cfg.seed, it, "eval")),
+            fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}))
 
     def bootstrap(self, avoid: list[dict], actor: str) -> dict:
         """Stage-0 SFT data from generated prompts judged by the IFEval checker and fixed by rule."""
@@ -189,7 +195,7 @@ class Pipeline:
             io.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
             return {**counts, "refiner_examples": len(refiner), "actor_examples": len(pools["actor"])}
 
-        return run_stage(directory, stage)
+        return run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -197,7 +203,7 @@ class Pipeline:
         from spar_jax.spar import report
 
         cfg = self.cfg
-        io.write_json(self.path("config.json"), cfg.raw)
+        fingerprint.check_config(self.wd, cfg.raw)
         train_prompts, heldout = self.prompts()
         actor, refiner = cfg.actor.path, cfg.refiner.path or cfg.actor.path
         actor_sft, refiner_sft = cfg.spar.initial_sft_actor, cfg.spar.initial_sft_refiner
