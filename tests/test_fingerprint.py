@@ -13,43 +13,17 @@ import sys
 import pytest
 
 import spar_pipeline_driver as driver
+from spar_pipeline_driver import fake_checkpoint
 from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
-from spar_fakes import ScriptedEngine
 from spar_jax import fingerprint
 from spar_jax.config import parse
 from spar_jax.eval import run_ifeval
 from spar_jax.eval.run_ifeval import IFEvalRunConfig
 from spar_jax.fingerprint import InputsChangedError
 from spar_jax.spar.pipeline import Pipeline
-from spar_jax.spar.runtime import Runtime
 
 STAGES = ("prompts", "iter_0/eval", "iter_1/mine", "iter_1/search", "iter_1/data", "iter_1/actor", "iter_1/refiner",
           "iter_1/eval", "iter_2/mine", "iter_2/search", "iter_2/data", "iter_2/actor", "iter_2/refiner", "iter_2/eval")
-
-
-def fake_checkpoint(directory, hidden=8):
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump({"hidden_size": hidden}, f)
-    with open(os.path.join(directory, "model.safetensors"), "wb") as f:
-        f.write(b"\0" * hidden)
-    return str(directory)
-
-
-class RecordingRuntime(Runtime):
-    """Scripted actor and refiner engines; ``train`` writes a small checkpoint and records the call."""
-
-    def __init__(self, cfg):
-        actor = ScriptedEngine(actor=lambda instruction, n: [f"answer {i} to {instruction[:20]}" for i in range(n)])
-        refiner = ScriptedEngine(judge=driver._judge, refine=driver._refine)
-        super().__init__(cfg, engine_factory=lambda role, path, spec: actor if role == "actor" else refiner)
-        self.engines = {"actor": actor, "refiner": refiner}
-        self.trained = []
-
-    def train(self, kind, data_path, init_path, out_dir, *, role, seed, initial=False):
-        self.trained.append(os.path.relpath(out_dir, self.cfg.workdir))
-        fake_checkpoint(os.path.join(out_dir, "hf"), hidden=9)
-        return {"steps": 1, "examples": 1}
 
 
 def config(workdir, model, **overrides):
@@ -64,7 +38,7 @@ def config(workdir, model, **overrides):
 
 def run(workdir, model, **overrides):
     cfg = parse(config(workdir, model, **overrides))
-    runtime = RecordingRuntime(cfg)
+    runtime = driver.scripted_runtime(cfg)
     Pipeline(cfg, runtime).run()
     return runtime
 

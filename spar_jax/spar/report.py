@@ -101,10 +101,9 @@ def plot(rows: list[dict], path: str) -> None:
     if series:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with io.atomic_open(path, "wb") as f:  # a unique temp name beside ``path``, renamed over it
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_report(workdir: str, iterations: int) -> dict:
@@ -113,14 +112,18 @@ def write_report(workdir: str, iterations: int) -> dict:
     rows = [r for r in rows if len(r) > 1]
     io.write_text(os.path.join(workdir, "report.md"), render(rows))
     io.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
+    if io.is_writer():  # the event file and the plot, like every shared file, come from process 0 only
+        write_tensorboard(rows, os.path.join(workdir, "tensorboard"))
+        plot(rows, os.path.join(workdir, "metrics.png"))
+    return {"iterations": rows, "report": os.path.join(workdir, "report.md")}
+
+
+def write_tensorboard(rows: list[dict[str, Any]], tb_dir: str) -> None:
     from tensorboardX import SummaryWriter
 
-    tb_dir = os.path.join(workdir, "tensorboard")
     writer = SummaryWriter(tb_dir)
     for r in rows:
         for k, v in r.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration":
                 writer.add_scalar(f"spar/{k}", v, r["iteration"])
     writer.close()
-    plot(rows, os.path.join(workdir, "metrics.png"))
-    return {"iterations": rows, "report": os.path.join(workdir, "report.md")}
