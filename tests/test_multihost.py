@@ -225,6 +225,9 @@ def _launch_pipeline(workdir: str, model: str, train_seconds: float, tag: str) -
     return children
 
 
+PIPELINE_TIMEOUT_S = 900  # per launch: each decision is a cross-process broadcast, slow on a busy 2-core machine
+
+
 def test_pipeline_on_two_processes_killed_and_resumed(tmp_path):
     """Both processes take every skip decision together (process 0 decides): killed during the first training stage
     and relaunched, the pair finishes without hanging at a barrier, rewrites no finished shard, and ends with the
@@ -235,7 +238,7 @@ def test_pipeline_on_two_processes_killed_and_resumed(tmp_path):
     reference, workdir = str(tmp_path / "reference"), str(tmp_path / "w")
     driver.run(reference, model, scripted=True)
     children = _launch_pipeline(workdir, model, train_seconds=60, tag="killed")
-    deadline = time.time() + TIMEOUT_S
+    deadline = time.time() + PIPELINE_TIMEOUT_S
     kill_when = os.path.join(workdir, "iter_1", "actor", "inputs.json")  # the DPO stage has started
     try:
         while not os.path.exists(kill_when):
@@ -249,7 +252,7 @@ def test_pipeline_on_two_processes_killed_and_resumed(tmp_path):
     assert not os.path.exists(os.path.join(workdir, "iter_1", "actor", "DONE.json"))
     finished = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in PIPELINE_ARTIFACTS[:6]}
     children = _launch_pipeline(workdir, model, train_seconds=0, tag="resumed")
-    error = _wait(children, time.time() + TIMEOUT_S)
+    error = _wait(children, time.time() + PIPELINE_TIMEOUT_S)
     assert error is None, error + "\n" + "\n".join(_log_tail(path) for _, path in children)
     assert {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in finished} == finished
     for p in PIPELINE_ARTIFACTS:

@@ -47,7 +47,7 @@ def iter_records(source: Any) -> Iterator[tuple[str, dict]]:
             except RecursionError:
                 raise ValueError(f"{path}:1: malformed JSON (nested too deeply)") from None
             if not isinstance(records, list):
-                raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+                raise ValueError(f"{path}:1: expected a JSON list of records, got {type(records).__name__}")
             for i, record in enumerate(records):
                 yield f"{path}[{i}]", _as_dict(record, f"{path}[{i}]")
             return
