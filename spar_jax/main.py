@@ -92,10 +92,11 @@ def stage_inputs(cfg, stage: str):
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
-    from spar_jax import fingerprint, parallel
+    from spar_jax import bucket, fingerprint, parallel
     from spar_jax.spar.runtime import Runtime
 
     cfg = config_lib.parse(config)
+    bucket.check_workdir(cfg.workdir)
     parallel.maybe_initialize_distributed()
     os.makedirs(cfg.workdir, exist_ok=True)
     runtime = runtime or Runtime(cfg)
