@@ -67,3 +67,36 @@ def test_a_killed_saves_temp_directory_is_removed_at_start_up(tmp_path):
     store = CheckpointStore(str(tmp_path / "ckpt"), save_every=1, keep=3, async_save=False)
     assert not stale.exists() and store.latest_step() == 2
     store.close()
+
+
+def test_a_save_pretrained_killed_midway_keeps_the_old_export_and_the_next_save_completes(tmp_path):
+    """SIGKILL inside save_pretrained (after the first weights file is half written): the previous export stays whole
+    and loadable, and the next save replaces it and removes the killed save's temp directory."""
+    import subprocess
+    import sys
+
+    from tiny_checkpoints import write_checkpoint
+
+    from spar_jax.models import from_pretrained, save_pretrained
+
+    source = write_checkpoint(tmp_path / "src", "llama", seed=4)
+    target = tmp_path / "run" / "hf"
+    save_pretrained(from_pretrained(source), target)
+    before = sorted(os.listdir(target))
+    code = (
+        "import os, signal, safetensors.numpy as st\n"
+        "from spar_jax.models import from_pretrained, save_pretrained\n"
+        "def torn(tensors, path, metadata=None):\n"
+        "    open(path, 'wb').write(b'partial')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "st.save_file = torn\n"
+        f"save_pretrained(from_pretrained({str(source)!r}), {str(target)!r})\n"
+    )  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    leftovers = [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-save-hf-")]
+    assert len(leftovers) == 1 and sorted(os.listdir(target)) == before
+    from_pretrained(str(target))  # the old export is intact
+    save_pretrained(from_pretrained(source), target)
+    assert sorted(os.listdir(tmp_path / "run")) == ["hf"]
+    from_pretrained(str(target))
