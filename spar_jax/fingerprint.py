@@ -74,6 +74,7 @@ class StageInputs:
     workdir: str
     on_change: str
     values: dict[str, Any]
+    cascade: bool = True  # False: no later stage reads this one's output (an evaluation); a rerun deletes it alone
 
 
 def file_digest(path: str, chunk: int = 1 << 20) -> str:
@@ -134,10 +135,11 @@ def config_values(raw: dict[str, Any], kind: str) -> dict[str, Any]:
             and k.rpartition(".")[2] not in _IGNORED}  # fmt: skip
 
 
-def stage_inputs(cfg, kind: str, *, models: dict[str, str] | None = None, data: str = "", **extra) -> StageInputs:
+def stage_inputs(cfg, kind: str, *, models: dict[str, str] | None = None, data: str = "", cascade: bool = True,
+                 **extra) -> StageInputs:
     """The fingerprint of a stage of ``kind`` run with ``cfg`` (a RunConfig): ``models`` maps a role ("actor",
     "refiner", "judge") to the checkpoint the stage reads; ``data`` is a training data file; ``extra`` adds values
-    that are not config keys (the iteration, the stage's role)."""
+    that are not config keys. ``cascade=False`` marks a stage whose output no later stage reads."""
     raw = cfg.raw
     values = config_values(raw, kind)
     models = dict(models or {})
@@ -158,7 +160,8 @@ def stage_inputs(cfg, kind: str, *, models: dict[str, str] | None = None, data: 
     if data:
         values["data"] = data_identity(data, cfg.workdir)
     values.update({f"stage.{k}": v for k, v in extra.items()})
-    return StageInputs(cfg.workdir, raw.get("on_change", "stop"), json.loads(json.dumps(values, default=str)))
+    return StageInputs(cfg.workdir, raw.get("on_change", "stop"), json.loads(json.dumps(values, default=str)),
+                       cascade)
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -216,7 +219,7 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
             raise InputsChangedError(message or f"{directory}: inputs changed (reported by process 0)")
         _log.warning("%s", message.replace("Use a new workdir, or pass --config.on_change=rerun to", "Rerunning:"))
         if io.is_writer():
-            delete_from(directory, inputs.workdir)
+            delete_from(directory, inputs.workdir if inputs.cascade else "")
         sync_processes(f"rerun:{directory}")
     if io.is_writer() and _read(os.path.join(directory, RECORD)) is None:
         io.write_json(os.path.join(directory, RECORD), {"values": inputs.values, "started": time.time_ns()})
@@ -226,11 +229,11 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
 
 def delete_from(directory: str, workdir: str) -> list[str]:
     """Delete ``directory`` and every stage under ``workdir`` started after it (by the ``started`` time of their
-    inputs records). Returns the deleted directories."""
+    inputs records; ``workdir=""``: ``directory`` alone). Returns the deleted directories."""
     record = _read(os.path.join(directory, RECORD)) or {}
     since = record.get("started", 0)
     doomed = [directory]
-    for path in glob.glob(os.path.join(glob.escape(workdir), "**", RECORD), recursive=True):
+    for path in glob.glob(os.path.join(glob.escape(workdir), "**", RECORD), recursive=True) if workdir else []:
         other = os.path.dirname(path)
         if os.path.abspath(other) != os.path.abspath(directory) and (_read(path) or {}).get("started", 0) > since:
             doomed.append(other)

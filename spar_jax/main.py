@@ -86,7 +86,7 @@ def stage_inputs(cfg, stage: str):
         models["refiner"] = refiner
     from spar_jax import fingerprint
 
-    return fingerprint.stage_inputs(cfg, stage, models=models, data=data)
+    return fingerprint.stage_inputs(cfg, stage, models=models, data=data, cascade=False)
 
 
 def run(config, *, runtime=None) -> dict:

@@ -165,8 +165,12 @@ def test_the_entry_point_exits_2_naming_the_changed_key(tmp_path):
     assert changed.returncode == 2
     assert "stage 'ifeval' changed since it ran: ifeval.limit (was 0, now 2)" in changed.stderr
     assert changed.stderr.count("\n") == 1  # one line, no traceback
+    later = tmp_path / "w" / "iter_1" / "mine"  # a stage started after the evaluation: not the evaluation's consumer
+    later.mkdir(parents=True)
+    (later / "inputs.json").write_text(json.dumps({"values": {}, "started": 2**62}))
     c.ifeval.limit, c.on_change = 2, "rerun"
     assert main.run(c)["ifeval"]["num_prompts"] == 2
+    assert (later / "inputs.json").exists()  # an evaluation's rerun deletes the evaluation alone
 
 
 def test_model_identity():
