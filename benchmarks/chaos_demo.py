@@ -5,8 +5,9 @@ uninterrupted run's. Prints one JSON object; ``equal`` is the verdict. Not part 
     python benchmarks/chaos_demo.py --kills 3 --run "python tests/spar_pipeline_driver.py {workdir} MODEL --scripted"
 
 ``--run`` is the command line of one attempt; ``{workdir}`` is replaced by the run's directory. Kill moments are drawn
-uniformly over the uninterrupted run's wall time (seeded by ``--seed``), so kills land in every stage in proportion to
-its length. Compared: every JSONL artifact and DONE.json (without wall times and workdir paths) byte for byte, every
+uniformly over the uninterrupted run's working time (its wall time less a finished rerun's, i.e. start-up; seeded by
+``--seed``) and sorted; attempt i runs for the start-up time plus the progress between moments i-1 and i, so kills
+land in every stage in proportion to its length and each attempt makes some progress. Compared: every JSONL artifact and DONE.json (without wall times and workdir paths) byte for byte, every
 ``*.safetensors`` tensor within ``--atol``. Logs, TensorBoard files, plots, Orbax step directories and inputs records
 (their start times) are not artifacts and are skipped.
 """
@@ -108,14 +109,18 @@ def main(argv=None) -> dict:
     root = args.root or tempfile.mkdtemp(prefix="chaos-")
     reference, chaos = os.path.join(root, "reference"), os.path.join(root, "chaos")
     uninterrupted = run_once(args.run, reference, None)
+    startup = run_once(args.run, reference, None)["seconds"]  # a rerun of a finished run: start-up and skips only
+    work = max(uninterrupted["seconds"] - startup, 1.0)
     rng = random.Random(args.seed)
+    moments = sorted(rng.uniform(0.0, work) for _ in range(args.kills))  # points of progress through the run
     attempts = []
-    for _ in range(args.kills):
-        attempts.append(run_once(args.run, chaos, rng.uniform(0.0, uninterrupted["seconds"])))
+    for previous, moment in zip([0.0, *moments], moments):
+        attempts.append(run_once(args.run, chaos, startup + moment - previous))
     attempts.append(run_once(args.run, chaos, None))  # to the end
     problems = compare(reference, chaos, args.atol)
     result = {"equal": not problems, "problems": problems[:20], "kills": args.kills,
               "killed_attempts": sum(a["killed"] for a in attempts), "reference_seconds": uninterrupted["seconds"],
+              "startup_seconds": startup,
               "attempts": attempts, "compared_files": len(artifacts(reference)), "root": root}  # fmt: skip
     print(json.dumps(result, indent=1))
     return result

@@ -107,7 +107,8 @@ class Pipeline:
             recs = sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])
             return S.mining_stats([PromptRecord.from_dict(r) for r in recs])
 
-        run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "mine", models={"actor": actor, "refiner": refiner}))
+        inputs = fingerprint.stage_inputs(self.cfg, "mine", models={"actor": actor, "refiner": refiner})
+        run_stage(directory, stage, inputs)
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
     def search(self, it: int, mined: list[PromptRecord], refiner: str) -> list[TreeRecord]:
