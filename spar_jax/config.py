@@ -86,6 +86,8 @@ def _schema() -> _Schema:
     root.key("workdir", "runs/default", "directory of every artifact of the run (a rerun resumes there)")
     root.key("seed", 0, "seed every stage derives its own seed from")
     root.key("stages", ("spar",), f"stages to run, in order: {', '.join(STAGES)}")
+    root.key("on_change", "stop", 'a finished stage whose recorded inputs differ: "stop" (exit 2, naming the keys) '
+             "or \"rerun\" it and every later stage")
 
     _model_section(root.section("actor", "the actor (policy) model"), "demo",
                    'HF directory, .gguf file, hub id (org/name[@revision]), or "demo" (SmolLM2-135M-Instruct)')
@@ -454,9 +456,19 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         target[leaf] = tuple(value) if isinstance(value, list) else value
     for s in c.stages:
         _require(s in STAGES, "stages", f"names unknown stage {s!r}; known stages: {', '.join(STAGES)}")
+    _require(c.on_change in ("stop", "rerun"), "on_change", f"must be 'stop' or 'rerun', got {c.on_change!r}")
     _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
+    from spar_jax.models.transformer import REMAT_POLICIES
+
     for name in ("actor", "refiner"):
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
+        _require(c[name].param_dtype in ("", "float32", "bfloat16", "float16"), f"{name}.param_dtype",
+                 "must be '' (same as dtype), float32, bfloat16 or float16")
+        _require(c[name].remat in REMAT_POLICIES, f"{name}.remat",
+                 f"is {c[name].remat!r}; choose one of {', '.join(sorted(REMAT_POLICIES))}")
+    _require(c.engine.max_length >= 0, "engine.max_length", "must be >= 0 (0 = the model's context length)")
+    _require(all(int(x) >= 1 or int(x) == -1 for x in c.mesh.shape), "mesh.shape",
+             f"entries must be >= 1 or -1 (the remaining devices), got {tuple(c.mesh.shape)}")
     _require(c.engine.batch_size > 0, "engine.batch_size", "must be > 0")
     _require(c.engine.truncate in ("error", "left"), "engine.truncate", "must be 'error' or 'left'")
     _require(c.engine.batching in ("continuous", "static"), "engine.batching", "must be 'continuous' or 'static'")

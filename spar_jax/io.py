@@ -60,19 +60,31 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterator[dict]:
-    """Yield one dict per non-empty line; malformed JSON or a missing field raises ValueError naming file:line."""
+    """Yield one dict per non-empty line; malformed JSON, a line that is not UTF-8 or a missing field raises
+    ValueError naming file:line."""
+    for _, record in read_jsonl_numbered(path, required):
+        yield record
+
+
+def read_jsonl_numbered(path: str | os.PathLike, required: Sequence[str] = ()) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` pairs of ``read_jsonl``."""
     path = os.fspath(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+            except (json.JSONDecodeError, RecursionError) as e:
+                msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+                raise ValueError(f"{path}:{lineno}: malformed JSON ({msg})") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
             missing = [k for k in required if k not in record]
             if missing:
                 raise ValueError(f"{path}:{lineno}: missing field(s) {', '.join(map(repr, missing))}")
-            yield record
+            yield lineno, record

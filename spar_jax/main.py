@@ -64,7 +64,7 @@ def _stage_eval(name: str, cfg, runtime) -> dict:
     refiner_path = cfg.refiner.path or cfg.actor.path
     if name == "ifeval":
         engine = None if settings.responses_file else deferred("actor", cfg.actor.path)
-        return run_ifeval.run(engine, settings, out)
+        return run_ifeval.run(engine, settings, out, inputs=stage_inputs(cfg, name))
     if name == "calibration":
         actor = None if settings.responses_file else deferred("actor", cfg.actor.path)
         return calibration.run(deferred("refiner", refiner_path), settings, out, actor_engine=actor)
@@ -88,13 +88,34 @@ def _resolve_hub_data(cfg):
     return dataclasses.replace(cfg, spar=dataclasses.replace(cfg.spar, **resolved)) if resolved else cfg
 
 
+def stage_inputs(cfg, stage: str):
+    """The fingerprint of a stage run from the entry point: the models it reads, and the files it scores."""
+    refiner = cfg.refiner.path or cfg.actor.path
+    models, data = {"actor": cfg.actor.path}, ""
+    if stage in cfg.evals:
+        settings = cfg.evals[stage]
+        data = getattr(settings, "responses_file", "")
+        if data:
+            models = {}
+        if stage in ("calibration", "llmbar"):
+            models["refiner"] = refiner
+        if stage == "followbench":
+            models["judge"] = cfg.judge_paths.get(stage) or refiner
+    elif stage == "refine_inference":
+        models["refiner"] = refiner
+    from spar_jax import fingerprint
+
+    return fingerprint.stage_inputs(cfg, stage, models=models, data=data, cascade=False)
+
+
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
-    from spar_jax import parallel
+    from spar_jax import bucket, fingerprint, parallel
     from spar_jax.spar.runtime import Runtime
 
     cfg = config_lib.parse(config)
+    bucket.check_workdir(cfg.workdir)
     parallel.maybe_initialize_distributed()
     cfg = _resolve_hub_data(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
@@ -103,6 +124,8 @@ def run(config, *, runtime=None) -> dict:
     for i, stage in enumerate(cfg.stages):
         start = time.time()
         progress.line(f"stage {stage} ({i + 1}/{len(cfg.stages)}): start")
+        if stage not in ("spar", "study"):  # the SPaR pipelines check each of their own stages
+            fingerprint.decide(os.path.join(cfg.workdir, stage), stage_inputs(cfg, stage))
         if stage == "answer":
             from spar_jax.stages import answer
 

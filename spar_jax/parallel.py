@@ -187,3 +187,19 @@ def sync_processes(name: str) -> None:
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def agree(value: int) -> int:
+    """Process 0's ``value`` on every process (identity with one process): a decision taken once, from one view of
+    the shared files, so that every process takes the same branch and reaches the same barriers."""
+    return int(agree_all([value])[0])
+
+
+def agree_all(values: Sequence[int]) -> np.ndarray:
+    """Process 0's int vector on every process; every process must pass one of the same length."""
+    values = np.asarray(values, dtype=np.int32)
+    if jax.process_count() == 1:
+        return values
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(values), dtype=np.int32)

@@ -1,7 +1,11 @@
 """The SPaR pipeline on a tiny random model (the actor, sampled by the real engine; both models trained for real)
 with a scripted, deterministic refiner engine. Used in-process by tests and as a subprocess for kill/resume:
 
-    python tests/spar_pipeline_driver.py WORKDIR MODEL_DIR
+    python tests/spar_pipeline_driver.py WORKDIR MODEL_DIR [--scripted]
+
+``--scripted`` scripts the actor too and replaces training by a recording stand-in that writes a small checkpoint
+after ``SPAR_TEST_TRAIN_SECONDS`` (default 0): the pipeline's files and decisions without any model compute, for the
+multi-process kill/resume test (joined by ``jax.distributed`` when ``JAX_COORDINATOR_ADDRESS`` is set).
 """
 
 from __future__ import annotations
@@ -82,13 +86,56 @@ def runtime_for(cfg):
     return Runtime(cfg, engine_factory=lambda role, path, spec: refiner if role == "refiner" else None)
 
 
-def run(workdir: str, model_dir: str) -> dict:
+def fake_checkpoint(directory: str, hidden: int = 8) -> str:
+    """A stand-in checkpoint directory (config.json + a weights file), written by process 0 only."""
+    from spar_jax import io
+
+    io.write_json(os.path.join(directory, "config.json"), {"hidden_size": hidden})
+    io.write_text(os.path.join(directory, "model.safetensors"), "0" * hidden)
+    return str(directory)
+
+
+def scripted_runtime(cfg, train_seconds: float = 0.0):
+    """Scripted actor and refiner engines; ``train`` records its call and writes a stand-in checkpoint."""
+    import time
+
+    from spar_jax.spar.runtime import Runtime
+
+    class ScriptedRuntime(Runtime):
+        def __init__(self):
+            actor = ScriptedEngine(actor=lambda instruction, n: [f"answer {i} to {instruction[:20]}" for i in range(n)])
+            refiner = ScriptedEngine(judge=_judge, refine=_refine)
+            super().__init__(cfg, engine_factory=lambda role, path, spec: actor if role == "actor" else refiner)
+            self.engines = {"actor": actor, "refiner": refiner}
+            self.trained = []
+
+        def train(self, kind, data_path, init_path, out_dir, *, role, seed, initial=False):
+            self.trained.append(os.path.relpath(out_dir, cfg.workdir))
+            time.sleep(train_seconds)
+            fake_checkpoint(os.path.join(out_dir, "hf"), hidden=9)
+            return {"steps": 1, "examples": 1}
+
+    return ScriptedRuntime()
+
+
+def run(workdir: str, model_dir: str, scripted: bool = False) -> dict:
     from spar_jax import config as config_lib
     from spar_jax.spar.pipeline import Pipeline
 
     cfg = config_lib.parse(make_config(workdir, model_dir))
-    return Pipeline(cfg, runtime_for(cfg)).run()
+    if scripted:
+        runtime = scripted_runtime(cfg, float(os.environ.get("SPAR_TEST_TRAIN_SECONDS", "0")))
+    else:
+        runtime = runtime_for(cfg)
+    return Pipeline(cfg, runtime).run()
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2])
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        import jax
+
+        from spar_jax.parallel import maybe_initialize_distributed
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        maybe_initialize_distributed()
+    run(sys.argv[1], sys.argv[2], scripted="--scripted" in sys.argv[3:])

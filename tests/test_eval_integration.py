@@ -7,6 +7,8 @@ import pytest
 from spar_jax.eval import run_ifeval
 from spar_jax.eval.run_ifeval import IFEvalRunConfig
 
+from eval_fakes import IFEVAL_PROMPTS, write_jsonl
+
 MAX_NEW = 16
 
 
@@ -18,8 +20,8 @@ def engine(demo_dir):
     return Engine(from_pretrained(demo_dir), load_tokenizer(demo_dir), batch_size=4, progress=False)
 
 
-def test_ifeval_run_on_the_demo_model(engine, shared_data, tmp_path):
-    source = str(shared_data / "ifeval" / "input_data.jsonl")
+def test_ifeval_run_on_the_demo_model(engine, tmp_path):
+    source = str(write_jsonl(tmp_path / "input_data.jsonl", IFEVAL_PROMPTS))
     summary = run_ifeval.run(engine, IFEvalRunConfig(prompts_source=source, limit=3, max_new_tokens=MAX_NEW,
                                                      label="demo"), tmp_path / "ifeval")  # fmt: skip
     records = [json.loads(s) for s in (tmp_path / "ifeval" / "responses.jsonl").read_text().splitlines()]

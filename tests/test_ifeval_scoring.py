@@ -2,14 +2,12 @@
 
 import collections
 import json
-from pathlib import Path
 
 import pytest
 
 from spar_jax.eval import ifeval
 from spar_jax.eval.ifeval.__main__ import main as cli_main
 
-SHARED_PROMPTS = Path(__file__).resolve().parents[2] / "shared/data/ifeval/input_data.jsonl"
 
 
 def test_response_variants_match_reference_construction():
@@ -94,8 +92,8 @@ def test_missing_response_is_a_clear_error():
         ifeval.score_responses(_hand_made_prompts(), ["x", "y"])
 
 
-def test_shared_prompts_all_constructible_and_cover_25_types():
-    prompts = ifeval.load_ifeval_prompts(SHARED_PROMPTS)
+def test_shared_prompts_all_constructible_and_cover_25_types(shared_data):
+    prompts = ifeval.load_ifeval_prompts(shared_data / "ifeval" / "input_data.jsonl")
     assert len(prompts) == 541
     counts = collections.Counter(i for p in prompts for i in p.instruction_id_list)
     assert sum(counts.values()) == 834

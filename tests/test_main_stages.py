@@ -9,9 +9,12 @@ from spar_jax.config import default_config, parse
 from spar_jax.io import SourceUnavailableError
 from spar_jax.spar.runtime import DeferredEngine, Runtime
 
+from eval_fakes import IFEVAL_PROMPTS, write_jsonl
 
-def test_ifeval_stage_scores_a_responses_file(tmp_path, shared_data):
-    prompts = [json.loads(line) for line in (shared_data / "ifeval" / "input_data.jsonl").open()][:20]
+
+def test_ifeval_stage_scores_a_responses_file(tmp_path):
+    prompts = IFEVAL_PROMPTS
+    source = write_jsonl(tmp_path / "input_data.jsonl", prompts)
     responses = tmp_path / "responses.jsonl"
     with responses.open("w") as f:
         for p in prompts:
@@ -19,13 +22,12 @@ def test_ifeval_stage_scores_a_responses_file(tmp_path, shared_data):
     c = default_config()
     c.workdir = str(tmp_path / "run")
     c.stages = ("ifeval",)
-    c.ifeval.prompts_source = str(shared_data / "ifeval" / "input_data.jsonl")
-    c.ifeval.limit = 20
+    c.ifeval.prompts_source = str(source)
     c.ifeval.responses_file = str(responses)
     summary = main.run(c)["ifeval"]
     written = json.load(open(tmp_path / "run" / "ifeval" / "summary.json"))
     assert written["metrics"] == summary["metrics"]
-    assert written["label"] == "demo" and written["num_prompts"] == 20
+    assert written["label"] == "demo" and written["num_prompts"] == len(prompts)
     assert 0.0 < summary["metrics"]["average"] < 1.0
 
 

@@ -204,3 +204,60 @@ def test_export_is_written_once_and_matches_the_single_process_run(runs):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5, err_msg=name)
     # the export holds the trained weights (one step at lr 1e-3 moved them), not the starting ones
     assert max(float(np.abs(got[n] - initial[n]).max()) for n in initial) > 1e-4
+
+
+PIPELINE_ARTIFACTS = ("prompts/train.jsonl", "prompts/heldout.jsonl", "iter_1/mine/shard_00000.jsonl",
+                      "iter_1/mine/shard_00001.jsonl", "iter_1/data/dpo.jsonl", "iter_1/data/refiner_sft.jsonl",
+                      "iter_1/eval/heldout/results.jsonl")  # fmt: skip
+
+
+def _launch_pipeline(workdir: str, model: str, train_seconds: float, tag: str) -> list:
+    """The scripted SPaR pipeline (tests/spar_pipeline_driver.py --scripted) on 2 processes sharing ``workdir``."""
+    import spar_pipeline_driver as driver
+
+    port, children = _free_port(), []
+    for i in range(NUM_PROCESSES):
+        log_path = os.path.join(os.path.dirname(workdir), f"log_{tag}_{i}.txt")
+        env = {**_env(NUM_PROCESSES, i, port), "SPAR_TEST_TRAIN_SECONDS": str(train_seconds)}
+        with open(log_path, "w") as log:
+            children.append((subprocess.Popen([sys.executable, driver.__file__, workdir, model, "--scripted"], env=env,
+                                              stdout=log, stderr=subprocess.STDOUT), log_path))  # fmt: skip
+    return children
+
+
+PIPELINE_TIMEOUT_S = 900  # per launch: each decision is a cross-process broadcast, slow on a busy 2-core machine
+
+
+def test_pipeline_on_two_processes_killed_and_resumed(tmp_path):
+    """Both processes take every skip decision together (process 0 decides): killed during the first training stage
+    and relaunched, the pair finishes without hanging at a barrier, rewrites no finished shard, and ends with the
+    artifacts of an uninterrupted single-process run."""
+    import spar_pipeline_driver as driver
+
+    model = driver.fake_checkpoint(str(tmp_path / "model"))
+    reference, workdir = str(tmp_path / "reference"), str(tmp_path / "w")
+    driver.run(reference, model, scripted=True)
+    children = _launch_pipeline(workdir, model, train_seconds=60, tag="killed")
+    deadline = time.time() + PIPELINE_TIMEOUT_S
+    kill_when = os.path.join(workdir, "iter_1", "actor", "inputs.json")  # the DPO stage has started
+    try:
+        while not os.path.exists(kill_when):
+            failed = [p.returncode for p, _ in children if p.poll() is not None]
+            assert not failed and time.time() < deadline, "\n".join(_log_tail(path) for _, path in children)
+            time.sleep(0.05)
+    finally:
+        for p, _ in children:
+            p.kill()
+            p.wait()
+    assert not os.path.exists(os.path.join(workdir, "iter_1", "actor", "DONE.json"))
+    finished = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in PIPELINE_ARTIFACTS[:6]}
+    children = _launch_pipeline(workdir, model, train_seconds=0, tag="resumed")
+    error = _wait(children, time.time() + PIPELINE_TIMEOUT_S)
+    assert error is None, error + "\n" + "\n".join(_log_tail(path) for _, path in children)
+    assert {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in finished} == finished
+    for p in PIPELINE_ARTIFACTS:
+        assert open(os.path.join(workdir, p), "rb").read() == open(os.path.join(reference, p), "rb").read(), p
+    for stage in ("iter_1/actor", "iter_1/refiner", "iter_1/eval"):
+        assert os.path.exists(os.path.join(workdir, stage, "DONE.json")), stage
+    leftovers = [os.path.join(r, n) for r, _, names in os.walk(workdir) for n in names if n.startswith(".tmp")]
+    assert leftovers == []

@@ -1,7 +1,9 @@
 """The SPaR loop end to end on a tiny random model, and kill -9 / resume equivalence."""
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -92,7 +94,7 @@ def _run_until_killed(workdir, model_dir, kill_when):
     proc.wait()
 
 
-def test_killed_twice_and_resumed_equals_uninterrupted(uninterrupted, tiny_model, tmp_path):
+def test_killed_twice_and_resumed_equals_uninterrupted(uninterrupted, tiny_model, tmp_path, caplog):
     # One run killed mid-mining, resumed from disk and killed again mid-DPO, then resumed to the end (one run, two
     # kill points, instead of one run per point: each run costs a minute and a half here).
     reference, _, _ = uninterrupted
@@ -101,7 +103,12 @@ def test_killed_twice_and_resumed_equals_uninterrupted(uninterrupted, tiny_model
         assert not os.path.exists(os.path.join(workdir, kill_when)), "the previous run already passed this point"
         _run_until_killed(workdir, tiny_model, kill_when)
         assert not os.path.exists(os.path.join(workdir, "iter_1/eval/DONE.json"))
-    driver.run(workdir, tiny_model)
+    finished = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in SAMPLING_ARTIFACTS[:4]}
+    with caplog.at_level(logging.INFO, logger="spar_jax.training.trainer"):
+        driver.run(workdir, tiny_model)
+    assert {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in finished} == finished  # reused, not rewritten
+    resumed = [int(m) for m in re.findall(r"iter_1/actor/checkpoints step (\d+)", caplog.text)]
+    assert resumed and resumed[0] >= 1, caplog.text[-2000:]  # DPO continued from its checkpoint, not from step 0
     for p in SAMPLING_ARTIFACTS:
         assert _read(os.path.join(workdir, p)) == _read(os.path.join(reference, p)), p
     for model in ("actor", "refiner"):

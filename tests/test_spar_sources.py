@@ -7,8 +7,13 @@ import pytest
 from spar_jax.spar.sources import load_prompts
 
 
-def test_jsonl_ifeval_layout_keeps_constraints(shared_data):
-    prompts = load_prompts(str(shared_data / "ifeval" / "input_data.jsonl"), limit=5)
+def test_jsonl_ifeval_layout_keeps_constraints(tmp_path):
+    path = tmp_path / "input_data.jsonl"
+    path.write_text("".join(json.dumps({
+        "key": 1000 + i, "prompt": f"Write {i} lines without commas.",
+        "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}],
+    }) + "\n" for i in range(7)))  # fmt: skip
+    prompts = load_prompts(str(path), limit=5)
     assert len(prompts) == 5 and prompts[0]["key"] == 1000
     assert prompts[0]["instruction_id_list"][0] == "punctuation:no_comma"
 

@@ -61,10 +61,12 @@ def generate_responses(engine: ep.Engine, prompts: Sequence[ifeval.IFEvalPrompt]
             for p, (c,) in zip(prompts, outputs)]  # fmt: skip
 
 
-def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike) -> dict[str, Any]:
+def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike,
+        inputs=None) -> dict[str, Any]:
     """Generates (or reads) the responses, scores them and writes the outputs into ``out_dir``; returns the summary.
 
-    ``engine`` may be None when ``settings.responses_file`` is set.
+    ``engine`` may be None when ``settings.responses_file`` is set. ``inputs`` (a ``fingerprint.StageInputs``: the
+    model's identity and settings) keys the cached generation shards, so another model's answers are never reused.
     """
     prompts = load_prompts(settings)
     generation: dict[str, Any] = {}
@@ -78,7 +80,8 @@ def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.P
         records = sharded(os.path.join(out_dir, "shards"), prompts, settings.shard_size,
                           lambda shard, _: generate_responses(engine, shard, max_new_tokens=settings.max_new_tokens,
                                                               seed=settings.seed),
-                          keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts])  # fmt: skip
+                          keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts],
+                          inputs=inputs)  # fmt: skip
         io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
         report = ifeval.score_responses(prompts, [r["response"] for r in records])
         source = "generated (greedy)"

@@ -13,8 +13,11 @@ import os
 import re
 import shutil
 import tempfile
+import time
 
 import numpy as np
+
+from spar_jax.io import atomic_open
 
 CONVERTER_VERSION = 1
 _LAYER_NAMES = {
@@ -38,11 +41,39 @@ def default_cache_dir() -> str:
     return os.path.join(base, "spar_jax", "gguf")
 
 
-def _fingerprint(path: str) -> str:
-    h = hashlib.sha256(f"v{CONVERTER_VERSION}:{os.path.getsize(path)}".encode())
+def _fingerprint(path: str, cache_dir: str) -> str:
+    """The cache key of a GGUF file: SHA-256 of the converter version and the whole file. Hashing a multi-GB file
+    takes seconds to minutes, so the digest is stored in ``cache_dir/.digests`` under the file's path, size and
+    mtime, and computed again only when one of those changes."""
+    stat = os.stat(path)
+    memo = os.path.join(cache_dir, ".digests", hashlib.sha256(path.encode()).hexdigest()[:16] + ".json")
+    stamp = {"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "version": CONVERTER_VERSION}
+    try:
+        with open(memo) as f:
+            saved = json.load(f)
+        if {k: saved.get(k) for k in stamp} == stamp:
+            return saved["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    h = hashlib.sha256(f"v{CONVERTER_VERSION}:".encode())
     with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-    return h.hexdigest()[:16]
+        while block := f.read(1 << 24):
+            h.update(block)
+    digest = h.hexdigest()[:16]
+    with atomic_open(memo, "w") as f:
+        json.dump({**stamp, "digest": digest}, f)
+    return digest
+
+
+STALE_TMP_SECONDS = 3600  # a conversion's temp directory this old belongs to a killed process
+
+
+def _remove_stale_temps(cache_dir: str, prefix: str) -> None:
+    now = time.time()
+    for name in os.listdir(cache_dir):
+        full = os.path.join(cache_dir, name)
+        if name.startswith(prefix) and now - os.path.getmtime(full) > STALE_TMP_SECONDS:
+            shutil.rmtree(full, ignore_errors=True)
 
 
 def hf_tensor_name(gguf_name: str) -> str:
@@ -175,10 +206,11 @@ def convert_gguf(gguf_path: str, cache_dir: str | None = None) -> str:
         raise FileNotFoundError(f"{gguf_path}: GGUF file not found")
     cache_dir = cache_dir or default_cache_dir()
     stem = os.path.splitext(os.path.basename(gguf_path))[0]
-    final = os.path.join(cache_dir, f"{stem}-{_fingerprint(gguf_path)}")
+    os.makedirs(cache_dir, exist_ok=True)
+    final = os.path.join(cache_dir, f"{stem}-{_fingerprint(gguf_path, cache_dir)}")
     if os.path.exists(os.path.join(final, "config.json")):
         return final
-    os.makedirs(cache_dir, exist_ok=True)
+    _remove_stale_temps(cache_dir, ".tmp-" + stem)
     tmp = tempfile.mkdtemp(prefix=".tmp-" + stem, dir=cache_dir)
     try:
         gguf_to_hf(gguf_path, tmp)

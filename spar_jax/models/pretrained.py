@@ -69,7 +69,8 @@ def save_pretrained(model: Transformer, path, tokenizer=None, *, max_shard_bytes
     """Write ``model`` as an HF checkpoint (config.json, safetensors shards + index, generation config, tokenizer).
 
     Tensors are gathered one layer at a time; with several processes only process 0 writes. The directory is
-    written to a temporary sibling and renamed into place.
+    written to a temporary sibling and renamed into place; a missing parent directory is created, and the temporary
+    sibling of an earlier, killed save to the same path is removed first.
     """
     from safetensors.numpy import save_file
 
@@ -78,7 +79,14 @@ def save_pretrained(model: Transformer, path, tokenizer=None, *, max_shard_bytes
     state = nnx.state(model, nnx.Param)
     writer = jax.process_index() == 0
     parent = os.path.dirname(os.path.abspath(path))
-    tmp = tempfile.mkdtemp(prefix=".tmp-save-", dir=parent) if writer else None
+    tmp = None
+    if writer:
+        os.makedirs(parent, exist_ok=True)  # like transformers: a missing parent is created
+        prefix = f".tmp-save-{os.path.basename(os.path.abspath(path))}-"
+        for stale in os.listdir(parent):  # a killed save's partial copy of this same target
+            if stale.startswith(prefix):
+                shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     shards, current, size = [], {}, 0
 
     def flush():

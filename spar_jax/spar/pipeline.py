@@ -27,7 +27,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from spar_jax import io, progress
+from spar_jax import fingerprint, io, progress
 from spar_jax.config import RunConfig
 from spar_jax.parallel import sync_processes
 from spar_jax.shards import sharded
@@ -53,18 +53,20 @@ def stage_info(directory: str) -> dict | None:
         return json.load(f)
 
 
-def run_stage(directory: str, fn: Callable[[], dict]) -> dict:
-    """Run ``fn`` unless ``directory`` holds a DONE record; record its statistics and wall time."""
-    info = stage_info(directory)
-    if info is not None:
+def run_stage(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageInputs | None = None) -> dict:
+    """Run ``fn`` unless ``directory`` holds a DONE record made from the same ``inputs``; record its statistics,
+    inputs and wall time. Changed inputs stop the run or rerun the stage (see ``spar_jax.fingerprint``)."""
+    if fingerprint.decide(directory, inputs):
         _log.info("skip finished stage %s", directory)
-        return info
+        return stage_info(directory)
     os.makedirs(directory, exist_ok=True)
     progress.line(f"{progress.label(directory)}: start")
     start = time.time()
     info = fn()
     info["seconds"] = round(time.time() - start, 2)
     progress.line(f"{progress.label(directory)}: done in {progress.duration(info['seconds'])}")
+    if inputs is not None:
+        info["inputs"] = inputs.values
     io.write_json(os.path.join(directory, DONE), info)
     sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
     return info
@@ -89,7 +91,8 @@ class Pipeline:
         from spar_jax.spar import sources
 
         directory = self.path("prompts")
-        run_stage(directory, lambda: sources.prepare(self.cfg, self.runtime, directory))
+        run_stage(directory, lambda: sources.prepare(self.cfg, self.runtime, directory),
+                  fingerprint.stage_inputs(self.cfg, "prompts"))
         train = list(io.read_jsonl(os.path.join(directory, "train.jsonl")))
         heldout_path = os.path.join(directory, "heldout.jsonl")
         heldout = list(io.read_jsonl(heldout_path)) if os.path.exists(heldout_path) else []
@@ -135,7 +138,8 @@ class Pipeline:
             verdicts = [[self.verdict(r.instruction, s.response) for s in r.samples] for r in recs]
             return S.mining_stats(recs, verdicts)
 
-        run_stage(directory, stage)
+        inputs = fingerprint.stage_inputs(self.cfg, "mine", models={"actor": actor, "refiner": refiner})
+        run_stage(directory, stage, inputs)
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
     def search(self, it: int, mined: list[PromptRecord], refiner: str, *, sub: str = "",
@@ -163,7 +167,7 @@ class Pipeline:
             trees = [TreeRecord.from_dict(r) for r in recs]
             return {**S.search_stats(trees, calls), "checker": S.tree_checker_stats(trees, self.verdict)}
 
-        run_stage(directory, stage)
+        run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "search", models={"refiner": refiner}))
         return [TreeRecord.from_dict(r) for r in _read_shards(directory)]
 
     def data(self, it: int, trees: list[TreeRecord], mined: list[PromptRecord], *, sub: str = "") -> dict:
@@ -184,7 +188,7 @@ class Pipeline:
                     "per_pool": per_pool, "edit_similarity": S.mean_edit_similarity(pairs),
                     "checker": S.pair_checker_stats(pairs, self.verdict)}  # fmt: skip
 
-        return run_stage(directory, stage)
+        return run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "data"))
 
     def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int,
               initial: bool = False, sub: str = "") -> str:  # fmt: skip
@@ -198,7 +202,9 @@ class Pipeline:
                                      seed=derive_seed(self.cfg.seed, it, name), initial=initial)  # fmt: skip
             return {**out, "checkpoint": os.path.join(directory, "hf")}
 
-        return run_stage(directory, stage)["checkpoint"]
+        section = "dpo" if kind == "dpo" else "sft0" if initial else "sft"
+        inputs = fingerprint.stage_inputs(self.cfg, section, models={role: init}, data=data_path)
+        return run_stage(directory, stage, inputs)["checkpoint"]
 
     def evaluate(self, it: int, actor: str, heldout: list[dict], *, sub: str = "", ifeval: bool = True) -> dict:
         from spar_jax.spar import evaluation
@@ -206,7 +212,8 @@ class Pipeline:
         directory = self.path(f"iter_{it}", sub, "eval")
         return run_stage(directory, lambda: evaluation.evaluate_actor(
             self.runtime.engine("actor", actor), heldout, self.cfg, directory,
-            seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval))  # fmt: skip
+            seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval),
+            fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}))  # fmt: skip
 
     def ablation(self, name: str, mined: list[PromptRecord], actor: str, refiner: str, heldout: list[dict]) -> str:
         """One of the paper's ablations at iteration 1, from the iteration's own mined samples and starting models:
@@ -249,7 +256,7 @@ class Pipeline:
             io.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
             return {**counts, "refiner_examples": len(refiner), "actor_examples": len(pools["actor"])}
 
-        return run_stage(directory, stage)
+        return run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
@@ -258,7 +265,7 @@ class Pipeline:
         from spar_jax.spar import publish, report
 
         cfg = self.cfg
-        io.write_json(self.path("config.json"), cfg.raw)
+        fingerprint.check_config(self.wd, cfg.raw)
         pool, heldout = self.prompts()
         notify = on_eval or (lambda name, directory: None)
         actor, refiner = cfg.actor.path, cfg.refiner.path or cfg.actor.path

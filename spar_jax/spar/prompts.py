@@ -102,6 +102,11 @@ class Templates:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[: e.start].count(b"\n") + 1
+            raise ValueError(f"{path}:{line}: not UTF-8 text") from None
+        except RecursionError:
+            raise ValueError(f"{path}:1: invalid JSON: nested too deeply") from None
         except OSError as e:
             raise ValueError(f"{path}: cannot read templates file: {e.strerror}") from None
         if not isinstance(data, dict):

@@ -140,10 +140,9 @@ def plot(rows: list[dict], path: str) -> None:
     if series:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    with io.atomic_open(path, "wb") as f:  # a unique temp name beside ``path``, renamed over it
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _write_tensorboard(rows: list[dict], tb_dir: str) -> None:
@@ -171,6 +170,7 @@ def write_report(workdir: str, iterations: int) -> dict:
              if os.path.exists(os.path.join(workdir, f"iter_{it}", "search", "trees.html"))}  # fmt: skip
     io.write_text(os.path.join(workdir, "report.md"), render(rows, links))
     io.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
-    _write_tensorboard(rows, os.path.join(workdir, "tensorboard"))
-    plot(rows, os.path.join(workdir, "metrics.png"))
+    if io.is_writer():  # the event file and the plot, like every shared file, come from process 0 only
+        _write_tensorboard(rows, os.path.join(workdir, "tensorboard"))
+        plot(rows, os.path.join(workdir, "metrics.png"))
     return {"iterations": rows, "report": os.path.join(workdir, "report.md")}

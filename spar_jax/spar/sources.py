@@ -19,16 +19,24 @@ HELDOUT_KEY_OFFSET = 1_000_000  # held-out keys never collide with generated tra
 IN_DISTRIBUTION, OUT_OF_DISTRIBUTION = "in_distribution", "out_of_distribution"  # held-out "split" labels
 
 
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: the instruction must be a non-empty string, got {value!r:.80}")
+    return value
+
+
 def _instruction(record: dict, field: str, where: str) -> str:
     if field in record and isinstance(record[field], str):
-        return record[field]
+        return _text(record[field], f"{where}: {field!r}")
     for key in ("messages", "conversations"):  # chat / LLaMA-Factory ShareGPT layouts: the first user turn
         turns = record.get(key)
         if isinstance(turns, list):
-            for t in turns:
+            for i, t in enumerate(turns):
+                if not isinstance(t, dict):
+                    raise ValueError(f"{where}: {key}[{i}] must be an object with role/content, got {t!r:.80}")
                 role = t.get("role", t.get("from"))
                 if role in ("user", "human"):
-                    return t.get("content", t.get("value"))
+                    return _text(t.get("content", t.get("value")), f"{where}: {key}[{i}]")
     if "instruction" in record and isinstance(record["instruction"], str):  # alpaca layout
         return (record["instruction"] + ("\n" + record["input"] if record.get("input") else "")).strip()
     raise ValueError(f"{where}: no instruction field {field!r} (nor messages/conversations/instruction)")
@@ -70,6 +78,8 @@ def load_prompts(source: str, field: str = "prompt", limit: int = 0) -> list[dic
             break
         rec = {k: v for k, v in r.items() if k in ("instruction_id_list", "kwargs")}
         out.append({"key": r.get("key", r.get("id", i)), "prompt": _instruction(r, field, where), **rec})
+    if not out:
+        raise ValueError(f"prompts source {source!r}: no prompts (an empty file or dataset)")
     keys = [str(p["key"]) for p in out]
     if len(set(keys)) != len(keys):
         raise ValueError(f"prompts source {source!r}: keys are not unique")

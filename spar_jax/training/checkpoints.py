@@ -46,8 +46,10 @@ class CheckpointStore:
         if save_every <= 0 or keep <= 0:
             raise ValueError(f"checkpoints: save_every ({save_every}) and keep ({keep}) must be > 0")
         self.directory = os.path.abspath(os.fspath(directory))
+        # cleanup_tmp_directories: a save killed midway leaves a "<step>.orbax-checkpoint-tmp-*" directory (a model's
+        # size); it is deleted when the manager opens the directory again.
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every, create=True,
-                                               enable_async_checkpointing=async_save)
+                                               enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> Optional[int]:
@@ -60,7 +62,27 @@ class CheckpointStore:
         return self.manager.save(step, args=args, force=force)
 
     def restore(self, step: int, abstract_state: Any, current_signature: dict) -> tuple[Any, dict]:
-        """Restore ``step`` into the shardings of ``abstract_state`` (ShapeDtypeStructs), checking the signature."""
+        """Restore ``step`` into the shardings of ``abstract_state`` (ShapeDtypeStructs), checking the signature.
+
+        A step that cannot be read (a torn or half-copied directory) is skipped with a warning naming it, and the
+        previous step is restored instead; the state's own ``step`` says which one was. A signature mismatch is an
+        error, not a fallback: every step of the directory was written for the same model."""
+        steps = [s for s in sorted(self.manager.all_steps(), reverse=True) if s <= step] or [step]
+        for i, s in enumerate(steps):
+            try:
+                return self._restore_step(s, abstract_state, current_signature)
+            except ValueError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- Orbax/tensorstore raise many types for unreadable files
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+                if i + 1 == len(steps):
+                    raise ValueError(f"{self.directory}: no readable checkpoint (step {s}: {reason}); delete the "
+                                     "directory to start the training over") from None
+                _log.warning("%s: checkpoint step %d is unreadable (%s); restoring step %d instead",
+                             self.directory, s, reason, steps[i + 1])
+        raise AssertionError("unreachable")
+
+    def _restore_step(self, step: int, abstract_state: Any, current_signature: dict) -> tuple[Any, dict]:
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         saved = (meta or {}).get("signature")
         if saved is None:

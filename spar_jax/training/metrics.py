@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Mapping, Optional
 
@@ -64,10 +65,24 @@ class MetricsLogger:
 
 
 def _truncate_jsonl(path: str, keep_until: int) -> None:
-    """Drop rows with step > ``keep_until`` (all rows when 0) from an existing log, atomically."""
+    """Drop rows with step > ``keep_until`` (all rows when 0) from an existing log, atomically. A torn last line
+    (a kill mid-write) is dropped with a warning; a malformed line elsewhere is a ValueError naming it."""
     if not os.path.exists(path):
         return
-    with open(path, encoding="utf-8") as f:
-        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= keep_until]
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line.decode("utf-8")).get("step", 0)
+        except (ValueError, AttributeError):
+            if any(rest.strip() for rest in lines[i:]):
+                raise ValueError(f"{path}:{i}: malformed metrics row; delete the line or the log") from None
+            logging.getLogger(__name__).warning("%s:%d: torn last line dropped (%d bytes)", path, i, len(line))
+            continue
+        if step <= keep_until:
+            rows.append(line.decode("utf-8") + "\n")
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.writelines(rows)

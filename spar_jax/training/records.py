@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any, Iterable, Iterator
 
-from spar_jax.io import read_jsonl
+from spar_jax.io import read_jsonl_numbered
 
 ROLE_ALIASES = {
     "system": "system", "user": "user", "human": "user",
@@ -31,29 +31,29 @@ def iter_records(source: Any) -> Iterator[tuple[str, dict]]:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if path.endswith(".jsonl"):
-            for lineno, record in _numbered_jsonl(path):
+            for lineno, record in read_jsonl_numbered(path):
                 yield f"{path}:{lineno}", record
             return
         if path.endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                try:
-                    records = json.load(f)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: malformed JSON ({e.msg} at line {e.lineno})") from None
+            with open(path, "rb") as f:
+                data = f.read()
+            try:
+                records = json.loads(data.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                line = data[: e.start].count(b"\n") + 1
+                raise ValueError(f"{path}:{line}: not UTF-8 text") from None
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}:1: malformed JSON (nested too deeply)") from None
             if not isinstance(records, list):
-                raise ValueError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+                raise ValueError(f"{path}:1: expected a JSON list of records, got {type(records).__name__}")
             for i, record in enumerate(records):
                 yield f"{path}[{i}]", _as_dict(record, f"{path}[{i}]")
             return
         raise ValueError(f"{path}: training data must be a .jsonl or .json file")
     for i, record in enumerate(_iterable(source)):
         yield f"records[{i}]", _as_dict(record, f"records[{i}]")
-
-
-def _numbered_jsonl(path: str) -> Iterator[tuple[int, dict]]:
-    with open(path, encoding="utf-8") as f:
-        numbers = [n for n, line in enumerate(f, 1) if line.strip()]
-    yield from zip(numbers, read_jsonl(path))
 
 
 def _iterable(source: Any) -> Iterable:

@@ -80,17 +80,23 @@ def _read_jsonl(path: Path) -> Iterable[tuple[int, Any]]:
     if path.suffix == ".gz":
         import gzip
 
-        opener = lambda: gzip.open(path, "rt", encoding="utf-8")  # noqa: E731
+        opener = lambda: gzip.open(path, "rb")  # noqa: E731
     else:
-        opener = lambda: open(path, encoding="utf-8")  # noqa: E731
+        opener = lambda: open(path, "rb")  # noqa: E731
     with opener() as f:
-        for lineno, line in enumerate(f, start=1):
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text (byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:
                 yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: invalid JSON: {e}") from None
+            except RecursionError:
+                raise ValueError(f"{path}:{lineno}: invalid JSON: nested too deeply") from None
 
 
 def prompts_from_jsonl(path: str | os.PathLike) -> list[IFEvalPrompt]:
