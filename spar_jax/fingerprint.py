@@ -171,7 +171,8 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 _MISSING = object()
 
 
-def _read(path: str) -> dict | None:
+def read_record(path: str) -> dict | None:
+    """A JSON record; None when absent, {} when unreadable (a torn write counts as other inputs)."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -183,10 +184,10 @@ def _read(path: str) -> dict | None:
 
 def _local_decision(directory: str, inputs: StageInputs) -> tuple[int, str]:
     """0 = run (fresh or resume), 1 = finished with the same inputs, 2 = recorded inputs differ (+ message)."""
-    done = _read(os.path.join(directory, DONE))
+    done = read_record(os.path.join(directory, DONE))
     record = done.get("inputs") if done is not None else None
     if record is None:
-        started = _read(os.path.join(directory, RECORD))
+        started = read_record(os.path.join(directory, RECORD))
         record = started.get("values") if started is not None else None
     if done is not None and record is None:
         _log.warning("%s: finished stage without an inputs record (older layout): reused unchecked", directory)
@@ -221,7 +222,7 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
         if io.is_writer():
             delete_from(directory, inputs.workdir if inputs.cascade else "")
         sync_processes(f"rerun:{directory}")
-    if io.is_writer() and _read(os.path.join(directory, RECORD)) is None:
+    if io.is_writer() and read_record(os.path.join(directory, RECORD)) is None:
         io.write_json(os.path.join(directory, RECORD), {"values": inputs.values, "started": time.time_ns()})
     sync_processes(f"inputs:{directory}")
     return False
@@ -230,12 +231,12 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
 def delete_from(directory: str, workdir: str) -> list[str]:
     """Delete ``directory`` and every stage under ``workdir`` started after it (by the ``started`` time of their
     inputs records; ``workdir=""``: ``directory`` alone). Returns the deleted directories."""
-    record = _read(os.path.join(directory, RECORD)) or {}
+    record = read_record(os.path.join(directory, RECORD)) or {}
     since = record.get("started", 0)
     doomed = [directory]
     for path in glob.glob(os.path.join(glob.escape(workdir), "**", RECORD), recursive=True) if workdir else []:
         other = os.path.dirname(path)
-        if os.path.abspath(other) != os.path.abspath(directory) and (_read(path) or {}).get("started", 0) > since:
+        if os.path.abspath(other) != os.path.abspath(directory) and (read_record(path) or {}).get("started", 0) > since:
             doomed.append(other)
     for d in doomed:
         shutil.rmtree(d, ignore_errors=True)
@@ -246,7 +247,7 @@ def check_config(workdir: str, raw: dict[str, Any]) -> None:
     """Write ``config.json`` once; on a rerun with another config, keep it, log the differing keys and write the new
     one beside it as ``config.latest.json`` (the stages' own inputs decide whether the run may continue)."""
     path = os.path.join(workdir, "config.json")
-    old = _read(path)
+    old = read_record(path)
     if not old:
         io.write_json(path, raw)
         return

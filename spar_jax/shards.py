@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from spar_jax import io, progress
-from spar_jax.fingerprint import InputsChangedError, StageInputs, changed_keys
+from spar_jax.fingerprint import InputsChangedError, StageInputs, changed_keys, read_record
 from spar_jax.parallel import agree, agree_all, sync_processes
 
 
@@ -37,7 +37,7 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
     if inputs is not None:
         plan["inputs"] = inputs.values
     plan_path = os.path.join(directory, "plan.json")
-    old = _read_plan(plan_path)
+    old = read_record(plan_path)
     state = agree(0 if old is None else 1 if old == plan else 2)
     if state == 2:
         changed = changed_keys(old.get("inputs", {}), plan.get("inputs", {})) if old else []
@@ -79,12 +79,3 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
         progress.line(f"{what} shard {s + 1}/{n}: done in {progress.duration(time.time() - start)}; {clock.done()}")
     return records
 
-
-def _read_plan(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
