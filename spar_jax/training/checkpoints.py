@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from spar_jax.io import atomic_open
+from spar_jax.io import atomic_open, is_writer
 
 _log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference_logps.npz"
@@ -46,8 +46,9 @@ class CheckpointStore:
         if save_every <= 0 or keep <= 0:
             raise ValueError(f"checkpoints: save_every ({save_every}) and keep ({keep}) must be > 0")
         self.directory = os.path.abspath(os.fspath(directory))
-        # cleanup_tmp_directories: a save killed midway leaves a "<step>.orbax-checkpoint-tmp-*" directory (a model's
-        # size); it is deleted when the manager opens the directory again.
+        # A save killed midway leaves a "<step>.orbax-checkpoint-tmp-*" directory (a model's size): removed here, before
+        # the manager opens the directory (Orbax's own cleanup_tmp_directories may run in the background).
+        _remove_stale_tmp(self.directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every, create=True,
                                                enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
@@ -126,3 +127,13 @@ class CheckpointStore:
             raise ValueError(f"{path}: reference log-probs were computed for different training data "
                              f"(fingerprint {saved}, data {fingerprint}); use a fresh checkpoint directory")
         return ref
+
+
+def _remove_stale_tmp(directory: str) -> None:
+    import shutil
+
+    if not is_writer() or not os.path.isdir(directory):
+        return
+    for name in os.listdir(directory):
+        if ".orbax-checkpoint-tmp-" in name:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
