@@ -89,7 +89,6 @@ def get_config():
 
     c.eval.max_new_tokens = 256  # one cap for every row (IFEval asks for up to ~300 words; cut answers count as given)
     c.eval.ifeval_source = "google/IFEval"  # all 541 prompts; pass a local JSONL of the same schema offline
-    c.eval.ifeval_final_only = True  # the rules run scores IFEval at its last iteration (the main loop at every one)
 
     c.study.results_dir = "results/smollm2_spar"
     c.study.rules_run = True

@@ -95,7 +95,6 @@ def study_config(tmp_path):
     c.search.k_votes = 3
     c.search.branch = 2
     c.eval.ifeval_source = str(ifeval_path)
-    c.eval.ifeval_final_only = True
     c.study.results_dir = str(tmp_path / "results")
     return parse(c)
 
@@ -120,7 +119,8 @@ def _shard_records(directory):
 def test_every_row_is_written_and_the_trained_actor_improves(study):
     cfg, _, summary = study
     rows = summary["rows"]
-    assert set(rows) == {"base", "iter1", "iter2", "no_tree_iter1", "no_refine_iter1", "rules_iter2"}
+    assert set(rows) == {"base", "iter1", "iter2", "no_tree_iter1", "no_refine_iter1", "rules_iter1",
+                         "rules_iter2"}
     assert rows["base"]["prompt_level_strict"] == pytest.approx(1 / 6)  # capitals and commas fail all but "cat"
     assert rows["iter2"]["prompt_level_strict"] == 1.0
     results = cfg.study.results_dir
@@ -182,8 +182,8 @@ def test_rules_run_uses_the_checker_and_the_stage0_refiner(study):
     assert json.load(open(os.path.join(wd, "config.json")))["refiner"]["path"] == stage0
     calls = json.load(open(os.path.join(wd, "iter_1", "search", "shard_00000.calls.json")))
     assert calls and {c["kind"] for c in calls} == {"refine"}  # the refiner refines; the checker judges
-    assert not os.path.exists(os.path.join(wd, "iter_1", "eval", "ifeval"))  # IFEval at the last iteration only
-    assert os.path.exists(os.path.join(wd, "iter_2", "eval", "ifeval", "responses.jsonl"))
+    for it in (1, 2):  # every iteration of the rules run is a row
+        assert os.path.exists(os.path.join(wd, f"iter_{it}", "eval", "ifeval", "responses.jsonl"))
 
 
 def test_rerun_of_a_finished_study_changes_nothing(study):

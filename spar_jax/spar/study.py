@@ -54,7 +54,7 @@ def run(cfg: RunConfig, runtime) -> dict[str, Any]:
         stage0 = stage_info(os.path.join(wd, "spar", "iter_0", "sft_refiner"))  # the same Stage-0 refiner
         rules = variant(cfg, workdir=os.path.join(wd, "rules"), **{
             "judge.kind": "rules", "spar.eval_base": False, "spar.ablations": (), "spar.bootstrap_prompts": 0,
-            "spar.bootstrap_actor": False, "spar.initial_sft_refiner": "",
+            "spar.bootstrap_actor": False, "spar.initial_sft_refiner": "", "eval.ifeval_final_only": False,
             "refiner.path": stage0["checkpoint"] if stage0 else cfg.refiner.path,
         })  # fmt: skip
         Pipeline(rules, runtime).run(on_eval=publish)
