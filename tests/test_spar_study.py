@@ -11,6 +11,7 @@ from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 from spar_jax import io
 from spar_jax.config import default_config, parse
 from spar_jax.spar.evolve import generate_constraint_prompts
+from spar_jax.spar import results
 from spar_jax.spar.judges import HybridJudge, ModelJudge, RulesJudge, make_judge
 from spar_jax.spar.runtime import Runtime
 from spar_jax.spar.study import run as run_study
@@ -132,7 +133,11 @@ def test_every_row_is_written_and_the_trained_actor_improves(study):
         if row != "base":
             d = s["vs_base"]["average"]
             assert d["low"] <= d["delta"] <= d["high"] and d["delta"] == pytest.approx(rows[row]["average"] - rows["base"]["average"])
+    iter2 = json.load(open(os.path.join(results, "iter2", "summary.json")))
+    assert 0.0 < iter2["changed_vs_base"] <= 1.0 and iter2["mean_words"] > 0
+    assert "changed_vs_base" not in json.load(open(os.path.join(results, "base", "summary.json")))
     md = open(os.path.join(results, "summary.md")).read()
+    assert "answers changed vs base" in md
     assert "| iter2 |" in md and "judge agrees with checker" in md and "wall time: mine" in md
     assert os.path.getsize(os.path.join(results, "ifeval.png")) > 0
 
@@ -220,3 +225,9 @@ def test_judge_kinds():
     assert isinstance(make_judge("model", engine, prompts), ModelJudge)
     with pytest.raises(ValueError, match="judge kind"):
         make_judge("oracle", engine)
+
+
+def test_answers_changed_counts_stripped_differences():
+    assert results.answers_changed(["a", "b ", "c", "d"], ["a ", "b", "x", "y"]) == 0.5
+    with pytest.raises(ValueError, match="2 base answers but 1"):
+        results.answers_changed(["a", "b"], ["a"])

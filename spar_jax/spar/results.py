@@ -99,6 +99,13 @@ def _interval(d: dict[str, float], signed: bool = False) -> str:
         f"{v} [{100 * d['low']:.1f}, {100 * d['high']:.1f}]"  # fmt: skip
 
 
+def answers_changed(base: list[str], other: list[str]) -> float:
+    """Share of prompts whose answer differs from ``base``'s (whitespace-stripped): what training moved at all."""
+    if len(base) != len(other):
+        raise ValueError(f"answers_changed: {len(base)} base answers but {len(other)} others")
+    return sum(a.strip() != b.strip() for a, b in zip(base, other)) / max(1, len(base))
+
+
 def render(rows: dict[str, dict], loops: dict[str, dict], title: str, notes: str = "") -> str:
     lines = [f"# {title}", "", "IFEval, all prompts, greedy, scored by spar_jax's checker. Values in points (%);",
              "intervals are 95% percentile bootstrap over prompts (10,000 resamples); Δ is paired against `base`.", "",
@@ -109,6 +116,10 @@ def render(rows: dict[str, dict], loops: dict[str, dict], title: str, notes: str
         delta = _interval(r["vs_base"]["average"], signed=True) if r.get("vs_base") else "–"
         lines.append(f"| {name} | " + " | ".join(_fmt(m[k]) for k in METRICS) +
                      f" | {_interval(r['interval']['average'])} | {delta} |")  # fmt: skip
+    lines += ["", "| row | answers changed vs base | mean words per answer |", "|---|---|---|"]
+    for name, r in rows.items():
+        changed = _fmt(r["changed_vs_base"]) if "changed_vs_base" in r else "–"
+        lines.append(f"| {name} | {changed} | {_fmt(r.get('mean_words'), False)} |")
     keys = ["judge_judge_yes_rate", "judge_checker_pass_rate", "judge_checker_agreement", "roots", "truncated_negatives",
             "tree_success", "passing_nodes_pass", "pairs", "equal_pairs_dropped", "right_pairs", "refiner_examples",
             "heldout_average"]  # fmt: skip
@@ -176,17 +187,20 @@ def write_results(workdir: str, results_dir: str, ifeval_source: str, *, title: 
     """Regenerates ``results_dir`` from the finished rows of the study in ``workdir``; returns the summary."""
     prompts = ifeval.load_ifeval_prompts(ifeval_source)
     rows: dict[str, dict] = {}
-    comps = {}
+    comps, answers = {}, {}
     for name, path in available_rows(workdir).items():
         report = ifeval.score_responses(prompts, path)
         comps[name] = components(report.results)
+        answers[name] = [r.response for r in report.results]
         rows[name] = {"metrics": dict(report.metrics), "num_prompts": report.num_prompts,
                       "interval": bootstrap(comps[name], n_resamples=n_resamples)}  # fmt: skip
         io.write_jsonl(os.path.join(results_dir, name, "responses.jsonl"),
                        [{"prompt": r.prompt, "response": r.response} for r in report.results])  # fmt: skip
     for name in rows:
+        rows[name]["mean_words"] = sum(len(a.split()) for a in answers[name]) / max(1, len(answers[name]))
         if name != "base" and "base" in comps:
             rows[name]["vs_base"] = paired_bootstrap(comps["base"], comps[name], n_resamples=n_resamples)
+            rows[name]["changed_vs_base"] = answers_changed(answers["base"], answers[name])
         io.write_json(os.path.join(results_dir, name, "summary.json"), {"row": name, **rows[name]})
     loops = {}
     for run, prefix in (("spar", "iter"), ("rules", "rules_iter")):
