@@ -137,7 +137,7 @@ def test_every_row_is_written_and_the_trained_actor_improves(study):
     assert 0.0 < iter2["changed_vs_base"] <= 1.0 and iter2["mean_words"] > 0
     assert "changed_vs_base" not in json.load(open(os.path.join(results, "base", "summary.json")))
     md = open(os.path.join(results, "summary.md")).read()
-    assert "answers changed vs base" in md
+    assert "answers changed vs base" in md and "judge Yes rate, answers the checker passes" in md
     assert "| iter2 |" in md and "judge agrees with checker" in md and "wall time: mine" in md
     assert os.path.getsize(os.path.join(results, "ifeval.png")) > 0
 
@@ -231,3 +231,9 @@ def test_answers_changed_counts_stripped_differences():
     assert results.answers_changed(["a", "b ", "c", "d"], ["a ", "b", "x", "y"]) == 0.5
     with pytest.raises(ValueError, match="2 base answers but 1"):
         results.answers_changed(["a", "b"], ["a"])
+
+
+def test_judge_yes_rates_split_by_the_checker():
+    confusion = {"yes_pass": 1, "no_pass": 3, "yes_fail": 0, "no_fail": 6}  # agreement 0.7, yet it finds 1 pass in 4
+    assert results._yes_given_checker("judge", confusion) == {"judge_yes_on_pass": 0.25, "judge_yes_on_fail": 0.0}
+    assert results._yes_given_checker("judge", None) == {}

@@ -70,11 +70,13 @@ def loop_statistics(workdir: str, run: str, iteration: int, sub: str = "") -> di
                    truncated_negatives=m.get("truncated_negatives"))  # fmt: skip
         row.update({f"judge_{k}": v for k, v in (m.get("checker") or {}).items()
                     if k in ("judge_yes_rate", "checker_pass_rate", "checker_agreement")})  # fmt: skip
+        row.update(_yes_given_checker("judge", m.get("checker")))
     if info["search"]:
         t = info["search"]
         row.update(trees=t["trees"], tree_success=t["success_rate"], success_at_depth=t.get("success_rate_at_depth"))
         checker = t.get("checker") or {}
         row.update(roots_fail_checker=checker.get("roots_failing"), passing_nodes_pass=checker.get("passing_nodes_pass"))
+        row.update(_yes_given_checker("node_judge", checker.get("nodes")))
     if info["data"]:
         d = info["data"]
         row.update(pairs=d["pairs"], equal_pairs_dropped=d.get("equal_pairs_dropped"),
@@ -83,6 +85,16 @@ def loop_statistics(workdir: str, run: str, iteration: int, sub: str = "") -> di
         row["heldout_average"] = info["eval"]["heldout"].get("average")
     row["seconds"] = {s: i["seconds"] for s, i in info.items() if i and "seconds" in i}
     return row
+
+
+def _yes_given_checker(prefix: str, confusion: dict | None) -> dict[str, float | None]:
+    """The judge's Yes rate among answers the checker passes and among those it fails (from `judge_vs_checker`'s
+    confusion counts). Agreement alone hides a judge that always says No when most answers fail."""
+    if not confusion or "yes_pass" not in confusion:
+        return {}
+    passed, failed = confusion["yes_pass"] + confusion["no_pass"], confusion["yes_fail"] + confusion["no_fail"]
+    return {f"{prefix}_yes_on_pass": confusion["yes_pass"] / passed if passed else None,
+            f"{prefix}_yes_on_fail": confusion["yes_fail"] / failed if failed else None}
 
 
 def _fmt(x: Any, pct: bool = True) -> str:
@@ -120,11 +132,16 @@ def render(rows: dict[str, dict], loops: dict[str, dict], title: str, notes: str
     for name, r in rows.items():
         changed = _fmt(r["changed_vs_base"]) if "changed_vs_base" in r else "–"
         lines.append(f"| {name} | {changed} | {_fmt(r.get('mean_words'), False)} |")
-    keys = ["judge_judge_yes_rate", "judge_checker_pass_rate", "judge_checker_agreement", "roots", "truncated_negatives",
+    keys = ["judge_judge_yes_rate", "judge_checker_pass_rate", "judge_checker_agreement", "judge_yes_on_pass", "judge_yes_on_fail", "node_judge_yes_on_pass",
+            "node_judge_yes_on_fail", "roots", "truncated_negatives",
             "tree_success", "passing_nodes_pass", "pairs", "equal_pairs_dropped", "right_pairs", "refiner_examples",
             "heldout_average"]  # fmt: skip
     labels = {"judge_judge_yes_rate": "judge Yes rate (actor samples)", "judge_checker_pass_rate": "checker pass rate",
-              "judge_checker_agreement": "judge agrees with checker", "roots": "tree roots",
+              "judge_checker_agreement": "judge agrees with checker",
+              "judge_yes_on_pass": "judge Yes rate, answers the checker passes",
+              "judge_yes_on_fail": "judge Yes rate, answers the checker fails",
+              "node_judge_yes_on_pass": "judge Yes rate, refinements the checker passes",
+              "node_judge_yes_on_fail": "judge Yes rate, refinements the checker fails", "roots": "tree roots",
               "truncated_negatives": "No samples cut by the length limit (not roots)", "tree_success": "tree success",
               "passing_nodes_pass": "passing refinements the checker passes", "pairs": "DPO pairs",
               "equal_pairs_dropped": "pairs dropped (equal texts)", "right_pairs": "pairs right by the checker",
