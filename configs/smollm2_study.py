@@ -81,7 +81,7 @@ def get_config():
     c.sft.learning_rate = 1e-5
     c.sft.epochs = 1
     c.sft.batch_size = 8
-    c.sft.max_steps = 24
+    c.sft.max_steps = 0  # one epoch over what the iteration produced: a fixed 24 steps ran 19 epochs over 10 examples
     c.sft.warmup_ratio = 0.0
     c.sft.max_length = 1024
     c.sft.max_prompt_length = 768
