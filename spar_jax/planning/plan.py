@@ -33,6 +33,20 @@ from spar_jax.training import step as S
 from spar_jax.training.trainer import TrainConfig
 
 FIT_WARN = 0.9  # flag phases above this fraction of HBM: XLA needs room for its own temporaries
+ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn")
+
+
+def attention_kernel(config, role: str, flags: list[str]) -> str:
+    """The attention kernel ``<role>.attention_impl`` selects on a TPU slice: "auto" is splash (the Pallas TPU
+    kernel); "cudnn" is a GPU kernel and is planned as "xla" (flagged). Raises ValueError for an unknown value."""
+    impl = config[role].get("attention_impl", "auto") if hasattr(config[role], "get") else "auto"
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"config key {role}.attention_impl: {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+    if impl == "cudnn":
+        flags.append(f"{role}.attention_impl='cudnn' is a GPU kernel; a TPU slice runs 'xla' or 'splash' "
+                     "(planned as xla)")
+        return "xla"
+    return "splash" if impl == "auto" else impl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +97,7 @@ class Plan:
         return sum(s.seconds for s in self.stages)
 
 
-def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layout, flags) -> Phase:
+def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layout, flags, kernel: str) -> Phase:
     train = TrainConfig(kind=kind, **settings)
     tx = S.make_optimizer(S.make_schedule("constant", train.learning_rate, 1, 0.0), weight_decay=train.weight_decay,
                           b1=train.adam_b1, b2=train.adam_b2, eps=train.adam_eps, max_grad_norm=train.max_grad_norm)
@@ -103,13 +117,17 @@ def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layou
         flags.append(f"{name}: {note}")
     act = A.training_activations(local_cfg, rows=local_rows, length=length, dtype=spec.dtype,
                                  param_dtype=spec.param_dtype, remat=spec.remat, chunk_size=train.logits_chunk_size)
+    act, note = A.with_kernel(act, local_cfg, rows=local_rows, length=length, dtype=spec.dtype, remat=spec.remat,
+                              kernel=kernel)
+    if note:
+        flags.append(f"{name}: {note}")
     items = [("params", layout.chip_bytes), ("optimizer state", opt),
              ("gradients" + (" (x2: accumulation)" if train.grad_accum_steps > 1 else ""),
               layout.chip_bytes * (2 if train.grad_accum_steps > 1 else 1))]
     items += _cast_items(spec, layout)
     items += [("gathered layer (fsdp)", layout.gathered_layer_bytes),
               (f"activations saved ({local_rows} rows x {length}{', packed pairs' if packed else ''}, "
-               f"remat={spec.remat})", act.saved),
+               f"remat={spec.remat}, {kernel} attention)", act.saved),
               ("activations: one layer's working set", act.working_set)]
     return Phase(name, tuple(items))
 
@@ -166,22 +184,25 @@ def make_plan(config, model_cfg: ModelConfig, topology: Topology, workload: Work
     for name, axis_name, dim, axis, size in layouts["actor"].undivided:
         flags.append(f"params: {name} dim {axis_name}={dim} does not divide mesh axis {axis}={size}; replicated on it")
 
+    kernels = {role: attention_kernel(config, role, flags) for role in ("actor", "refiner")}
     phases = [
-        _train_phase("train actor (DPO)", "dpo", actor, cfg.dpo, model_cfg, mesh, rules, layouts["actor"], flags),
-        _train_phase("train refiner (SFT)", "sft", refiner, cfg.sft, model_cfg, mesh, rules, layouts["refiner"], flags),
+        _train_phase("train actor (DPO)", "dpo", actor, cfg.dpo, model_cfg, mesh, rules, layouts["actor"], flags,
+                     kernels["actor"]),
+        _train_phase("train refiner (SFT)", "sft", refiner, cfg.sft, model_cfg, mesh, rules, layouts["refiner"], flags,
+                     kernels["refiner"]),
     ]
     sft0 = getattr(cfg, "sft0", None)  # the initial (Stage 0) SFT, when the run does one
     if sft0 is not None and sft0 != cfg.sft and (cfg.spar.initial_sft_actor or cfg.spar.initial_sft_refiner
                                                  or getattr(cfg.spar, "bootstrap_prompts", 0)):
         phases.append(_train_phase("initial SFT (sft0)", "sft", refiner, sft0, model_cfg, mesh, rules,
-                                   layouts["refiner"], flags))
+                                   layouts["refiner"], flags, kernels["refiner"]))
     shapes = _sampling_shapes(cfg, workload)
     # The engines hold their own copy of the weights in engine.dtype ("auto": bfloat16 on the TPU slices planned
     # here); training's master weights are not resident while sampling (the runtime drops one before the other).
     engine_dtype = "bfloat16" if cfg.engine.dtype == "auto" else cfg.engine.dtype
     engine_layouts = {role: M.param_layout(model_cfg, mesh, rules, dtype=engine_dtype, param_dtype=engine_dtype)
                       for role in ("actor", "refiner")}
-    phases.append(_sampling_phase(cfg, shapes, model_cfg, mesh, rules, engine_layouts, engine_dtype, flags))
+    phases.append(_sampling_phase(cfg, shapes, model_cfg, mesh, rules, engine_layouts, engine_dtype, flags, kernels))
     stages = _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, engine_dtype, topology,
                           workload)
     for p in phases:
@@ -200,7 +221,7 @@ def _context_limit(cfg, model_cfg) -> int:
     return cfg.engine.max_length or model_cfg.max_position_embeddings
 
 
-def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, flags) -> Phase:
+def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, flags, kernels) -> Phase:
     limit = _context_limit(cfg, model_cfg)
     kv = prefill = 0
     for st in shapes:
@@ -220,13 +241,14 @@ def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, 
         kv = max(kv, M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=prompt + st["new"],
                                            dtype=engine_dtype))
         local_prompts = M.rows_per_chip(prompts_per_batch, prompt, model_cfg.hidden_size, mesh, rules)
-        local_cfg, _ = A.local_model_config(model_cfg, layouts["actor"].local, layers=1)
-        prefill = max(prefill, A.prefill_working_set(local_cfg, rows=local_prompts, length=prompt, dtype=engine_dtype))
+        local_cfg, _ = A.local_model_config(model_cfg, layouts[st["model"]].local, layers=1)
+        prefill = max(prefill, A.prefill_working_set(local_cfg, rows=local_prompts, length=prompt, dtype=engine_dtype,
+                                                     kernel=kernels[st["model"]]))
     items = [(f"params: actor engine ({engine_dtype})", layouts["actor"].chip_bytes),
               (f"params: refiner engine ({engine_dtype})", layouts["refiner"].chip_bytes)]
     items += [("gathered layer (fsdp)", layouts["actor"].gathered_layer_bytes),
               (f"KV cache (largest batch, {cfg.engine.batch_size} rows)", kv),
-              ("prefill: one layer's working set", prefill)]
+              (f"prefill: one layer's working set ({'/'.join(sorted(set(kernels.values())))} attention)", prefill)]
     return Phase("sampling", tuple(items))
 
 
