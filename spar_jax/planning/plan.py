@@ -29,6 +29,7 @@ from spar_jax.planning import activations as A
 from spar_jax.planning import memory as M
 from spar_jax.planning import timing as T
 from spar_jax.planning.hardware import GiB, Topology
+from spar_jax.planning.lengths import DEFAULTS, LengthProfile
 from spar_jax.training import step as S
 from spar_jax.training.trainer import TrainConfig
 
@@ -58,6 +59,7 @@ class Workload:
     fail_fraction: float = 0.5  # share of prompts whose mining finds a failing response (= trees)
     mfu: float = 0.4  # achieved fraction of peak FLOP/s in prefill and training
     hbm_efficiency: float = 0.7  # achieved fraction of HBM bandwidth in decode
+    lengths: LengthProfile = DEFAULTS  # output-length distributions of the sampling stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +77,12 @@ class Stage:
     name: str
     sequences: int  # decoded rows or trained sequences
     prompt_len: int  # bucketed prompt length (sampling) or padded sequence length (training)
-    new_tokens: int  # decode steps per batch (0 for training)
+    new_tokens: int  # max new tokens per sample (0 for training)
     batches: int  # engine batches (sampling) or optimizer steps (training)
     seconds: float
+    mean_new: float = 0.0  # mean generated tokens per sample (sampling)
+    utilization: float | None = None  # generated tokens / decode slot-steps (sampling)
+    decode_steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +96,7 @@ class Plan:
     iterations: int
     flags: tuple[str, ...]
     workload: Workload
+    batching: str = "static"
 
     @property
     def iteration_seconds(self) -> float:
@@ -141,7 +147,7 @@ def _cast_items(spec, layout) -> list[tuple[str, int]]:
     return [(f"{spec.dtype} copy of the weights", copy)]
 
 
-def _sampling_shapes(cfg, w: Workload) -> list[dict]:
+def sampling_shapes(cfg, w: Workload) -> list[dict]:
     """The four sampling stages of one iteration: sequences decoded, n per prompt, prompt bucket, new tokens."""
     m, s = cfg.mining, cfg.search
     prompts = cfg.prompts.num_train
@@ -152,14 +158,15 @@ def _sampling_shapes(cfg, w: Workload) -> list[dict]:
     trees = math.ceil(prompts * w.fail_fraction)
     nodes = sum(s.branch * (1 if d == 0 else s.keep) for d in range(s.max_depth))  # worst case per tree
     return [
-        dict(name="mine: actor samples", model="actor", sequences=prompts * m.n_samples, n=m.n_samples,
-             prompt=w.instruction_tokens, new=actor_new),
-        dict(name="mine: judge samples", model="refiner", sequences=prompts * m.n_samples * m.k_votes, n=m.k_votes,
-             prompt=judge_prompt, new=m.judge_sampling.max_new_tokens),
-        dict(name=f"search: refine (worst {nodes}/tree)", model="refiner", sequences=trees * nodes, n=s.branch,
-             prompt=refine_prompt, new=refine_new),
-        dict(name="search: judge children", model="refiner", sequences=trees * nodes * s.k_votes, n=s.k_votes,
-             prompt=w.template_tokens + w.instruction_tokens + refine_new, new=s.judge_sampling.max_new_tokens),
+        dict(name="mine: actor samples", model="actor", kind="answer", sequences=prompts * m.n_samples,
+             n=m.n_samples, prompt=w.instruction_tokens, new=actor_new),
+        dict(name="mine: judge samples", model="refiner", kind="judgement", sequences=prompts * m.n_samples * m.k_votes,
+             n=m.k_votes, prompt=judge_prompt, new=m.judge_sampling.max_new_tokens),
+        dict(name=f"search: refine (worst {nodes}/tree)", model="refiner", kind="refinement", sequences=trees * nodes,
+             n=s.branch, prompt=refine_prompt, new=refine_new),
+        dict(name="search: judge children", model="refiner", kind="judgement", sequences=trees * nodes * s.k_votes,
+             n=s.k_votes, prompt=w.template_tokens + w.instruction_tokens + refine_new,
+             new=s.judge_sampling.max_new_tokens),
     ]
 
 
@@ -196,7 +203,7 @@ def make_plan(config, model_cfg: ModelConfig, topology: Topology, workload: Work
                                                  or getattr(cfg.spar, "bootstrap_prompts", 0)):
         phases.append(_train_phase("initial SFT (sft0)", "sft", refiner, sft0, model_cfg, mesh, rules,
                                    layouts["refiner"], flags, kernels["refiner"]))
-    shapes = _sampling_shapes(cfg, workload)
+    shapes = sampling_shapes(cfg, workload)
     # The engines hold their own copy of the weights in engine.dtype ("auto": bfloat16 on the TPU slices planned
     # here); training's master weights are not resident while sampling (the runtime drops one before the other).
     engine_dtype = "bfloat16" if cfg.engine.dtype == "auto" else cfg.engine.dtype
@@ -213,7 +220,7 @@ def make_plan(config, model_cfg: ModelConfig, topology: Topology, workload: Work
         elif share > FIT_WARN:
             flags.append(f"{p.name}: uses {share:.0%} of HBM; XLA's temporaries may not fit")
     return Plan(topology, tuple(mesh.shape.values()), model_cfg, layouts["actor"].count, tuple(phases),
-                tuple(stages), cfg.spar.iterations, tuple(flags), workload)
+                tuple(stages), cfg.spar.iterations, tuple(flags), workload, cfg.engine.batching)
 
 
 
@@ -264,15 +271,17 @@ def _machine(topology, w, model_cfg, mesh, layout) -> T.Machine:
 def _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, engine_dtype, topology,
                  w) -> list[Stage]:
     stages = []
-    for st in shapes:
+    for i, st in enumerate(shapes):
         machine = _machine(topology, w, model_cfg, mesh, engine_layouts[st["model"]])
         prompt = T.pow2_bucket(st["prompt"])
         rows = max(cfg.engine.batch_size // st["n"], 1) * st["n"]
         per_slot = M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=64, dtype=engine_dtype) / 64
-        batches, seconds = T.sampling_stage_s(machine, sequences=st["sequences"], n=st["n"],
-                                              batch_rows=cfg.engine.batch_size, prompt_len=prompt,
-                                              new_tokens=st["new"], kv_bytes_per_slot=per_slot)
-        stages.append(Stage(st["name"], st["sequences"], prompt, st["new"], batches, seconds))
+        lengths = w.lengths.draw(st["kind"], st["new"], st["sequences"], seed=i)
+        t = T.sampling_stage_s(machine, lengths=lengths, n=st["n"], batch_rows=cfg.engine.batch_size,
+                               prompt_len=prompt, new_tokens=st["new"], kv_bytes_per_slot=per_slot,
+                               batching=cfg.engine.batching)
+        stages.append(Stage(st["name"], st["sequences"], prompt, st["new"], t.batches, t.seconds, t.mean_new,
+                            t.utilization, t.decode_steps))
     trees = math.ceil(cfg.prompts.num_train * w.fail_fraction)
     caps = cfg.mixture
     sft_examples = (caps.cap_refine + caps.cap_tree_judge_yes + caps.cap_tree_judge_no + caps.cap_actor_judge_no
