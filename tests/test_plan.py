@@ -228,6 +228,10 @@ def test_timing_by_hand():
     assert cont.decode_steps == 9  # the sample of 10 tokens, started at once, ends last
     assert cont.seconds == pytest.approx(fill + 9 * step(64 + 10))
     assert cont.utilization == pytest.approx(41 / (8 * 9 + 12))
+    # In engine calls of 8 samples, the second call (four samples of 4) starts after the first call's drain.
+    calls = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
+                               kv_bytes_per_slot=1000, batching="continuous", call_samples=8)
+    assert calls.decode_steps == 9 + 3 and calls.utilization == pytest.approx(41 / (8 * 9 + 8 + 8 * 3 + 4))
     assert T.pow2_bucket(300) == 512 and T.pow2_bucket(256) == 256 and T.pow2_bucket(3) == 16
 
 

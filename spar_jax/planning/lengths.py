@@ -76,7 +76,8 @@ def from_run(workdir: str, tokenizer=None) -> LengthProfile:
         cfg = json.load(f)
     try:
         caps = {"answer": cfg["mining"]["actor_max_new_tokens"],
-                "mine_judgement": cfg["mining"]["judge_max_new_tokens"], "refinement": cfg["search"]["refine_max_new_tokens"],
+                "mine_judgement": cfg["mining"]["judge_max_new_tokens"],
+                "refinement": cfg["search"]["refine_max_new_tokens"],
                 "search_judgement": cfg["search"]["judge_max_new_tokens"]}
         model_judge = cfg["judge"]["kind"] == "model"
         actor = cfg["actor"]["path"]

@@ -157,16 +157,18 @@ def sampling_shapes(cfg, w: Workload) -> list[dict]:
     refine_new = s.refine_sampling.max_new_tokens
     trees = math.ceil(prompts * w.fail_fraction)
     nodes = sum(s.branch * (1 if d == 0 else s.keep) for d in range(s.max_depth))  # worst case per tree
+    shard = cfg.spar.shard_size  # prompts (mining) or roots (search) per engine call; a search call is one level
     return [
         dict(name="mine: actor samples", model="actor", kind="answer", sequences=prompts * m.n_samples,
-             n=m.n_samples, prompt=w.instruction_tokens, new=actor_new),
+             n=m.n_samples, prompt=w.instruction_tokens, new=actor_new, call=shard * m.n_samples),
         dict(name="mine: judge samples", model="refiner", kind="judgement", sequences=prompts * m.n_samples * m.k_votes,
-             n=m.k_votes, prompt=judge_prompt, new=m.judge_sampling.max_new_tokens),
+             n=m.k_votes, prompt=judge_prompt, new=m.judge_sampling.max_new_tokens,
+             call=shard * m.n_samples * m.k_votes),
         dict(name=f"search: refine (worst {nodes}/tree)", model="refiner", kind="refinement", sequences=trees * nodes,
-             n=s.branch, prompt=refine_prompt, new=refine_new),
+             n=s.branch, prompt=refine_prompt, new=refine_new, call=shard * s.branch),
         dict(name="search: judge children", model="refiner", kind="judgement", sequences=trees * nodes * s.k_votes,
              n=s.k_votes, prompt=w.template_tokens + w.instruction_tokens + refine_new,
-             new=s.judge_sampling.max_new_tokens),
+             new=s.judge_sampling.max_new_tokens, call=shard * s.branch * s.k_votes),
     ]
 
 
@@ -279,7 +281,7 @@ def _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, e
         lengths = w.lengths.draw(st["kind"], st["new"], st["sequences"], seed=i)
         t = T.sampling_stage_s(machine, lengths=lengths, n=st["n"], batch_rows=cfg.engine.batch_size,
                                prompt_len=prompt, new_tokens=st["new"], kv_bytes_per_slot=per_slot,
-                               batching=cfg.engine.batching)
+                               batching=cfg.engine.batching, call_samples=st["call"])
         stages.append(Stage(st["name"], st["sequences"], prompt, st["new"], t.batches, t.seconds, t.mean_new,
                             t.utilization, t.decode_steps))
     trees = math.ceil(cfg.prompts.num_train * w.fail_fraction)

@@ -90,9 +90,11 @@ class SamplingTime:
 
 
 def sampling_stage_s(m: Machine, *, lengths: np.ndarray, n: int, batch_rows: int, prompt_len: int,
-                     new_tokens: int, kv_bytes_per_slot: float, batching: str) -> SamplingTime:
+                     new_tokens: int, kv_bytes_per_slot: float, batching: str,
+                     call_samples: int | None = None) -> SamplingTime:  # fmt: skip
     """Time to decode samples of the given output ``lengths`` (one per sample, ``n`` consecutive per prompt) with
-    ``batching`` "static" or "continuous" on ``batch_rows`` decode rows (see the module docstring)."""
+    ``batching`` "static" or "continuous" on ``batch_rows`` decode rows (see the module docstring), in engine calls
+    of ``call_samples`` samples (default: one call; each continuous call ends with its own drain)."""
     sequences = len(lengths)
     prompts_per_batch = max(batch_rows // n, 1)
     rows = prompts_per_batch * n
@@ -102,7 +104,9 @@ def sampling_stage_s(m: Machine, *, lengths: np.ndarray, n: int, batch_rows: int
     batches = math.ceil(sequences / rows)
     tokens = int(np.sum(lengths))
     if batching == "continuous":
-        slot_steps = slot_model.continuous_slot_steps(lengths, rows)
+        call = call_samples or sequences
+        slot_steps = sum(slot_model.continuous_slot_steps(lengths[i : i + call], rows)
+                         for i in range(0, sequences, call))  # fmt: skip
         steps = (slot_steps - sequences) // rows
         step = decode_step_s(m, rows=rows, context=prompt_len + new_tokens, kv_bytes_per_slot=kv_bytes_per_slot)
         seconds = prefill + steps * step
