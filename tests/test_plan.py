@@ -409,7 +409,8 @@ def test_compiled_programs_on_8_fake_devices_next_to_the_estimate():
     from spar_jax.planning.plan import sampling_shapes
 
     config = _tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 16, "dpo.batch_size": 8,
-                             "sft.batch_size": 8, "dpo.max_length": 64, "sft.max_length": 64})
+                             "sft.batch_size": 8, "dpo.max_length": 64, "sft.max_length": 64,
+                             "dpo.max_prompt_length": 32, "sft.max_prompt_length": 32})
     config.actor.param_dtype = config.refiner.param_dtype = "float32"
     model = config_from_hf_dict(TINY)
     topology = parse_topology("v5p-16")
