@@ -420,7 +420,9 @@ def test_compiled_programs_on_8_fake_devices_next_to_the_estimate():
     cfg = config_lib.parse(config)
     stage = compiled.largest_sampling_stage(sampling_shapes(cfg, SHORT), cfg.engine.batch_size)
     programs = compiled.compile_programs(cfg, model, plan, devices, sampling_stage=stage, options=FAST_COMPILE)
-    assert [p.name.split(" (")[0] for p in programs] == ["train actor", "train refiner", "sampling: " + stage["name"]]
+    names = [p.name for p in programs]
+    assert names[:2] == ["train actor (DPO) step", "train refiner (SFT) step"]
+    assert names[2].startswith(f"sampling: {stage['name']} (15 rows")  # 16 // 3 prompts x n = 3
     train = dict(plan.phases[0].items)
     assert programs[0].arguments >= train["params"] + train["optimizer state"]
     assert programs[0].aliased > 0  # the train state is donated
