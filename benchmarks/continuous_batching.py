@@ -12,6 +12,9 @@ same per-sample keys (``identical_samples`` counts equal samples); each mode run
 the modes alternate ``repeats`` times and medians are reported. One JSON line per mode, then one comparing them:
 
   utilization        generated_tokens / decode_slot_steps (decode rows x token positions run)
+  utilization_model  the same from the samples' lengths alone (spar_jax/planning/slot_model.py: static batches in
+                     the engine's batch order; continuous as greedy list scheduling in the engine's queue order,
+                     the best any refill policy can do without knowing lengths in advance)
   tok_s              generated tokens per second of wall time (prefill, inserts and host work included)
   decode_slot_steps, generated_tokens, prefill_rows, compiles, seconds (median), load_avg_1min (before, after)
 """
@@ -86,6 +89,7 @@ def main():
             counters[mode] = {k: engine.stats.__dict__[k] - before[k] for k in
                               ("generated_tokens", "decode_slot_steps", "prefill_rows")}  # fmt: skip
     lengths = [len(t) for sample in tokens["static"] for t in sample]
+    modelled = _modelled(engines, prompts, tokens["static"], args)
     out = {}
     for mode, engine in engines.items():
         c = counters[mode]
@@ -94,6 +98,7 @@ def main():
             "mode": mode, "slots": args.slots, "samples": args.prompts * args.n, "max_new": args.max_new,
             "mean_length": round(float(np.mean(lengths)), 1), "median_length": float(np.median(lengths)),
             "utilization": round(c["generated_tokens"] / c["decode_slot_steps"], 3),
+            "utilization_model": modelled[mode],
             "tok_s": round(c["generated_tokens"] / seconds, 1), "seconds": round(seconds, 3),
             "seconds_all": [round(t, 3) for t in times[mode]], **c, "compiles": engine.compiles,
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
@@ -104,6 +109,26 @@ def main():
         "tok_s_continuous_over_static": round(out["continuous"]["tok_s"] / out["static"]["tok_s"], 2),
         "identical_samples": f"{same}/{len(lengths)}",
     }))  # fmt: skip
+
+
+def _modelled(engines, prompts, samples, args) -> dict[str, float]:
+    """Utilization of each mode predicted from the samples' lengths (``slot_model``), in the engine's own order."""
+    from spar_jax.planning import slot_model
+    from spar_jax.sampling import buckets
+
+    lengths = {i: [len(t) for t in sample] for i, sample in enumerate(samples)}
+    engine = engines["continuous"]
+    queue = buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets,
+                                 max_rows=len(prompts))  # fmt: skip
+    order = [x for i in (i for b in queue for i in b.indices) for x in lengths[i]]
+    out = {"continuous": slot_model.continuous_slot_steps(order, args.slots)}
+    rows = max(args.slots // args.n, 1)
+    static = 0
+    for b in buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets, max_rows=rows):
+        static += slot_model.static_slot_steps([x for i in b.indices for x in lengths[i]], b.rows, args.n)
+    out["static"] = static
+    flat = [x for v in lengths.values() for x in v]
+    return {mode: round(slot_model.utilization(flat, steps), 3) for mode, steps in out.items()}
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ def _model_section(m: _Schema, path: str, path_doc: str) -> None:
     m.key("param_dtype", "", 'parameter dtype; "" = same as dtype')
     m.key("remat", "none",
           'activation checkpointing in training: "none", "full" (keep only layer inputs), "dots", "dots_no_batch"')
+    m.key("attention_impl", "auto", 'attention kernel: "xla", "splash" (TPU Pallas), "cudnn" (GPU), "auto" (per backend)')
     m.key("scan_layers", True,
           "scan over layers; False: training unrolls the layer loop (faster on CPU, longer compiles)")
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
 from spar_jax import config as config_lib
@@ -123,6 +124,82 @@ def test_prefill_working_set_formula():
     assert got == 3 * (4 * 32 * 32 * (4 + 2) + 32 * ((2 * 4 + 2 * 2) * 16 + 3 * 128 + 2 * 64) * 2)
 
 
+def test_prefill_working_set_of_a_flash_kernel_has_no_scores():
+    cfg = config_from_hf_dict(TINY)
+    got = A.prefill_working_set(cfg, rows=3, length=32, dtype="bfloat16", kernel="splash")
+    assert got == 3 * (4 * 32 * 4 + 32 * ((2 * 4 + 2 * 2) * 16 + 3 * 128 + 2 * 64) * 2)
+
+
+def test_score_residuals_are_what_xla_attention_stores():
+    """The analytic score residuals equal the [.., G * block, keys] leaves of the real loss's vjp residuals (one
+    layer, remat none, T = 200 in query blocks of 50: no other dimension is 100 or a multiple of 50)."""
+    cfg = config_from_hf_dict(dict(TINY, num_hidden_layers=1))
+    rows, t, g = 2, 200, 2
+    from spar_jax.models.pretrained import abstract_model
+
+    model = abstract_model(cfg, dtype="bfloat16", param_dtype="float32", remat="none")
+    from flax import nnx
+
+    graphdef, state, rest = nnx.split(model, nnx.Param, ...)
+    params, state_def = nnx.to_pure_dict(state), jax.tree.structure(state)
+    spec = S.LossSpec("dpo", chunk_size=16)
+
+    def forward(p, ids, mask):
+        m = nnx.merge(graphdef, S.params_to_state(p, state_def), rest)
+        mb = {"input_ids": ids, "loss_mask": mask, "attention_mask": mask, "valid": jax.numpy.ones((1,), bool),
+              "ref_logps": jax.numpy.zeros((1, 2))}
+        return S.micro_loss(m, mb, {"pairs": 1.0, "tokens": float(rows * t)}, spec)[0]
+
+    ids = jax.ShapeDtypeStruct((rows, t), "int32")
+    mask = jax.ShapeDtypeStruct((rows, t), "bool")
+    res = jax.eval_shape(lambda p, i, m: jax.vjp(lambda q: forward(q, i, m), p)[1], params, ids, mask)
+    scores = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(res)
+                 if x.ndim >= 2 and x.shape[-2] == g * 50 and x.shape[-1] % 50 == 0)
+    assert scores == A.score_residual_bytes(cfg, rows=rows, length=t, dtype="bfloat16") > 0
+
+
+def test_flash_kernel_activations_drop_the_scores_per_remat_policy():
+    cfg = config_from_hf_dict(TINY)
+    kw = dict(rows=4, length=64, dtype="bfloat16")
+    per_layer = A.score_residual_bytes(cfg, **kw) - A.flash_residual_bytes(cfg, rows=4, length=64)
+    for remat in ("none", "full"):
+        act = A.training_activations(cfg, remat=remat, param_dtype="float32", chunk_size=16, **kw)
+        flash, note = A.with_kernel(act, cfg, remat=remat, kernel="splash", **kw)
+        assert note == "" and A.with_kernel(act, cfg, remat=remat, kernel="xla", **kw)[0] == act
+        if remat == "none":  # every layer's scores were saved
+            assert (flash.saved, flash.working_set) == (act.saved - 2 * per_layer, act.working_set)
+        else:  # one layer's scores were the working set's
+            assert (flash.saved, flash.working_set) == (act.saved, act.working_set - per_layer)
+    dots = A.training_activations(cfg, remat="dots", param_dtype="float32", chunk_size=16, **kw)
+    kept, note = A.with_kernel(dots, cfg, remat="dots", kernel="splash", **kw)
+    assert kept == dots and "upper bound for splash" in note
+
+
+def test_attention_impl_choice_for_a_tpu_plan():
+    from spar_jax.planning.plan import attention_kernel
+
+    c = config_lib.default_config()
+    flags = []
+    assert attention_kernel(c, "actor", flags) == "splash" and flags == []  # "auto" on TPU
+    c.refiner.attention_impl = "xla"
+    assert attention_kernel(c, "refiner", flags) == "xla"
+    c.actor.attention_impl = "cudnn"
+    assert attention_kernel(c, "actor", flags) == "xla" and "GPU kernel" in flags[0]
+    c.actor.attention_impl = "flash"
+    with pytest.raises(ValueError, match="actor.attention_impl: 'flash'; choose one of"):
+        attention_kernel(c, "actor", flags)
+
+
+def test_xla_attention_plans_more_sampling_memory_than_splash():
+    base = {"mesh.shape": (1, -1, 2), "engine.batch_size": 60}
+    splash = make_plan(_tiny_config(**base), config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
+    xla = make_plan(_tiny_config(**base, **{"actor.attention_impl": "xla", "refiner.attention_impl": "xla"}),
+                    config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
+    prefill = lambda p: [b for what, b in p.phases[-1].items if what.startswith("prefill")][0]  # noqa: E731
+    assert prefill(xla) > prefill(splash)
+    assert xla.phases[0].total > splash.phases[0].total  # no scores in the full-remat working set
+
+
 def test_timing_by_hand():
     m = T.Machine(chips=4, peak_flops=100e12, hbm_bandwidth=1e12, mfu=0.5, hbm_efficiency=0.5, params=10**9,
                   layers=2, heads=4, head_dim=8, weight_bytes_per_step=2 * 10**9, tensor_shards=1)
@@ -135,9 +212,26 @@ def test_timing_by_hand():
     prefill = (2e9 * 2 * 64 + 4 * 2 * 4 * 8 * 2 * 64 * 64) / (4 * 100e12 * 0.5)
     got = T.decode_batch_s(m, prompts=2, rows=8, prompt_len=64, new_tokens=10, kv_bytes_per_slot=1000)
     assert got == pytest.approx(prefill + 10 * per_step)
-    batches, seconds = T.sampling_stage_s(m, sequences=100, n=4, batch_rows=32, prompt_len=64, new_tokens=10,
-                                          kv_bytes_per_slot=1000)
-    assert batches == math.ceil(100 / 32)
+    # A stage from its samples' lengths: static batches of 8 rows (2 prompts x n=4) run to their longest sample,
+    # reading the cache up to the batch's mean length; continuous slots run until the last sample ends, every step
+    # over prompt_len + new_tokens slots.
+    lengths = np.array([3, 10, 2, 2, 5, 1, 1, 1, 4, 4, 4, 4])
+    step = lambda context: T.decode_step_s(m, rows=8, context=context, kv_bytes_per_slot=1000)  # noqa: E731
+    fill = T.prefill_s(m, prompts=3, prompt_len=64)
+    static = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
+                                kv_bytes_per_slot=1000, batching="static")
+    assert (static.batches, static.decode_steps) == (2, 9 + 3)
+    assert static.seconds == pytest.approx(fill + 9 * step(64 + 10 / 2) + 3 * step(64 + 4 / 2))
+    assert static.utilization == pytest.approx(41 / (8 * 10 + 8 * 4)) and static.mean_new == pytest.approx(41 / 12)
+    cont = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
+                              kv_bytes_per_slot=1000, batching="continuous")
+    assert cont.decode_steps == 9  # the sample of 10 tokens, started at once, ends last
+    assert cont.seconds == pytest.approx(fill + 9 * step(64 + 10))
+    assert cont.utilization == pytest.approx(41 / (8 * 9 + 12))
+    # In engine calls of 8 samples, the second call (four samples of 4) starts after the first call's drain.
+    calls = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
+                               kv_bytes_per_slot=1000, batching="continuous", call_samples=8)
+    assert calls.decode_steps == 9 + 3 and calls.utilization == pytest.approx(41 / (8 * 9 + 8 + 8 * 3 + 4))
     assert T.pow2_bucket(300) == 512 and T.pow2_bucket(256) == 256 and T.pow2_bucket(3) == 16
 
 
@@ -178,7 +272,7 @@ def test_plan_has_an_initial_sft_phase_only_when_the_run_does_one():
     plan = make_plan(_tiny_config(**base, **{"spar.initial_sft_actor": "sft.jsonl"}), config_from_hf_dict(TINY),
                      parse_topology("v5p-16"), SHORT)
     sft0 = next(p for p in plan.phases if p.name == "initial SFT (sft0)")
-    assert dict(sft0.items)["activations saved (2 rows x 4096, remat=none)"] > 0  # 8 examples over fsdp=4
+    assert dict(sft0.items)["activations saved (2 rows x 4096, remat=none, splash attention)"] > 0  # 8 over fsdp=4
 
 
 def test_plan_flags_what_does_not_divide_the_mesh():
@@ -294,3 +388,53 @@ def test_70b_sharded_decode_loop_compiles():
     assert dict(mesh.shape) == {"data": 1, "fsdp": 2, "tensor": 4}
     compiled = lower_decode(model, mesh, cfg.mesh.rules, prompts=4, prompt_len=16, n=2, max_new=8).compile(FAST_COMPILE)
     assert compiled.output_shardings.tokens.spec[0] == "fsdp"  # 8 decode rows over the batch axes (data 1 x fsdp 2)
+
+
+# -- plans from compiled programs ----------------------------------------------------------------------------------
+
+def test_tpu_topology_names():
+    from spar_jax.planning.compiled import tpu_topology_name
+
+    assert tpu_topology_name(parse_topology("v5p-8")) == "v5p:2x2x1"
+    assert tpu_topology_name(parse_topology("v5p-128")) == "v5p:4x4x4"
+    assert tpu_topology_name(parse_topology("v5e-8")) == "v5e:2x4"
+    assert tpu_topology_name(parse_topology("v6e-6")) is None
+
+
+def test_compiled_programs_on_8_fake_devices_next_to_the_estimate():
+    """The real DPO and SFT steps and the sampling program of a tiny run, compiled for a v5p-16 (8 chips) on the 8
+    fake CPU devices: XLA's per-device arguments hold at least the planner's per-chip parameters (+ optimizer state
+    for training), and the report prints both."""
+    from spar_jax.planning import compiled
+    from spar_jax.planning.plan import sampling_shapes
+
+    config = _tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 16, "dpo.batch_size": 8,
+                             "sft.batch_size": 8, "dpo.max_length": 64, "sft.max_length": 64,
+                             "dpo.max_prompt_length": 32, "sft.max_prompt_length": 32})
+    config.actor.param_dtype = config.refiner.param_dtype = "float32"
+    model = config_from_hf_dict(TINY)
+    topology = parse_topology("v5p-16")
+    plan = make_plan(config, model, topology, SHORT)
+    devices, what = compiled.compile_devices(topology)
+    assert len(devices) == 8 and "fake CPU devices" in what  # no libtpu in the test environment
+    cfg = config_lib.parse(config)
+    stage = compiled.largest_sampling_stage(sampling_shapes(cfg, SHORT), cfg.engine.batch_size)
+    programs = compiled.compile_programs(cfg, model, plan, devices, sampling_stage=stage, options=FAST_COMPILE)
+    names = [p.name for p in programs]
+    assert names[:2] == ["train actor (DPO) step", "train refiner (SFT) step"]
+    assert names[2].startswith(f"sampling: {stage['name']} (15 rows")  # 16 // 3 prompts x n = 3
+    train = dict(plan.phases[0].items)
+    assert programs[0].arguments >= train["params"] + train["optimizer state"]
+    assert programs[0].aliased > 0  # the train state is donated
+    sampling = dict(plan.phases[-1].items)
+    assert programs[2].arguments >= sampling["params: actor engine (bfloat16)"]
+    assert all(p.temp > 0 and p.analytic > 0 for p in programs)
+    text = compiled.render(programs, what)
+    assert "MiB per device" in text and "train actor (DPO) step" in text
+
+
+def test_compile_needs_enough_devices():
+    from spar_jax.planning import compiled
+
+    with pytest.raises(ValueError, match="xla_force_host_platform_device_count=64"):
+        compiled.compile_devices(parse_topology("v5p-128"))

@@ -17,6 +17,10 @@ For ``remat="full"`` ``saved`` is the residual stream [rows, T, E] per layer plu
 ``working_set`` is one layer's intermediates (q/k/v, the [H, T, T] float32 scores and probabilities, the MLP
 activations). What XLA fuses away is not subtracted: these are upper estimates of the stored tensors, not of
 XLA's buffer assignment. Prefill (sampling, no backward) uses the formula in ``prefill_working_set``.
+
+The model is measured with its XLA attention, which materializes the [H, T, T] probabilities. For a flash kernel
+(``attention_impl`` splash on TPU, cuDNN on GPU), ``with_kernel`` removes the score residuals that XLA's attention
+stores (``score_residual_bytes``, counted from the same blocked shapes) and adds the kernel's log-sum-exp.
 """
 
 from __future__ import annotations
@@ -105,15 +109,62 @@ def training_activations(local_cfg: ModelConfig, *, rows: int, length: int, dtyp
     return Activations(saved=rows * saved, working_set=rows * working)
 
 
-def prefill_working_set(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str) -> int:
+def prefill_working_set(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str,
+                        kernel: str = "xla") -> int:
     """Transient bytes of one layer's forward over ``rows`` prompts of ``length`` tokens on one chip (no backward,
-    so nothing is stored across layers). From ``layers.attention``: the float32 scores and the compute-dtype
-    probabilities [H, T, T] are live together (an upper bound for ``layers.causal_attention``, whose query blocks
-    together hold (n + 1) / 2n of them); around them the layer's q/k/v, attention output and MLP activations:
+    so nothing is stored across layers): the layer's q/k/v, attention output and MLP activations, and with
+    ``kernel="xla"`` (``layers.attention``) the float32 scores and compute-dtype probabilities [H, T, T], live
+    together (an upper bound for ``layers.causal_attention``, whose query blocks together hold (n + 1) / 2n of
+    them). A flash kernel (splash, cuDNN) keeps its score tiles on chip and writes only the output and the float32
+    log-sum-exp [H, T]:
 
-        rows * (H * T * T * (4 + c) + T * ((2 * H + 2 * K) * D + 3 * M + 2 * E) * c)      c = compute-dtype bytes
+        xla:    rows * (H * T * T * (4 + c) + T * ((2 * H + 2 * K) * D + 3 * M + 2 * E) * c)     c = compute bytes
+        flash:  rows * (H * T * 4          + T * ((2 * H + 2 * K) * D + 3 * M + 2 * E) * c)
     """
     c = jnp.dtype(dtype).itemsize
     h, k, d = local_cfg.num_attention_heads, local_cfg.num_key_value_heads, local_cfg.head_dim
     m, e, t = local_cfg.intermediate_size, local_cfg.hidden_size, length
-    return rows * (h * t * t * (4 + c) + t * ((2 * h + 2 * k) * d + 3 * m + 2 * e) * c)
+    scores = h * t * t * (4 + c) if kernel == "xla" else h * t * 4
+    return rows * (scores + t * ((2 * h + 2 * k) * d + 3 * m + 2 * e) * c)
+
+
+def score_residual_bytes(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str) -> int:
+    """Bytes one layer's ``layers.causal_attention`` keeps for its backward beyond q/k/v and the output, for
+    ``rows`` sequences of ``length`` tokens: per query block of b queries over its first ``hi`` keys, the float32
+    probabilities (``masked_softmax``'s residual), their compute-dtype copy (the value product's) for all H heads,
+    and the boolean mask repeated for the G = H / K query heads of a kv head:
+
+        rows * P * (H * (4 + c) + G),   P = sum over blocks of b * hi   (T * T without blocks)
+
+    A flash kernel saves none of these, only the float32 log-sum-exp [H, T] (``flash_residual_bytes``)."""
+    from spar_jax.models.layers import causal_block
+
+    c = jnp.dtype(dtype).itemsize
+    h, g = local_cfg.num_attention_heads, local_cfg.num_attention_heads // local_cfg.num_key_value_heads
+    t, b = length, causal_block(length)
+    elements = t * t if t <= b else sum((min(lo + b, t) - lo) * min(lo + b, t) for lo in range(0, t, b))
+    return rows * elements * (h * (4 + c) + g)
+
+
+def flash_residual_bytes(local_cfg: ModelConfig, *, rows: int, length: int) -> int:
+    """Bytes one layer's flash attention keeps for its backward beyond q/k/v and the output: the float32
+    log-sum-exp of every query row and head, [rows, H, T]."""
+    return rows * local_cfg.num_attention_heads * length * 4
+
+
+def with_kernel(act: "Activations", local_cfg: ModelConfig, *, rows: int, length: int, dtype: str, remat: str,
+                kernel: str) -> tuple["Activations", str]:
+    """``act`` (measured on the XLA attention) for ``kernel``: with a flash kernel ("splash", "cudnn") the score
+    residuals (``score_residual_bytes``) leave what each remat policy keeps of them (all L layers' with "none", one
+    layer's working set with "full") and the log-sum-exp takes their place. Returns (activations, note); the note
+    is non-empty when the policy ("dots", "dots_no_batch") keeps part of the scores and the XLA bytes are kept."""
+    if kernel == "xla":
+        return act, ""
+    per_layer = (score_residual_bytes(local_cfg, rows=rows, length=length, dtype=dtype)
+                 - flash_residual_bytes(local_cfg, rows=rows, length=length))
+    if remat == "none":
+        return Activations(act.saved - local_cfg.num_hidden_layers * per_layer, act.working_set), ""
+    if remat == "full":
+        return Activations(act.saved, max(act.working_set - per_layer, 0)), ""
+    return act, (f"remat={remat} saves the attention scores' dot outputs; activations are counted as with the "
+                 f"materialized (xla) attention, an upper bound for {kernel}")

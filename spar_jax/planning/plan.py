@@ -29,10 +29,25 @@ from spar_jax.planning import activations as A
 from spar_jax.planning import memory as M
 from spar_jax.planning import timing as T
 from spar_jax.planning.hardware import GiB, Topology
+from spar_jax.planning.lengths import DEFAULTS, LengthProfile
 from spar_jax.training import step as S
 from spar_jax.training.trainer import TrainConfig
 
 FIT_WARN = 0.9  # flag phases above this fraction of HBM: XLA needs room for its own temporaries
+ATTENTION_IMPLS = ("auto", "xla", "splash", "cudnn")
+
+
+def attention_kernel(config, role: str, flags: list[str]) -> str:
+    """The attention kernel ``<role>.attention_impl`` selects on a TPU slice: "auto" is splash (the Pallas TPU
+    kernel); "cudnn" is a GPU kernel and is planned as "xla" (flagged). Raises ValueError for an unknown value."""
+    impl = config[role].get("attention_impl", "auto") if hasattr(config[role], "get") else "auto"
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"config key {role}.attention_impl: {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+    if impl == "cudnn":
+        flags.append(f"{role}.attention_impl='cudnn' is a GPU kernel; a TPU slice runs 'xla' or 'splash' "
+                     "(planned as xla)")
+        return "xla"
+    return "splash" if impl == "auto" else impl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +59,7 @@ class Workload:
     fail_fraction: float = 0.5  # share of prompts whose mining finds a failing response (= trees)
     mfu: float = 0.4  # achieved fraction of peak FLOP/s in prefill and training
     hbm_efficiency: float = 0.7  # achieved fraction of HBM bandwidth in decode
+    lengths: LengthProfile = DEFAULTS  # output-length distributions of the sampling stages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,9 +77,12 @@ class Stage:
     name: str
     sequences: int  # decoded rows or trained sequences
     prompt_len: int  # bucketed prompt length (sampling) or padded sequence length (training)
-    new_tokens: int  # decode steps per batch (0 for training)
+    new_tokens: int  # max new tokens per sample (0 for training)
     batches: int  # engine batches (sampling) or optimizer steps (training)
     seconds: float
+    mean_new: float = 0.0  # mean generated tokens per sample (sampling)
+    utilization: float | None = None  # generated tokens / decode slot-steps (sampling)
+    decode_steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +96,14 @@ class Plan:
     iterations: int
     flags: tuple[str, ...]
     workload: Workload
+    batching: str = "static"
 
     @property
     def iteration_seconds(self) -> float:
         return sum(s.seconds for s in self.stages)
 
 
-def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layout, flags) -> Phase:
+def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layout, flags, kernel: str) -> Phase:
     train = TrainConfig(kind=kind, **settings)
     tx = S.make_optimizer(S.make_schedule("constant", train.learning_rate, 1, 0.0), weight_decay=train.weight_decay,
                           b1=train.adam_b1, b2=train.adam_b2, eps=train.adam_eps, max_grad_norm=train.max_grad_norm)
@@ -103,13 +123,17 @@ def _train_phase(name, kind, spec, settings: dict, model_cfg, mesh, rules, layou
         flags.append(f"{name}: {note}")
     act = A.training_activations(local_cfg, rows=local_rows, length=length, dtype=spec.dtype,
                                  param_dtype=spec.param_dtype, remat=spec.remat, chunk_size=train.logits_chunk_size)
+    act, note = A.with_kernel(act, local_cfg, rows=local_rows, length=length, dtype=spec.dtype, remat=spec.remat,
+                              kernel=kernel)
+    if note:
+        flags.append(f"{name}: {note}")
     items = [("params", layout.chip_bytes), ("optimizer state", opt),
              ("gradients" + (" (x2: accumulation)" if train.grad_accum_steps > 1 else ""),
               layout.chip_bytes * (2 if train.grad_accum_steps > 1 else 1))]
     items += _cast_items(spec, layout)
     items += [("gathered layer (fsdp)", layout.gathered_layer_bytes),
               (f"activations saved ({local_rows} rows x {length}{', packed pairs' if packed else ''}, "
-               f"remat={spec.remat})", act.saved),
+               f"remat={spec.remat}, {kernel} attention)", act.saved),
               ("activations: one layer's working set", act.working_set)]
     return Phase(name, tuple(items))
 
@@ -123,7 +147,7 @@ def _cast_items(spec, layout) -> list[tuple[str, int]]:
     return [(f"{spec.dtype} copy of the weights", copy)]
 
 
-def _sampling_shapes(cfg, w: Workload) -> list[dict]:
+def sampling_shapes(cfg, w: Workload) -> list[dict]:
     """The four sampling stages of one iteration: sequences decoded, n per prompt, prompt bucket, new tokens."""
     m, s = cfg.mining, cfg.search
     prompts = cfg.prompts.num_train
@@ -133,15 +157,18 @@ def _sampling_shapes(cfg, w: Workload) -> list[dict]:
     refine_new = s.refine_sampling.max_new_tokens
     trees = math.ceil(prompts * w.fail_fraction)
     nodes = sum(s.branch * (1 if d == 0 else s.keep) for d in range(s.max_depth))  # worst case per tree
+    shard = cfg.spar.shard_size  # prompts (mining) or roots (search) per engine call; a search call is one level
     return [
-        dict(name="mine: actor samples", model="actor", sequences=prompts * m.n_samples, n=m.n_samples,
-             prompt=w.instruction_tokens, new=actor_new),
-        dict(name="mine: judge samples", model="refiner", sequences=prompts * m.n_samples * m.k_votes, n=m.k_votes,
-             prompt=judge_prompt, new=m.judge_sampling.max_new_tokens),
-        dict(name=f"search: refine (worst {nodes}/tree)", model="refiner", sequences=trees * nodes, n=s.branch,
-             prompt=refine_prompt, new=refine_new),
-        dict(name="search: judge children", model="refiner", sequences=trees * nodes * s.k_votes, n=s.k_votes,
-             prompt=w.template_tokens + w.instruction_tokens + refine_new, new=s.judge_sampling.max_new_tokens),
+        dict(name="mine: actor samples", model="actor", kind="answer", sequences=prompts * m.n_samples,
+             n=m.n_samples, prompt=w.instruction_tokens, new=actor_new, call=shard * m.n_samples),
+        dict(name="mine: judge samples", model="refiner", kind="judgement", sequences=prompts * m.n_samples * m.k_votes,
+             n=m.k_votes, prompt=judge_prompt, new=m.judge_sampling.max_new_tokens,
+             call=shard * m.n_samples * m.k_votes),
+        dict(name=f"search: refine (worst {nodes}/tree)", model="refiner", kind="refinement", sequences=trees * nodes,
+             n=s.branch, prompt=refine_prompt, new=refine_new, call=shard * s.branch),
+        dict(name="search: judge children", model="refiner", kind="judgement", sequences=trees * nodes * s.k_votes,
+             n=s.k_votes, prompt=w.template_tokens + w.instruction_tokens + refine_new,
+             new=s.judge_sampling.max_new_tokens, call=shard * s.branch * s.k_votes),
     ]
 
 
@@ -166,22 +193,25 @@ def make_plan(config, model_cfg: ModelConfig, topology: Topology, workload: Work
     for name, axis_name, dim, axis, size in layouts["actor"].undivided:
         flags.append(f"params: {name} dim {axis_name}={dim} does not divide mesh axis {axis}={size}; replicated on it")
 
+    kernels = {role: attention_kernel(config, role, flags) for role in ("actor", "refiner")}
     phases = [
-        _train_phase("train actor (DPO)", "dpo", actor, cfg.dpo, model_cfg, mesh, rules, layouts["actor"], flags),
-        _train_phase("train refiner (SFT)", "sft", refiner, cfg.sft, model_cfg, mesh, rules, layouts["refiner"], flags),
+        _train_phase("train actor (DPO)", "dpo", actor, cfg.dpo, model_cfg, mesh, rules, layouts["actor"], flags,
+                     kernels["actor"]),
+        _train_phase("train refiner (SFT)", "sft", refiner, cfg.sft, model_cfg, mesh, rules, layouts["refiner"], flags,
+                     kernels["refiner"]),
     ]
     sft0 = getattr(cfg, "sft0", None)  # the initial (Stage 0) SFT, when the run does one
     if sft0 is not None and sft0 != cfg.sft and (cfg.spar.initial_sft_actor or cfg.spar.initial_sft_refiner
                                                  or getattr(cfg.spar, "bootstrap_prompts", 0)):
         phases.append(_train_phase("initial SFT (sft0)", "sft", refiner, sft0, model_cfg, mesh, rules,
-                                   layouts["refiner"], flags))
-    shapes = _sampling_shapes(cfg, workload)
+                                   layouts["refiner"], flags, kernels["refiner"]))
+    shapes = sampling_shapes(cfg, workload)
     # The engines hold their own copy of the weights in engine.dtype ("auto": bfloat16 on the TPU slices planned
     # here); training's master weights are not resident while sampling (the runtime drops one before the other).
     engine_dtype = "bfloat16" if cfg.engine.dtype == "auto" else cfg.engine.dtype
     engine_layouts = {role: M.param_layout(model_cfg, mesh, rules, dtype=engine_dtype, param_dtype=engine_dtype)
                       for role in ("actor", "refiner")}
-    phases.append(_sampling_phase(cfg, shapes, model_cfg, mesh, rules, engine_layouts, engine_dtype, flags))
+    phases.append(_sampling_phase(cfg, shapes, model_cfg, mesh, rules, engine_layouts, engine_dtype, flags, kernels))
     stages = _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, engine_dtype, topology,
                           workload)
     for p in phases:
@@ -192,7 +222,7 @@ def make_plan(config, model_cfg: ModelConfig, topology: Topology, workload: Work
         elif share > FIT_WARN:
             flags.append(f"{p.name}: uses {share:.0%} of HBM; XLA's temporaries may not fit")
     return Plan(topology, tuple(mesh.shape.values()), model_cfg, layouts["actor"].count, tuple(phases),
-                tuple(stages), cfg.spar.iterations, tuple(flags), workload)
+                tuple(stages), cfg.spar.iterations, tuple(flags), workload, cfg.engine.batching)
 
 
 
@@ -200,7 +230,7 @@ def _context_limit(cfg, model_cfg) -> int:
     return cfg.engine.max_length or model_cfg.max_position_embeddings
 
 
-def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, flags) -> Phase:
+def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, flags, kernels) -> Phase:
     limit = _context_limit(cfg, model_cfg)
     kv = prefill = 0
     for st in shapes:
@@ -220,13 +250,14 @@ def _sampling_phase(cfg, shapes, model_cfg, mesh, rules, layouts, engine_dtype, 
         kv = max(kv, M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=prompt + st["new"],
                                            dtype=engine_dtype))
         local_prompts = M.rows_per_chip(prompts_per_batch, prompt, model_cfg.hidden_size, mesh, rules)
-        local_cfg, _ = A.local_model_config(model_cfg, layouts["actor"].local, layers=1)
-        prefill = max(prefill, A.prefill_working_set(local_cfg, rows=local_prompts, length=prompt, dtype=engine_dtype))
+        local_cfg, _ = A.local_model_config(model_cfg, layouts[st["model"]].local, layers=1)
+        prefill = max(prefill, A.prefill_working_set(local_cfg, rows=local_prompts, length=prompt, dtype=engine_dtype,
+                                                     kernel=kernels[st["model"]]))
     items = [(f"params: actor engine ({engine_dtype})", layouts["actor"].chip_bytes),
               (f"params: refiner engine ({engine_dtype})", layouts["refiner"].chip_bytes)]
     items += [("gathered layer (fsdp)", layouts["actor"].gathered_layer_bytes),
               (f"KV cache (largest batch, {cfg.engine.batch_size} rows)", kv),
-              ("prefill: one layer's working set", prefill)]
+              (f"prefill: one layer's working set ({'/'.join(sorted(set(kernels.values())))} attention)", prefill)]
     return Phase("sampling", tuple(items))
 
 
@@ -242,15 +273,17 @@ def _machine(topology, w, model_cfg, mesh, layout) -> T.Machine:
 def _stage_times(cfg, shapes, model_cfg, mesh, rules, layouts, engine_layouts, engine_dtype, topology,
                  w) -> list[Stage]:
     stages = []
-    for st in shapes:
+    for i, st in enumerate(shapes):
         machine = _machine(topology, w, model_cfg, mesh, engine_layouts[st["model"]])
         prompt = T.pow2_bucket(st["prompt"])
         rows = max(cfg.engine.batch_size // st["n"], 1) * st["n"]
         per_slot = M.kv_cache_chip_bytes(model_cfg, mesh, rules, rows=rows, length=64, dtype=engine_dtype) / 64
-        batches, seconds = T.sampling_stage_s(machine, sequences=st["sequences"], n=st["n"],
-                                              batch_rows=cfg.engine.batch_size, prompt_len=prompt,
-                                              new_tokens=st["new"], kv_bytes_per_slot=per_slot)
-        stages.append(Stage(st["name"], st["sequences"], prompt, st["new"], batches, seconds))
+        lengths = w.lengths.draw(st["kind"], st["new"], st["sequences"], seed=i)
+        t = T.sampling_stage_s(machine, lengths=lengths, n=st["n"], batch_rows=cfg.engine.batch_size,
+                               prompt_len=prompt, new_tokens=st["new"], kv_bytes_per_slot=per_slot,
+                               batching=cfg.engine.batching, call_samples=st["call"])
+        stages.append(Stage(st["name"], st["sequences"], prompt, st["new"], t.batches, t.seconds, t.mean_new,
+                            t.utilization, t.decode_steps))
     trees = math.ceil(cfg.prompts.num_train * w.fail_fraction)
     caps = cfg.mixture
     sft_examples = (caps.cap_refine + caps.cap_tree_judge_yes + caps.cap_tree_judge_no + caps.cap_actor_judge_no

@@ -55,15 +55,21 @@ def render(plan: Plan, *, markdown: bool = False) -> str:
     lines.append("flags:" if plan.flags else "flags: none (every phase fits; every sharded dimension divides)")
     lines += [f"- {f}" for f in plan.flags] + [""]
     if plan.stages:
-        rows = [[s.name, f"{s.sequences:,}", str(s.prompt_len), str(s.new_tokens or "-"), f"{s.batches:,}",
+        rows = [[s.name, f"{s.sequences:,}", str(s.prompt_len), str(s.new_tokens or "-"),
+                 f"{s.mean_new:.0f}" if s.utilization is not None else "-",
+                 f"{s.utilization:.2f}" if s.utilization is not None else "-",
+                 f"{s.decode_steps:,}" if s.utilization is not None else f"{s.batches:,}",
                  _duration(s.seconds)] for s in plan.stages]
-        rows.append(["one iteration", "", "", "", "", _duration(plan.iteration_seconds)])
+        blank_cols = [""] * 6
+        rows.append(["one iteration", *blank_cols, _duration(plan.iteration_seconds)])
         total = _duration(plan.iteration_seconds * plan.iterations)
-        rows.append([f"{plan.iterations} iterations", "", "", "", "", total])
-        lines += ["time per SPaR stage (one iteration):", ""]
-        lines += _table(["stage", "sequences", "prompt/len", "new", "batches/steps", "time"], rows, markdown) + blank
+        rows.append([f"{plan.iterations} iterations", *blank_cols, total])
+        lines += [f"time per SPaR stage (one iteration; engine.batching={plan.batching}):", ""]
+        lines += _table(["stage", "sequences", "prompt/len", "max new", "mean new", "utilization",
+                         "decode steps / train steps", "time"], rows, markdown) + blank
     w = plan.workload
     lines.append(f"assumptions: MFU {w.mfu:.0%} (prefill, training), HBM efficiency {w.hbm_efficiency:.0%} (decode), "
                  f"instruction {w.instruction_tokens} tokens, template {w.template_tokens} tokens, "
-                 f"{w.fail_fraction:.0%} of prompts become trees, worst-case tree size, decode runs to max_new_tokens.")
+                 f"{w.fail_fraction:.0%} of prompts become trees, worst-case tree size; "
+                 f"{w.lengths.describe()}; utilization from those lengths on the engine's decode rows.")
     return "\n".join(lines) + "\n"

@@ -1,28 +1,34 @@
 """Time per SPaR stage from FLOPs and HBM bandwidth (pure arithmetic; units in names: _s seconds, _bytes, _flops).
 
-Sampling (one engine batch of ``rows`` decode rows from ``prompts`` prompts of ``prompt_len`` bucketed tokens,
-``new_tokens`` decode steps):
+Sampling: a stage decodes ``sequences`` samples (``n`` per prompt, ``prompt_len`` bucketed prompt tokens, at most
+``new_tokens`` each) whose output lengths are given (drawn from a measured or default distribution, see
+``lengths.py``), on ``batch_rows`` decode rows:
     prefill_s = flops_forward(prompts * prompt_len tokens, context prompt_len) / (chips * peak * mfu)
     step_s    = max(bytes_per_step / (hbm_bandwidth * hbm_efficiency), flops_per_step / (chips * peak * mfu))
     bytes_per_step = weight bytes one chip reads (all weights / tensor shards: FSDP gathers them every step,
-                     data-parallel replicas hold them) + that chip's KV cache at the mean length
-                     prompt_len + new_tokens / 2
-A batch runs ``new_tokens`` steps: the decode loop stops when its longest row stops, so the configured maximum is
-the planning value. ICI time for the FSDP gathers is not modelled (it overlaps with, and is usually below, HBM time
-on one slice).
+                     data-parallel replicas hold them) + that chip's KV cache over the slots a step reads
+Decode steps come from the lengths (``slot_model``): static batches run as many steps as their longest sample and
+read the cache up to prompt_len + steps so far (mean: half the batch's steps); continuous batching runs the slots
+until the last sample ends, every step over the whole dense cache (prompt_len + new_tokens slots). Utilization =
+generated tokens / decode slot-steps. ICI time for the FSDP gathers is not modelled (it overlaps with, and is
+usually below, HBM time on one slice).
 
 Training (tokens = sequences * padded length):
     flops_s = passes * flops_forward(tokens, context length) / (chips * peak * mfu)
 with passes = 3 (forward + backward) or 4 with full remat (one more forward); DPO adds one forward pass over its
 data for the reference log-probs.
     flops_forward(tokens, ctx) = 2 * N * tokens + 4 * L * H * D * tokens * ctx
-(our attention computes the full [T, S] score matrix, masked, so ctx = S, not S / 2).
+(the full [T, S] score matrix, masked: ctx = S, not S / 2).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+
+import numpy as np
+
+from spar_jax.planning import slot_model
 
 
 def flops_forward(params: int, tokens: int, context: int, *, layers: int, heads: int, head_dim: int) -> float:
@@ -52,29 +58,68 @@ class Machine:
     tensor_shards: int
 
 
+def prefill_s(m: Machine, *, prompts: int, prompt_len: int) -> float:
+    """Seconds to prefill ``prompts`` prompts of ``prompt_len`` tokens."""
+    return flops_forward(m.params, prompts * prompt_len, prompt_len, layers=m.layers, heads=m.heads,
+                         head_dim=m.head_dim) / (m.chips * m.peak_flops * m.mfu)
+
+
+def decode_step_s(m: Machine, *, rows: int, context: float, kv_bytes_per_slot: float) -> float:
+    """Seconds for one decode step of ``rows`` rows reading ``context`` cache slots. ``kv_bytes_per_slot``: one
+    chip's KV-cache bytes per cache slot (all its rows and layers)."""
+    step_bytes = m.weight_bytes_per_step + kv_bytes_per_slot * context
+    step_flops = flops_forward(m.params, rows, int(context), layers=m.layers, heads=m.heads, head_dim=m.head_dim)
+    return max(step_bytes / (m.hbm_bandwidth * m.hbm_efficiency), step_flops / (m.chips * m.peak_flops * m.mfu))
+
+
 def decode_batch_s(m: Machine, *, prompts: int, rows: int, prompt_len: int, new_tokens: int,
                    kv_bytes_per_slot: float) -> float:
-    """Seconds for one engine batch: prefill of ``prompts`` prompts then ``new_tokens`` decode steps of ``rows``
-    rows. ``kv_bytes_per_slot``: one chip's KV-cache bytes per cache slot (all its rows and layers)."""
-    compute = m.chips * m.peak_flops * m.mfu
-    prefill = flops_forward(m.params, prompts * prompt_len, prompt_len, layers=m.layers, heads=m.heads,
-                            head_dim=m.head_dim) / compute
-    mean_len = prompt_len + new_tokens / 2
-    step_bytes = m.weight_bytes_per_step + kv_bytes_per_slot * mean_len
-    step_flops = flops_forward(m.params, rows, int(mean_len), layers=m.layers, heads=m.heads, head_dim=m.head_dim)
-    step = max(step_bytes / (m.hbm_bandwidth * m.hbm_efficiency), step_flops / compute)
-    return prefill + new_tokens * step
+    """Seconds for one static engine batch: prefill of ``prompts`` prompts then ``new_tokens`` decode steps of
+    ``rows`` rows, the cache read up to its mean length prompt_len + new_tokens / 2."""
+    step = decode_step_s(m, rows=rows, context=prompt_len + new_tokens / 2, kv_bytes_per_slot=kv_bytes_per_slot)
+    return prefill_s(m, prompts=prompts, prompt_len=prompt_len) + new_tokens * step
 
 
-def sampling_stage_s(m: Machine, *, sequences: int, n: int, batch_rows: int, prompt_len: int, new_tokens: int,
-                     kv_bytes_per_slot: float) -> tuple[int, float]:
-    """(engine batches, seconds) to decode ``sequences`` rows, ``n`` samples per prompt, ``batch_rows`` per batch
-    (the engine puts ``max(batch_rows // n, 1)`` prompts in a batch)."""
+@dataclasses.dataclass(frozen=True)
+class SamplingTime:
+    batches: int  # static: engine batches; continuous: prefill groups of up to batch_rows // n prompts
+    decode_steps: int
+    mean_new: float  # mean generated tokens per sample
+    utilization: float  # generated tokens / decode slot-steps
+    seconds: float
+
+
+def sampling_stage_s(m: Machine, *, lengths: np.ndarray, n: int, batch_rows: int, prompt_len: int,
+                     new_tokens: int, kv_bytes_per_slot: float, batching: str,
+                     call_samples: int | None = None) -> SamplingTime:  # fmt: skip
+    """Time to decode samples of the given output ``lengths`` (one per sample, ``n`` consecutive per prompt) with
+    ``batching`` "static" or "continuous" on ``batch_rows`` decode rows (see the module docstring), in engine calls
+    of ``call_samples`` samples (default: one call; each continuous call ends with its own drain)."""
+    sequences = len(lengths)
     prompts_per_batch = max(batch_rows // n, 1)
     rows = prompts_per_batch * n
-    batches = math.ceil(sequences / rows) if sequences else 0
-    return batches, batches * decode_batch_s(m, prompts=prompts_per_batch, rows=rows, prompt_len=prompt_len,
-                                             new_tokens=new_tokens, kv_bytes_per_slot=kv_bytes_per_slot)
+    if not sequences:
+        return SamplingTime(0, 0, 0.0, 1.0, 0.0)
+    prefill = prefill_s(m, prompts=math.ceil(sequences / n), prompt_len=prompt_len)
+    batches = math.ceil(sequences / rows)
+    tokens = int(np.sum(lengths))
+    if batching == "continuous":
+        call = call_samples or sequences
+        slot_steps = sum(slot_model.continuous_slot_steps(lengths[i : i + call], rows)
+                         for i in range(0, sequences, call))  # fmt: skip
+        steps = (slot_steps - sequences) // rows
+        step = decode_step_s(m, rows=rows, context=prompt_len + new_tokens, kv_bytes_per_slot=kv_bytes_per_slot)
+        seconds = prefill + steps * step
+    else:
+        padded = np.zeros(batches * rows, np.int64)
+        padded[:sequences] = lengths
+        per_batch = padded.reshape(batches, rows).max(axis=1)
+        slot_steps = int(rows * per_batch.sum())
+        steps = int(np.maximum(per_batch - 1, 0).sum())
+        seconds = prefill + sum(max(b - 1, 0) * decode_step_s(m, rows=rows, context=prompt_len + b / 2,
+                                                              kv_bytes_per_slot=kv_bytes_per_slot)
+                                for b in per_batch.tolist())  # fmt: skip
+    return SamplingTime(batches, steps, tokens / sequences, tokens / slot_steps, seconds)
 
 
 def train_passes(remat: str) -> int:

@@ -117,6 +117,18 @@ class Pipeline:
             make_judge(kind, engine, [{"prompt": k, "instruction_id_list": v[0], "kwargs": v[1]}
                                       for k, v in self.constraints.items()], self.templates)  # fmt: skip
 
+    def sampling(self, fn: Callable[[], dict]) -> Callable[[], dict]:
+        """``fn`` (a sampling stage) whose record also gets ``sampling``: the engines' counters over the stage and
+        their slot utilization (``stats.sampling_use``). A resumed stage counts the shards sampled by this process."""
+
+        def stage():
+            before = self.runtime.engine_counters()
+            info = fn()
+            use = S.sampling_use(before, self.runtime.engine_counters())
+            return {**info, "sampling": use} if use else info
+
+        return stage
+
     def verdict(self, instruction: str, response: str) -> bool | None:
         """The checker's strict verdict, None for prompts without checkable constraints."""
         return checker_verdicts([(instruction, response)], self.constraints)[0]
@@ -139,7 +151,7 @@ class Pipeline:
             return S.mining_stats(recs, verdicts)
 
         inputs = fingerprint.stage_inputs(self.cfg, "mine", models={"actor": actor, "refiner": refiner})
-        run_stage(directory, stage, inputs)
+        run_stage(directory, self.sampling(stage), inputs)
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
     def search(self, it: int, mined: list[PromptRecord], refiner: str, *, sub: str = "",
@@ -167,7 +179,8 @@ class Pipeline:
             trees = [TreeRecord.from_dict(r) for r in recs]
             return {**S.search_stats(trees, calls), "checker": S.tree_checker_stats(trees, self.verdict)}
 
-        run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "search", models={"refiner": refiner}))
+        inputs = fingerprint.stage_inputs(self.cfg, "search", models={"refiner": refiner})
+        run_stage(directory, self.sampling(stage), inputs)
         return [TreeRecord.from_dict(r) for r in _read_shards(directory)]
 
     def data(self, it: int, trees: list[TreeRecord], mined: list[PromptRecord], *, sub: str = "") -> dict:
@@ -210,9 +223,9 @@ class Pipeline:
         from spar_jax.spar import evaluation
 
         directory = self.path(f"iter_{it}", sub, "eval")
-        return run_stage(directory, lambda: evaluation.evaluate_actor(
+        return run_stage(directory, self.sampling(lambda: evaluation.evaluate_actor(
             self.runtime.engine("actor", actor), heldout, self.cfg, directory,
-            seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval),
+            seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval)),
             fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}))  # fmt: skip
 
     def ablation(self, name: str, mined: list[PromptRecord], actor: str, refiner: str, heldout: list[dict]) -> str:
@@ -256,7 +269,8 @@ class Pipeline:
             io.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
             return {**counts, "refiner_examples": len(refiner), "actor_examples": len(pools["actor"])}
 
-        return run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
+        return run_stage(directory, self.sampling(stage),
+                         fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
 
     # -- the loop -----------------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from typing import Any
 from spar_jax import io
 
 STAGES = ("bootstrap", "sft_actor", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
+SAMPLING_STAGES = ("bootstrap", "mine", "search", "eval")  # their DONE records carry the engines' counters
 
 
 def _info(workdir: str, it: int, stage: str) -> dict | None:
@@ -76,6 +77,11 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
             row.update({f"heldout_{split}_{k}": v for k, v in metrics.items()})
         if s["eval"].get("ifeval_note"):
             row["note"] = s["eval"]["ifeval_note"]
+    for stage in SAMPLING_STAGES:
+        use = (s[stage] or {}).get("sampling")
+        if use:
+            row[f"utilization_{stage}"] = use["utilization"]
+            row[f"generated_tokens_{stage}"] = use["generated_tokens"]
     for stage in STAGES:
         if s[stage]:
             row[f"seconds_{stage}"] = s[stage]["seconds"]
@@ -115,6 +121,9 @@ def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
     elif any(k.startswith("heldout_") for r in rows for k in r):
         lines += ["", "Held-out prompts come from the training prompts' generator (in distribution only); set "
                   "prompts.heldout_types for an out-of-distribution split."]
+    if any(k.startswith("utilization_") for r in rows for k in r):
+        lines += ["", "utilization_<stage>: generated tokens / decode slot-steps of the stage's engines (the share of "
+                  "decode rows x steps that produced a token; low when rows sit finished while others decode)."]
     if links:
         lines += ["", "Refinement trees and DPO pairs: " + ", ".join(
             f"[iteration {it}]({path})" for it, path in sorted(links.items())) + "."]  # fmt: skip

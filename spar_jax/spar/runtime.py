@@ -16,6 +16,7 @@ from spar_jax.config import ModelSpec, RunConfig
 _log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine, or None = default
+ENGINE_COUNTERS = ("calls", "prompts", "prefill_rows", "decode_rows", "generated_tokens", "decode_slot_steps")
 
 
 class DeferredEngine:
@@ -94,6 +95,16 @@ class Runtime:
             truncate=e.truncate,
             progress=e.progress,
         )
+
+    def engine_counters(self) -> dict[int, dict[str, int]]:
+        """{id(engine): its ``EngineStats`` counters (``ENGINE_COUNTERS``)} for every loaded engine that keeps
+        statistics (an engine shared by actor and refiner appears once; scripted test engines keep none)."""
+        out = {}
+        for engine in self._engines.values():
+            stats = getattr(engine, "stats", None)
+            if stats is not None and id(engine) not in out:
+                out[id(engine)] = {k: int(getattr(stats, k, 0)) for k in ENGINE_COUNTERS}
+        return out
 
     def release(self) -> None:
         """Drop every loaded engine (before training, to free accelerator memory)."""

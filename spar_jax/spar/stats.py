@@ -157,3 +157,17 @@ def mean_edit_similarity(pairs: Sequence[dict]) -> float | None:
         return None
     sims = [edit_similarity(p["chosen"][-1]["content"], p["rejected"][-1]["content"]) for p in pairs]
     return sum(sims) / len(sims)
+
+
+def sampling_use(before: dict[int, dict[str, int]], after: dict[int, dict[str, int]]) -> dict[str, Any] | None:
+    """The engines' work between two ``Runtime.engine_counters`` snapshots: each counter summed over engines (an
+    engine loaded in between counts from zero), and ``utilization`` = generated_tokens / decode_slot_steps, the share
+    of decode slot-steps that produced a token (1.0 when no decode row ever idles). None when nothing was decoded."""
+    total: dict[str, int] = {}
+    for engine, counters in after.items():
+        start = before.get(engine, {})
+        for k, v in counters.items():
+            total[k] = total.get(k, 0) + v - start.get(k, 0)
+    if not total.get("decode_slot_steps"):
+        return None
+    return {**total, "utilization": round(total["generated_tokens"] / total["decode_slot_steps"], 4)}
