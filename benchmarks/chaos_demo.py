@@ -74,12 +74,20 @@ def _normalized(path: str, workdir: str) -> bytes:
     return data.replace(os.path.abspath(workdir).encode(), b"<workdir>")
 
 
-def compare(reference: str, candidate: str, atol: float) -> list[str]:
-    """The differing artifacts (empty when the runs agree)."""
+def finished_stages(workdir: str) -> list[str]:
+    """Stage directories (relative) that hold a DONE.json."""
+    return sorted(os.path.relpath(root, workdir) for root, _, files in os.walk(workdir) if "DONE.json" in files)
+
+
+def compare(reference: str, candidate: str, atol: float, stages: list[str] | None = None) -> list[str]:
+    """The differing artifacts (empty when the runs agree); with ``stages``, only those stage directories' files."""
     import numpy as np
     from safetensors.numpy import load_file
 
     a, b = artifacts(reference), artifacts(candidate)
+    if stages is not None:
+        inside = lambda rel: any(rel.startswith(s + os.sep) for s in stages)  # noqa: E731
+        a, b = {k: v for k, v in a.items() if inside(k)}, {k: v for k, v in b.items() if inside(k)}
     problems = [f"only in reference: {p}" for p in sorted(set(a) - set(b))]
     problems += [f"only in chaos run: {p}" for p in sorted(set(b) - set(a))]
     for rel in sorted(set(a) & set(b)):
@@ -105,6 +113,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--root", default="", help="where the two workdirs go (default: a new temp directory)")
     parser.add_argument("--atol", type=float, default=1e-6)
+    # Progress (one JSON line per attempt: finished stages and any that differ from the reference's) goes to stderr.
     args = parser.parse_args(argv)
     root = args.root or tempfile.mkdtemp(prefix="chaos-")
     reference, chaos = os.path.join(root, "reference"), os.path.join(root, "chaos")
@@ -113,10 +122,16 @@ def main(argv=None) -> dict:
     work = max(uninterrupted["seconds"] - startup, 1.0)
     rng = random.Random(args.seed)
     moments = sorted(rng.uniform(0.0, work) for _ in range(args.kills))  # points of progress through the run
+    print(json.dumps({"reference_seconds": uninterrupted["seconds"], "startup_seconds": startup,
+                      "moments": [round(m, 1) for m in moments]}), file=sys.stderr, flush=True)  # fmt: skip
     attempts = []
-    for previous, moment in zip([0.0, *moments], moments):
-        attempts.append(run_once(args.run, chaos, startup + moment - previous))
-    attempts.append(run_once(args.run, chaos, None))  # to the end
+    for i, (previous, moment) in enumerate(zip([0.0, *moments], [*moments, None])):
+        attempts.append(run_once(args.run, chaos, None if moment is None else startup + moment - previous))
+        # Progress, so that an interrupted check still tells something: the stages finished so far against the
+        # reference's.
+        done = finished_stages(chaos)
+        print(json.dumps({"attempt": i + 1, **attempts[-1], "finished_stages": done,
+                          "differing": compare(reference, chaos, args.atol, done)[:5]}), file=sys.stderr, flush=True)
     problems = compare(reference, chaos, args.atol)
     result = {"equal": not problems, "problems": problems[:20], "kills": args.kills,
               "killed_attempts": sum(a["killed"] for a in attempts), "reference_seconds": uninterrupted["seconds"],

@@ -539,7 +539,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         _build(name, TrainConfig, kind=kind, **d)  # validate now, not after hours of sampling
         return d
 
-    return RunConfig(
+    run_config = RunConfig(
         workdir=c.workdir,
         seed=int(c.seed),
         stages=tuple(c.stages),
@@ -565,6 +565,10 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         hub=HubSpec(**dict(c.hub)),
         raw=c.to_dict(),
     )
+    from spar_jax import mesh_check  # the device count is checked later: mesh_check.validate_against_devices
+
+    mesh_check.check_static(run_config)
+    return run_config
 
 
 def _section(c: ml_collections.ConfigDict, dotted: str) -> ml_collections.ConfigDict:

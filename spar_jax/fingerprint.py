@@ -183,15 +183,15 @@ def read_record(path: str) -> dict | None:
 
 
 def _local_decision(directory: str, inputs: StageInputs) -> tuple[int, str]:
-    """0 = run (fresh or resume), 1 = finished with the same inputs, 2 = recorded inputs differ (+ message)."""
+    """0 = run (fresh or resume), 1 = finished with the same inputs, 2 = recorded inputs differ (+ message),
+    3 / 4 = a stage from before fingerprints that matches ``config.json``: adopt it as finished / to resume."""
     done = read_record(os.path.join(directory, DONE))
     record = done.get("inputs") if done is not None else None
     if record is None:
         started = read_record(os.path.join(directory, RECORD))
         record = started.get("values") if started is not None else None
-    if done is not None and record is None:
-        _log.warning("%s: finished stage without an inputs record (older layout): reused unchecked", directory)
-        return 1, ""
+    if record is None and (done is not None or _has_work(directory)):
+        return _legacy_decision(directory, inputs, finished=done is not None)
     if record is None:
         return 0, ""
     keys = changed_keys(record, inputs.values)
@@ -204,6 +204,56 @@ def _local_decision(directory: str, inputs: StageInputs) -> tuple[int, str]:
                f"or pass --config.on_change=rerun to delete {stage!r} and every later stage and rerun them.")
 
 
+def _has_work(directory: str) -> bool:
+    """Anything but temp files of killed writes in ``directory``."""
+    return os.path.isdir(directory) and any(not n.startswith(".tmp") for n in os.listdir(directory))
+
+
+def _legacy_started(directory: str) -> int:
+    """When a stage without an inputs record started, as well as it can be told: its oldest file's mtime (ns)."""
+    times = [os.stat(os.path.join(root, n)).st_mtime_ns for root, _, files in os.walk(directory) for n in files
+             if not n.startswith(".tmp")]  # fmt: skip
+    return min(times, default=time.time_ns())
+
+
+def _is_config_key(key: str) -> bool:
+    return key not in ("templates", "data") and not key.startswith(("model.", "stage."))
+
+
+def _legacy_decision(directory: str, inputs: StageInputs, *, finished: bool) -> tuple[int, str]:
+    """A stage made before fingerprints (work, or DONE.json, but no inputs record): adopted (3 finished, 4 to
+    resume) when the workdir's ``config.json`` has this run's values for every config key of the stage, else 2.
+    A key an older config.json lacks counts with its schema default (what that run used)."""
+    stage = os.path.relpath(directory, inputs.workdir) if inputs.workdir else directory
+    old = read_record(os.path.join(inputs.workdir, "config.json")) if inputs.workdir else None
+    hint = (f"Use a new workdir, or pass --config.on_change=rerun to delete {stage!r} and every later stage and "
+            f"rerun them.")  # fmt: skip
+    if not old:
+        return 2, (f"{inputs.workdir}: stage {stage!r} was made before stage fingerprints, and the workdir has no "
+                   f"readable config.json to check it against. {hint}")
+    from spar_jax.config import default_config
+
+    recorded = {**_flatten(default_config().to_dict()), **_flatten(old)}
+    recorded = json.loads(json.dumps(recorded, default=str))
+    keys = sorted(k for k, v in inputs.values.items() if _is_config_key(k) and recorded.get(k, _MISSING) != v)
+    if not keys:
+        return (3 if finished else 4), ""
+    shown = ", ".join(f"{k} (was {recorded.get(k, '<absent>')!r}, now {inputs.values[k]!r})" for k in keys[:6]) + (
+        f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+    return 2, (f"{inputs.workdir}: stage {stage!r} was made before stage fingerprints, and the workdir's config.json "
+               f"differs from this run in its settings: {shown}. {hint}")
+
+
+def _adopt(directory: str, inputs: StageInputs, finished: bool) -> None:
+    stage = os.path.relpath(directory, inputs.workdir) if inputs.workdir else directory
+    _log.warning("%s: stage %r was made before stage fingerprints; config.json has this run's values for its "
+                 "settings, so it is adopted (%s) and its inputs are recorded now", inputs.workdir, stage,
+                 "finished" if finished else "to resume")  # fmt: skip
+    if io.is_writer():
+        io.write_json(os.path.join(directory, RECORD), {"values": inputs.values, "started": _legacy_started(directory),
+                                                        "adopted": time.time_ns()})  # fmt: skip
+
+
 def decide(directory: str, inputs: StageInputs | None) -> bool:
     """True if the stage in ``directory`` is finished with these inputs (skip it); False if it must run (fresh or
     resumed), after recording the inputs. Raises InputsChangedError, or with ``on_change="rerun"`` deletes the stage
@@ -213,6 +263,10 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
         return bool(done)
     code, message = _local_decision(directory, inputs)
     code = agree(code)
+    if code in (3, 4):
+        _adopt(directory, inputs, finished=code == 3)
+        sync_processes(f"adopt:{directory}")
+        return code == 3
     if code == 1:
         return True
     if code == 2:
@@ -231,16 +285,30 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
 def delete_from(directory: str, workdir: str) -> list[str]:
     """Delete ``directory`` and every stage under ``workdir`` started after it (by the ``started`` time of their
     inputs records; ``workdir=""``: ``directory`` alone). Returns the deleted directories."""
-    record = read_record(os.path.join(directory, RECORD)) or {}
-    since = record.get("started", 0)
+    since = _started(directory)
     doomed = [directory]
-    for path in glob.glob(os.path.join(glob.escape(workdir), "**", RECORD), recursive=True) if workdir else []:
-        other = os.path.dirname(path)
-        if os.path.abspath(other) != os.path.abspath(directory) and (read_record(path) or {}).get("started", 0) > since:
+    for other in _stage_directories(workdir) if workdir else []:
+        if os.path.abspath(other) != os.path.abspath(directory) and _started(other) > since:
             doomed.append(other)
     for d in doomed:
         shutil.rmtree(d, ignore_errors=True)
     return doomed
+
+
+def _started(directory: str) -> int:
+    """When the stage in ``directory`` started: its inputs record's time, else (a stage from before fingerprints)
+    its oldest file's."""
+    return (read_record(os.path.join(directory, RECORD)) or {}).get("started") or _legacy_started(directory)
+
+
+def _stage_directories(workdir: str) -> list[str]:
+    """Every stage directory under ``workdir``: those holding an inputs record or, from before fingerprints, a
+    DONE.json, a plan.json or a checkpoints directory."""
+    found = set()
+    for marker in (RECORD, DONE, "plan.json", "checkpoints"):
+        found.update(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(workdir), "**", marker),
+                                                           recursive=True))  # fmt: skip
+    return sorted(found)
 
 
 def check_config(workdir: str, raw: dict[str, Any]) -> None:

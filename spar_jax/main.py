@@ -30,8 +30,13 @@ def _stage_evaluate(cfg, runtime) -> dict:
     # The held-out prompts of a SPaR run in this workdir, so the numbers compare with the run's own evaluations.
     path = os.path.join(cfg.workdir, "prompts", "heldout.jsonl")
     heldout = list(io.read_jsonl(path)) if os.path.exists(path) else sources.heldout_prompts(cfg)
+    from spar_jax.spar import engine_protocol as ep
+
     directory = os.path.join(cfg.workdir, "evaluate")
-    return evaluation.evaluate_actor(runtime.engine("actor", cfg.actor.path), heldout, cfg, directory, seed=cfg.seed)
+    source = path if os.path.exists(path) else "the generated held-out prompts"
+    with ep.prompt_source([(p["key"], p["prompt"]) for p in heldout], source):
+        return evaluation.evaluate_actor(runtime.engine("actor", cfg.actor.path), heldout, cfg, directory,
+                                         seed=cfg.seed)
 
 
 def _stage_refine_inference(cfg, runtime) -> dict:
@@ -111,12 +116,16 @@ def stage_inputs(cfg, stage: str):
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns a summary dict. ``config`` is a ConfigDict."""
     from spar_jax import config as config_lib
-    from spar_jax import bucket, fingerprint, parallel
+    from spar_jax import bucket, fingerprint, mesh_check, parallel
     from spar_jax.spar.runtime import Runtime
 
     cfg = config_lib.parse(config)
     bucket.check_workdir(cfg.workdir)
     parallel.maybe_initialize_distributed()
+    import jax
+
+    # After the distributed start-up (the device count initializes the backend), before any model is loaded.
+    mesh_check.validate_against_devices(cfg, jax.device_count())
     cfg = _resolve_hub_data(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
     runtime = runtime or Runtime(cfg)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import time
@@ -16,6 +17,8 @@ from typing import Any, Callable, Sequence
 from spar_jax import io, progress
 from spar_jax.fingerprint import InputsChangedError, StageInputs, changed_keys, read_record
 from spar_jax.parallel import agree, agree_all, sync_processes
+
+_log = logging.getLogger(__name__)
 
 
 def fingerprint(items: Sequence[Any]) -> str:
@@ -38,6 +41,12 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
         plan["inputs"] = inputs.values
     plan_path = os.path.join(directory, "plan.json")
     old = read_record(plan_path)
+    if old and inputs is not None and "inputs" not in old and old == {k: v for k, v in plan.items() if k != "inputs"}:
+        # A plan from before fingerprints, over the same items: its stage's inputs were checked (and recorded) by
+        # fingerprint.decide before this call, so its shards are adopted.
+        _log.warning("%s: plan from before stage fingerprints; its shards are adopted and this run's inputs recorded",
+                     plan_path)
+        old = None
     state = agree(0 if old is None else 1 if old == plan else 2)
     if state == 2:
         changed = changed_keys(old.get("inputs", {}), plan.get("inputs", {})) if old else []

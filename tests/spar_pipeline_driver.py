@@ -130,7 +130,37 @@ def run(workdir: str, model_dir: str, scripted: bool = False) -> dict:
     return Pipeline(cfg, runtime).run()
 
 
+def install_kill_hook(point: str) -> None:
+    """SIGKILL this process at ``point``: ``export:STAGE`` inside the HF export of training stage STAGE (its first
+    weights file half written), ``report`` when the run's final report starts (every stage finished)."""
+    import signal
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if point.startswith("export:"):
+        import safetensors.numpy
+
+        marker, save_file = os.path.join(point.split(":", 1)[1], ".tmp-save-hf-"), safetensors.numpy.save_file
+
+        def torn(tensors, path, metadata=None):
+            if marker in path:
+                open(path, "wb").write(b"partial")
+                die()
+            return save_file(tensors, path, metadata=metadata)
+
+        safetensors.numpy.save_file = torn
+    elif point == "report":
+        from spar_jax.spar import report
+
+        report.write_report = lambda *args, **kwargs: die()
+    else:
+        raise ValueError(f"unknown kill point {point!r}")
+
+
 if __name__ == "__main__":
+    if os.environ.get("SPAR_TEST_KILL_AT"):
+        install_kill_hook(os.environ["SPAR_TEST_KILL_AT"])
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         import jax
 

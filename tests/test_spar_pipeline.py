@@ -117,3 +117,47 @@ def test_killed_twice_and_resumed_equals_uninterrupted(uninterrupted, tiny_model
         assert sorted(a) == sorted(b)
         for name in a:
             np.testing.assert_allclose(a[name], b[name], atol=1e-6, err_msg=f"{model}: {name}")
+
+
+def _run_killed_at(workdir, model_dir, point):
+    """Run the pipeline in a child process that SIGKILLs itself at ``point`` (see ``driver.install_kill_hook``)."""
+    env = {**os.environ, "SPAR_TEST_KILL_AT": point}
+    proc = subprocess.run([sys.executable, driver.__file__, workdir, model_dir], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, timeout=900)  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-3000:]
+
+
+def test_killed_in_the_final_exports_and_resumed_equals_uninterrupted(uninterrupted, tiny_model, tmp_path, caplog):
+    # Killed inside the last training stage's HF export (a weights file half written in the temp sibling), then
+    # inside the run's final report (every stage finished); each resume continues, and the end equals a run that was
+    # never interrupted.
+    reference, _, _ = uninterrupted
+    workdir = str(tmp_path / "w")
+    _run_killed_at(workdir, tiny_model, "export:iter_1/refiner")
+    refiner = os.path.join(workdir, "iter_1", "refiner")
+    assert os.path.exists(os.path.join(workdir, "iter_1/actor/DONE.json"))
+    assert not os.path.exists(os.path.join(refiner, "DONE.json")) and not os.path.exists(os.path.join(refiner, "hf"))
+    assert [n for n in os.listdir(refiner) if n.startswith(".tmp-save-hf-")]
+    checkpoints = os.path.join(refiner, "checkpoints")
+    saved = {n: os.stat(os.path.join(checkpoints, n)).st_mtime_ns for n in os.listdir(checkpoints) if n.isdigit()}
+    assert "2" in saved  # training finished (2 steps) before the export
+    finished = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in (*SAMPLING_ARTIFACTS,
+                                                                           "iter_1/actor/hf/model.safetensors")}
+    _run_killed_at(workdir, tiny_model, "report")
+    assert os.path.exists(os.path.join(refiner, "DONE.json")) and not os.path.exists(os.path.join(workdir, "report.md"))
+    assert not [n for n in os.listdir(refiner) if n.startswith(".tmp-save-hf-")]  # the killed save's copy is gone
+    # The resumed stage restored step 2 and exported it: no step was trained or saved again.
+    assert {n: os.stat(os.path.join(checkpoints, n)).st_mtime_ns for n in saved} == saved
+    with caplog.at_level(logging.INFO, logger="spar_jax.training.trainer"):
+        summary = driver.run(workdir, tiny_model)
+    assert not re.findall(r"iter_1/\w+/checkpoints step", caplog.text)  # every training stage finished: none resumed
+    assert {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in finished} == finished  # reused, not rewritten
+    assert os.path.getsize(summary["report"]) > 0 and os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+    for p in SAMPLING_ARTIFACTS:
+        assert _read(os.path.join(workdir, p)) == _read(os.path.join(reference, p)), p
+    for model in ("actor", "refiner"):
+        a = load_file(os.path.join(workdir, f"iter_1/{model}/hf/model.safetensors"))
+        b = load_file(os.path.join(reference, f"iter_1/{model}/hf/model.safetensors"))
+        assert sorted(a) == sorted(b)
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], atol=1e-6, err_msg=f"{model}: {name}")

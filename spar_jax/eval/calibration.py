@@ -158,15 +158,16 @@ def run(engine: ep.Engine, settings: CalibrationConfig, out_dir: str | os.PathLi
     prompts = ifeval.load_ifeval_prompts(settings.prompts_source, split=settings.split)
     prompts = prompts[: settings.limit] if settings.limit else prompts
     ignored = 0
-    if settings.responses_file:
-        items, ignored = read_responses(settings.responses_file, prompts)
-    else:
-        items = sample_responses(actor_engine or engine, prompts, settings)
+    with ep.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
+        if settings.responses_file:
+            items, ignored = read_responses(settings.responses_file, prompts)
+        else:
+            items = sample_responses(actor_engine or engine, prompts, settings)
+        judgements = run_judge(engine, [(prompts[i].prompt, r) for i, r in items], settings.judge, "calibration")
     truth = []
     for i, response in items:
         strict, _ = ifeval.check(prompts[i].instruction_id_list, prompts[i].kwargs, prompts[i].prompt, response)
         truth.append(all(strict))
-    judgements = run_judge(engine, [(prompts[i].prompt, r) for i, r in items], settings.judge, "calibration")
     io.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), [
         {"key": prompts[i].key, "prompt": prompts[i].prompt, "response": r, "truth": "yes" if t else "no",
          "judgement": j.to_dict()} for (i, r), t, j in zip(items, truth, judgements)])  # fmt: skip

@@ -178,18 +178,20 @@ def run(engine: ep.Engine | None, settings: FollowBenchConfig, out_dir: str | os
     evaluated = [checks[0].record for checks in per_record]
     if not evaluated:
         raise ValueError(f"FollowBench: no records at levels {list(settings.levels)} in {settings.source}")
-    if settings.responses_file:
-        responses = read_responses(settings.responses_file, evaluated)
-        finish = None
-    else:
-        if engine is None:
-            raise ValueError("FollowBench run: no engine to generate with and no responses_file to judge")
-        generated = generate_responses(engine, evaluated, settings)
-        io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), generated)
-        responses = [g["response"] for g in generated]
-        finish = dict(Counter(g["finish_reason"] for g in generated))
-    flat = [(c, resp) for checks, resp in zip(per_record, responses) for c in checks]
-    judgements = judge_checks(judge_engine or engine, [c for c, _ in flat], [r for _, r in flat], settings)
+    names = [(f"{r.category}/{r.example_id}/level {r.level}", r.instruction) for r in evaluated]
+    with ep.prompt_source(names, settings.source):
+        if settings.responses_file:
+            responses = read_responses(settings.responses_file, evaluated)
+            finish = None
+        else:
+            if engine is None:
+                raise ValueError("FollowBench run: no engine to generate with and no responses_file to judge")
+            generated = generate_responses(engine, evaluated, settings)
+            io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), generated)
+            responses = [g["response"] for g in generated]
+            finish = dict(Counter(g["finish_reason"] for g in generated))
+        flat = [(c, resp) for checks, resp in zip(per_record, responses) for c in checks]
+        judgements = judge_checks(judge_engine or engine, [c for c, _ in flat], [r for _, r in flat], settings)
     rows, out_records, pos = [], [], 0
     for checks, resp in zip(per_record, responses):
         js = judgements[pos : pos + len(checks)]

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from spar_jax import io
 from spar_jax.eval.judge import JudgeConfig, run_judge, vote_counts
 from spar_jax.eval.remote import is_url, read_json
+from spar_jax.spar import engine_protocol as ep
 from spar_jax.eval.summary import base_summary, markdown_table, pct, ratio, write_summary
 from spar_jax.spar.judging import Judgement
 
@@ -214,7 +215,8 @@ def run(engine, settings: LLMBarConfig, out_dir: str | os.PathLike) -> dict[str,
     """Judges every output of every pair in one engine call; writes judgements.jsonl, summary.json and report.md."""
     pairs = load_llmbar(settings.source, settings.subsets, settings.limit)
     items = [(p.instruction, out) for p in pairs for out in p.outputs]
-    judgements = run_judge(engine, items, settings.judge, "llmbar")
+    with ep.prompt_source([(f"{p.subset}/{p.index}", p.instruction) for p in pairs], settings.source):
+        judgements = run_judge(engine, items, settings.judge, "llmbar")
     records, rows, points = [], [], []
     for p, j1, j2 in zip(pairs, judgements[0::2], judgements[1::2]):
         values = (yes_fraction(j1), yes_fraction(j2))

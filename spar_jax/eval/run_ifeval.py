@@ -77,11 +77,12 @@ def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.P
     else:
         if engine is None:
             raise ValueError("IFEval run: no engine to generate with and no responses_file to score")
-        records = sharded(os.path.join(out_dir, "shards"), prompts, settings.shard_size,
-                          lambda shard, _: generate_responses(engine, shard, max_new_tokens=settings.max_new_tokens,
-                                                              seed=settings.seed),
-                          keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts],
-                          inputs=inputs)  # fmt: skip
+        with ep.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
+            records = sharded(os.path.join(out_dir, "shards"), prompts, settings.shard_size,
+                              lambda shard, _: generate_responses(engine, shard, max_new_tokens=settings.max_new_tokens,
+                                                                  seed=settings.seed),
+                              keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts],
+                              inputs=inputs)  # fmt: skip
         io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
         report = ifeval.score_responses(prompts, [r["response"] for r in records])
         source = "generated (greedy)"

@@ -31,6 +31,19 @@ from spar_jax.sampling.loop import DecodeLoop, LoopShape, Sampling
 
 _log = logging.getLogger(__name__)
 TRUNCATE_MODES = ("error", "left")
+
+
+class PromptTooLongError(ValueError):
+    """Request ``index`` has a prompt of ``tokens`` tokens, more than the ``max_length - max_new_tokens`` that fit,
+    with ``truncate="error"``. Callers that know the request's source (a prompt key, a file) re-raise it naming
+    them (``spar_jax.spar.engine_protocol.naming_prompts``)."""
+
+    def __init__(self, index: int, tokens: int, max_length: int, max_new_tokens: int):
+        self.index, self.tokens, self.max_length, self.max_new_tokens = index, tokens, max_length, max_new_tokens
+        self.room = max_length - max_new_tokens
+        super().__init__(f"request {index}: prompt has {tokens} tokens, but max_length={max_length} with "
+                         f"max_new_tokens={max_new_tokens} leaves room for {self.room}; shorten it, raise max_length "
+                         f"or use Engine(truncate='left')")
 BATCHING = ("continuous", "static")
 
 
@@ -199,10 +212,7 @@ class Engine:
         if len(ids) <= room:
             return ids, 0
         if self.truncate == "error":
-            raise ValueError(
-                f"request {index}: prompt has {len(ids)} tokens, but max_length={self.max_length} with "
-                f"max_new_tokens={max_new_tokens} leaves room for {room}; shorten it or use Engine(truncate='left')"
-            )
+            raise PromptTooLongError(index, len(ids), self.max_length, max_new_tokens)
         return ids[len(ids) - room :], len(ids) - room
 
     def _stop_ids(self, stop: Sequence[str]) -> np.ndarray:

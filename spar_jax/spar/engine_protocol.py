@@ -6,9 +6,11 @@ The stages never import the real engine (`spar_jax.sampling.Engine`); they accep
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import hashlib
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 Message = dict[str, str]  # {"role": "user" | "assistant" | "system", "content": str}
 Request = list[Message] | list[int]  # chat messages, or prompt token ids
@@ -109,16 +111,17 @@ def generate(
         raise ValueError(f"n must be >= 1, got {n}")
     if not requests:
         return []
-    results = engine.generate(
-        list(requests),
-        max_new_tokens=sampling.max_new_tokens,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        top_k=sampling.top_k,
-        n=n,
-        seed=seed,
-        stop=list(sampling.stop) if sampling.stop is not None else None,
-    )
+    with naming_prompts(requests):
+        results = engine.generate(
+            list(requests),
+            max_new_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            n=n,
+            seed=seed,
+            stop=list(sampling.stop) if sampling.stop is not None else None,
+        )
     if len(results) != len(requests):
         raise ValueError(f"engine returned {len(results)} results for {len(requests)} requests")
     out = []
@@ -128,3 +131,56 @@ def generate(
             raise ValueError(f"engine returned {len(completions)} completions for request {i}, expected n={n}")
         out.append(completions)
     return out
+
+
+# -- naming the prompt behind an over-long request ------------------------------------------------------------------
+
+_SOURCES: contextvars.ContextVar[tuple[tuple[tuple[tuple[str, str], ...], str], ...]] = contextvars.ContextVar(
+    "prompt_sources", default=())
+
+
+@contextlib.contextmanager
+def prompt_source(prompts: Iterable[tuple[Any, str]], file: str = ""):
+    """Within this block, requests built from these prompts are named by them in errors: ``prompts`` are
+    (key, prompt text) pairs read from ``file`` (a stage's input). Every request a stage derives from a prompt (the
+    actor's answer, a judgement, a refinement) quotes the prompt text, which is how a request is traced back."""
+    token = _SOURCES.set(_SOURCES.get() + ((tuple((str(k), str(t)) for k, t in prompts), str(file)),))
+    try:
+        yield
+    finally:
+        _SOURCES.reset(token)
+
+
+def describe_request(request: Request) -> str:
+    """``prompt 'KEY' of FILE`` for the registered prompt whose text the request quotes (the longest one), else ''."""
+    if not isinstance(request, (list, tuple)) or not all(isinstance(m, dict) for m in request):
+        return ""
+    text = "\n".join(str(m.get("content", "")) for m in request)
+    best = None
+    for prompts, file in _SOURCES.get():
+        for key, prompt in prompts:
+            if prompt and prompt in text and (best is None or len(prompt) > len(best[1])):
+                best = (key, prompt, file)
+    if best is None:
+        return ""
+    return f"prompt {best[0]!r}" + (f" of {best[2]}" if best[2] else "")
+
+
+@contextlib.contextmanager
+def naming_prompts(requests: Sequence[Request]):
+    """Re-raise an engine's over-long-prompt error (an error with ``index``, ``tokens``, ``room``, ``max_length``
+    and ``max_new_tokens``, as ``spar_jax.sampling.PromptTooLongError``) naming the prompt and the settings that
+    decide the room, as one ValueError."""
+    try:
+        yield
+    except ValueError as e:
+        fields = ("index", "tokens", "room", "max_length", "max_new_tokens")
+        if not all(hasattr(e, f) for f in fields) or not 0 <= e.index < len(requests):
+            raise
+        where = describe_request(requests[e.index]) or f"request {e.index} of the call"
+        raise ValueError(
+            f"{where}: the prompt has {e.tokens} tokens, but only {e.room} fit: the engine's context is {e.max_length} "
+            f"tokens (config key engine.max_length; 0 = the model's max_position_embeddings) and this call generates "
+            f"up to {e.max_new_tokens} new tokens. Raise engine.max_length (up to the model's context), lower the "
+            f"stage's max_new_tokens setting, shorten the prompt, or set engine.truncate=left to drop its oldest tokens"
+        ) from None

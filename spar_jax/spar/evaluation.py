@@ -8,6 +8,7 @@ import os
 
 from spar_jax import io
 from spar_jax.eval import ifeval
+from spar_jax.spar import engine_protocol as ep
 from spar_jax.spar.prompts import actor_messages
 
 _log = logging.getLogger(__name__)
@@ -15,15 +16,18 @@ _log = logging.getLogger(__name__)
 
 def answer(engine, prompts: list[dict], *, max_new_tokens: int, seed: int) -> list[str]:
     """Greedy answers of the actor (one user turn, no system prompt), in prompt order."""
-    results = engine.generate([actor_messages(p["prompt"]) for p in prompts], max_new_tokens=max_new_tokens,
-                              temperature=0.0, seed=seed)  # fmt: skip
+    requests = [actor_messages(p["prompt"]) for p in prompts]
+    with ep.naming_prompts(requests):
+        results = engine.generate(requests, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)
     return [r.completions[0].text for r in results]
 
 
 def sample_responses(engine, prompts: list[dict], *, n: int, sampling, seed: int) -> list[list[str]]:
     """``n`` sampled answers per prompt (one engine call), for Stage-0 data from the actor's own outputs."""
-    results = engine.generate([actor_messages(p["prompt"]) for p in prompts], max_new_tokens=sampling.max_new_tokens,
-                              temperature=sampling.temperature, top_p=sampling.top_p, n=n, seed=seed)  # fmt: skip
+    requests = [actor_messages(p["prompt"]) for p in prompts]
+    with ep.naming_prompts(requests):
+        results = engine.generate(requests, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
+                                  top_p=sampling.top_p, n=n, seed=seed)  # fmt: skip
     return [[c.text for c in r.completions] for r in results]
 
 
@@ -69,6 +73,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
         records = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
                     "kwargs": [dict(k) for k in p.kwargs]} for p in prompts]  # fmt: skip
         target = os.path.join(directory, "ifeval")
-        responses = ifeval_responses(engine, prompts, target, max_new_tokens=cfg.eval.max_new_tokens)
+        with ep.prompt_source([(p.key, p.prompt) for p in prompts], cfg.eval.ifeval_source):
+            responses = ifeval_responses(engine, prompts, target, max_new_tokens=cfg.eval.max_new_tokens)
         out["ifeval"] = score(records, responses, target, "IFEval")
     return out

@@ -33,6 +33,7 @@ from spar_jax.parallel import sync_processes
 from spar_jax.shards import sharded
 from spar_jax.spar import stats as S
 from spar_jax.spar.data import dpo_pairs, refiner_mixture, same_text, sample_pairs
+from spar_jax.spar import engine_protocol as ep
 from spar_jax.spar.engine_protocol import derive_seed
 from spar_jax.spar.judges import checker_verdicts, constraints_by_instruction, make_judge
 from spar_jax.spar.mining import PromptRecord, mine, roots
@@ -275,12 +276,19 @@ class Pipeline:
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def run(self, on_eval: Callable[[str, str], None] | None = None) -> dict:
-        """The loop; ``on_eval(name, eval_dir)`` is called after each evaluation ("iter_N" or "iter_1/ablation_X")."""
+        """The loop; ``on_eval(name, eval_dir)`` is called after each evaluation ("iter_N" or "iter_1/ablation_X").
+        An engine error about an over-long prompt names the prompt's key and file (``engine_protocol.prompt_source``)."""
+        fingerprint.check_config(self.wd, self.cfg.raw)
+        pool, heldout = self.prompts()
+        train_file, heldout_file = self.path("prompts", "train.jsonl"), self.path("prompts", "heldout.jsonl")
+        with ep.prompt_source([(p["key"], p["prompt"]) for p in pool], train_file), \
+                ep.prompt_source([(p["key"], p["prompt"]) for p in heldout], heldout_file):
+            return self._loop(pool, heldout, on_eval)
+
+    def _loop(self, pool: list[dict], heldout: list[dict], on_eval) -> dict:
         from spar_jax.spar import publish, report
 
         cfg = self.cfg
-        fingerprint.check_config(self.wd, cfg.raw)
-        pool, heldout = self.prompts()
         notify = on_eval or (lambda name, directory: None)
         actor, refiner = cfg.actor.path, cfg.refiner.path or cfg.actor.path
         actor_sft, refiner_sft = cfg.spar.initial_sft_actor, cfg.spar.initial_sft_refiner

@@ -6,6 +6,7 @@ import os
 
 from spar_jax import io, parallel
 from spar_jax.config import RunConfig
+from spar_jax.spar import engine_protocol as ep
 
 
 def load_prompts(cfg: RunConfig) -> list[str]:
@@ -27,9 +28,10 @@ def run(cfg: RunConfig) -> dict:
     e = cfg.engine
     engine = Engine(model, tokenizer, mesh=mesh, batch_size=e.batch_size, batching=e.batching, dtype=e.dtype,
                     max_length=e.max_length or None, truncate=e.truncate, progress=e.progress)
-    results = engine.generate(
-        [[{"role": "user", "content": p}] for p in prompts], max_new_tokens=cfg.answer.max_new_tokens, seed=cfg.seed
-    )
+    requests = [[{"role": "user", "content": p}] for p in prompts]
+    source = cfg.answer.prompts_file or "config key answer.prompts"
+    with ep.prompt_source([(str(i), p) for i, p in enumerate(prompts)], source), ep.naming_prompts(requests):
+        results = engine.generate(requests, max_new_tokens=cfg.answer.max_new_tokens, seed=cfg.seed)
     records = [
         {"prompt": p, "response": r.completions[0].text, "finish_reason": r.completions[0].finish_reason}
         for p, r in zip(prompts, results)
