@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spar_jax.kernels.attention import AttentionKernel, causal_self_attention, resolve
 from spar_jax.models import layers as L
 from spar_jax.models.config import ModelConfig
 from spar_jax.parallel import ShardingContext, constrain
@@ -164,11 +165,13 @@ class Transformer(nnx.Module):
         param_dtype=jnp.float32,
         remat: str = "none",
         scan_layers: bool = True,
+        attention_impl: str | AttentionKernel = "auto",
         shard: ShardingContext | None = None,
         rngs: nnx.Rngs,
     ):
         if remat not in REMAT_POLICIES:
             raise ValueError(f"remat={remat!r}; choose one of {sorted(REMAT_POLICIES)}")
+        self.attention = resolve(attention_impl)
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.param_dtype = jnp.dtype(param_dtype)
@@ -286,6 +289,7 @@ class Transformer(nnx.Module):
             positions = jnp.maximum(jnp.sum(base_mask, axis=-1, dtype=jnp.int32) - 1, 0)
             distance = positions[:, :, None] - positions[:, None, :]  # [B, T, T]: windows count positions
         windows = cfg.layer_windows()
+        spans = dict(valid=mask, segment_ids=segment_ids, windows=tuple(int(w) for w in windows))  # for a kernel
         if (windows == windows[0]).all():
             # One mask for every layer, built once: per-layer masks would be recomputed (and, when training, saved
             # for the backward pass) in every layer.
@@ -304,7 +308,7 @@ class Transformer(nnx.Module):
             block = functools.partial(
                 self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin,
                 write_at=None if cache is None else (0 if empty_cache else cache.end), last_only=last,
-                empty_cache=empty_cache,
+                empty_cache=empty_cache, spans=spans,
             )  # fmt: skip
             if self.remat == "none":
                 return block
@@ -347,11 +351,13 @@ class Transformer(nnx.Module):
 
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
-    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at, last_only=False, empty_cache=False):
+    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at, spans, last_only=False,
+               empty_cache=False):
         """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache;
         ``window`` its attention window (0 = unlimited), or None when ``base_mask`` already holds the one window of all
         layers. ``last_only``: keys and values for every position, the rest for the last one (x becomes [B, 1, E]).
-        ``empty_cache``: see ``hidden_states``."""
+        ``empty_cache``: see ``hidden_states``. ``spans``: the mask's parts (real tokens, packed segments, the
+        layers' windows) for ``self.attention``'s kernel."""
         cfg = self.config
         x, cache_k, cache_v = carry
         p, window, layer = xs
@@ -389,7 +395,12 @@ class Transformer(nnx.Module):
             # slots must start at slot 0, so it is empty too). With every position queried, query and key slots are
             # the same positions and the mask is causal.
             mask = mask[..., : k.shape[2]]
-            attn = L.causal_attention(q, k, v, mask) if q.shape[1] == k.shape[2] else L.attention(q, k, v, mask)
+            if q.shape[1] == k.shape[2]:
+                layer_window = spans["windows"][0] if window is None else window
+                attn = causal_self_attention(q, k, v, mask, kernel=self.attention, xla_attention=L.causal_attention,
+                                             window=layer_window, shard=self.shard, **spans)  # fmt: skip
+            else:
+                attn = L.attention(q, k, v, mask)
         elif "qkv_t" in p and q.shape[1] == 1:  # a decode step in the XLA:CPU layout (see fuse_layer)
             attn = L.decode_attention(q, all_kt, all_v, mask)
         else:
