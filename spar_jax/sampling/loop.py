@@ -272,8 +272,8 @@ class DecodeLoop:
     (separate per-layer arrays in the XLA:CPU decode layout, ``spar_jax.models.cpu_layout``: an extra copy of the
     layer weights, no per-step weight copies on XLA:CPU) or "auto" (unrolled on CPU, else scan).
     ``prefill_chunk``: tokens per prefill chunk (see ``prefill``), 0 for the whole batch at once, or "auto"
-    (``cpu_layout.CPU_PREFILL_CHUNK`` on CPU, else 0). Chunking needs a batch axis that is not sharded (a chunk would otherwise
-    sit on some of the devices only).
+    (``cpu_layout.CPU_PREFILL_CHUNK`` on CPU, else 0). Chunking needs a batch axis that is not sharded (a chunk
+    would otherwise sit on some of the devices only).
     ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
     ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
     """
@@ -293,8 +293,9 @@ class DecodeLoop:
             raise ValueError(f"prefill_chunk={prefill_chunk} needs a batch axis that is not sharded; use 0 on this mesh")
         self.prefill_chunk = prefill_chunk
         self.graphdef, self.state = nnx.split(model)
-        self.layout = cpu_layout.CPU if layer_loop == "unrolled" else PLAIN
-        self.layer_params, self.head_t = cpu_layout.decode_params(model) if layer_loop == "unrolled" else (None, None)
+        unrolled = layer_loop == "unrolled"
+        self.layout = cpu_layout.CPU if unrolled else PLAIN
+        self.layer_params, self.head_t = cpu_layout.decode_params(model) if unrolled else (None, None)
         self.shard = model.shard
         self.traces = 0
         self.shapes: list[tuple[int, int, int, int]] = []
@@ -305,10 +306,8 @@ class DecodeLoop:
         b, t = prompt_ids.shape
         self.shapes.append((b, t, b * shape.n, shape.max_new))
         model = nnx.merge(self.graphdef, state)
-        return decode(
-            model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params, head_t=head_t,
-            layout=self.layout,
-        )
+        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params,
+                      head_t=head_t, layout=self.layout)  # fmt: skip
 
     def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
         """Dispatch one batch (asynchronously: read the returned arrays to wait)."""
