@@ -283,6 +283,7 @@ class ModelSpec:
     param_dtype: str | None
     remat: str
     scan_layers: bool = True
+    attention_impl: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -460,6 +461,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(c.on_change in ("stop", "rerun"), "on_change", f"must be 'stop' or 'rerun', got {c.on_change!r}")
     _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
     from spar_jax.models.transformer import REMAT_POLICIES
+    from spar_jax.kernels.attention import IMPLS as ATTENTION_IMPLS
 
     for name in ("actor", "refiner"):
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
@@ -467,6 +469,8 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
                  "must be '' (same as dtype), float32, bfloat16 or float16")
         _require(c[name].remat in REMAT_POLICIES, f"{name}.remat",
                  f"is {c[name].remat!r}; choose one of {', '.join(sorted(REMAT_POLICIES))}")
+        _require(c[name].attention_impl in ATTENTION_IMPLS, f"{name}.attention_impl",
+                 f"is {c[name].attention_impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
     _require(c.engine.max_length >= 0, "engine.max_length", "must be >= 0 (0 = the model's context length)")
     _require(all(int(x) >= 1 or int(x) == -1 for x in c.mesh.shape), "mesh.shape",
              f"entries must be >= 1 or -1 (the remaining devices), got {tuple(c.mesh.shape)}")
@@ -528,7 +532,7 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
 
     def model(name):
         x = c[name]
-        return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat, x.scan_layers)
+        return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat, x.scan_layers, x.attention_impl)
 
     def train(name, kind):
         from spar_jax.training.trainer import TrainConfig

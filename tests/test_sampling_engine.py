@@ -5,8 +5,9 @@ sampled distribution, bounded compilation, truncation."""
 import numpy as np
 import pytest
 from spar_jax.models import from_pretrained, load_tokenizer
+from spar_jax.models.cpu_layout import chunk_rows
 from spar_jax.sampling import Engine
-from spar_jax.sampling.loop import SLOT_MULTIPLE, LoopShape, cache_slots, chunk_rows
+from spar_jax.sampling.loop import SLOT_MULTIPLE, LoopShape, cache_slots
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 MAX_LENGTH = 64

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from spar_jax.models import from_pretrained, load_tokenizer
-from spar_jax.models import layers as L
+from spar_jax.models import cpu_layout
 from spar_jax.parallel import make_mesh
 from spar_jax.sampling import Engine
 from tiny_checkpoints import ARCHS, write_checkpoint
@@ -44,14 +44,14 @@ def test_greedy_matches_transformers_generate(arch, tmp_path, monkeypatch):
     # The whole batch prefilled at once, and in chunks of 2 rows (32 tokens of the 16-token bucket; 3 prompts fill
     # 4 rows); then with decode_attention's loops, which the engine uses from 16 rows on, at these 4 rows.
     for chunk, loop_rows in ((0, 16), (32, 16), (0, 1)):
-        monkeypatch.setattr(L, "DECODE_LOOP_MIN_ROWS", loop_rows)
+        monkeypatch.setattr(cpu_layout, "DECODE_LOOP_MIN_ROWS", loop_rows)
         engine = Engine(model, None, batch_size=4, prefill_chunk=chunk, batching="static", progress=False)
         ours = [r.completions[0] for r in engine.generate(prompts, max_new_tokens=NEW)]
         assert engine.loop.shapes == [(4, 16, 4, 16)]
         assert [c.token_ids for c in ours] == ref, f"prefill_chunk={chunk}, decode loops from {loop_rows} rows"
         assert [c.finish_reason for c in ours] == ["stop" if row[-1] == EOS else "length" for row in ref]
     for chunk, loop_rows in ((0, 16), (0, 1)):
-        monkeypatch.setattr(L, "DECODE_LOOP_MIN_ROWS", loop_rows)
+        monkeypatch.setattr(cpu_layout, "DECODE_LOOP_MIN_ROWS", loop_rows)
         engine = Engine(model, None, batch_size=2, prefill_chunk=chunk, batching="continuous", progress=False)
         ours = [r.completions[0] for r in engine.generate(prompts, max_new_tokens=NEW)]
         assert [c.token_ids for c in ours] == ref, f"continuous, decode loops from {loop_rows} rows"

@@ -10,7 +10,10 @@ from flax import nnx
 
 from spar_jax.models import Transformer, config_from_hf_dict, from_pretrained
 from spar_jax.models import layers as L
-from spar_jax.models.transformer import fuse_layer, split_layers
+from spar_jax.models import cpu_layout
+from spar_jax.models.cpu_layout import CPU, fuse_layer
+from spar_jax.models.layout import PLAIN
+from spar_jax.models.transformer import split_layers
 from tiny_checkpoints import hf_config, write_checkpoint
 
 
@@ -46,18 +49,18 @@ def test_last_only_prefill_gives_the_last_position_and_the_same_cache(arch, tmp_
     mask[2, :1] = 0
     layers = model.unstacked_layers()
 
-    @functools.partial(jax.jit, static_argnames="last_only")
-    def prefill(lp, last_only):
+    @functools.partial(jax.jit, static_argnames=("last_only", "layout"))
+    def prefill(lp, last_only, layout):
         cache = model.init_cache(3, 10, per_layer=lp is not None)
-        return model.hidden_states(ids, mask, cache=cache, layer_params=lp, last_only=last_only)
+        return model.hidden_states(ids, mask, cache=cache, layer_params=lp, layout=layout, last_only=last_only)
 
-    for lp in (None, layers, tuple(fuse_layer(p) for p in layers)):
-        (full, full_cache), (last, last_cache) = prefill(lp, False), prefill(lp, True)
+    for lp, layout in ((None, PLAIN), (layers, PLAIN), (tuple(fuse_layer(p) for p in layers), CPU)):
+        (full, full_cache), (last, last_cache) = prefill(lp, False, layout), prefill(lp, True, layout)
         assert last.shape == (3, 1, model.config.hidden_size)
         np.testing.assert_allclose(np.asarray(last), np.asarray(full[:, -1:]), rtol=1e-5, atol=1e-5)
         for a, b in zip(jax.tree.leaves(last_cache), jax.tree.leaves(full_cache), strict=True):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)  # other fusions
-        no_cache, _ = model.hidden_states(ids, mask, layer_params=lp, last_only=True)
+        no_cache, _ = model.hidden_states(ids, mask, layer_params=lp, layout=layout, last_only=True)
         np.testing.assert_allclose(np.asarray(no_cache), np.asarray(full[:, -1:]), rtol=1e-5, atol=1e-5)
 
 
@@ -246,7 +249,7 @@ def test_decode_attention_equals_the_formula(d, s, min_rows, monkeypatch):
     # One query per row over a transposed key cache of s slots: invalid slots, a row that sees a single slot and one
     # that sees none (uniform average, as in attention). (4, 48) and (32, 40) are not multiples of the chunk, and 3
     # rows are under the default row minimum: the batched-dot fallback.
-    monkeypatch.setattr(L, "DECODE_LOOP_MIN_ROWS", min_rows)
+    monkeypatch.setattr(cpu_layout, "DECODE_LOOP_MIN_ROWS", min_rows)
     b, h, kh = 3, 6, 2
     keys = jax.random.split(jax.random.key(6), 3)
     q = jax.random.normal(keys[0], (b, 1, h, d))
@@ -261,7 +264,7 @@ def test_decode_attention_equals_the_formula(d, s, min_rows, monkeypatch):
     scores = jnp.einsum("bthd,bhsd->bhts", q, kr) / np.sqrt(d)
     probs = jax.nn.softmax(jnp.where(jnp.asarray(mask)[:, None], scores, L.MASK_VALUE), axis=-1)
     want = jnp.einsum("bhts,bhsd->bthd", probs, vr)
-    got = jax.jit(L.decode_attention)(q, jnp.swapaxes(k, -1, -2), v, jnp.asarray(mask))
+    got = jax.jit(cpu_layout.decode_attention)(q, jnp.swapaxes(k, -1, -2), v, jnp.asarray(mask))
     assert got.shape == want.shape and got.dtype == q.dtype
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(vr[1, :, 3])[None], rtol=1e-5, atol=1e-6)
@@ -377,18 +380,18 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     fused = tuple(fuse_layer(p) for p in layers)
     assert "q" not in fused[0] and fused[0]["qkv_t"].shape[1] == model.config.hidden_size
     # Concatenated weights change the matmuls' summation order: float32 rounding, relative to the logit's size.
-    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=fused)), np.asarray(model(ids, mask)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=fused, layout=CPU)),
+                               np.asarray(model(ids, mask)), rtol=1e-5, atol=1e-5)  # fmt: skip
 
-    def decode(lp):
+    def decode(lp, layout=PLAIN):
         cache = model.init_cache(2, 12, per_layer=lp is not None)
-        first, cache = model(ids[:, :8], mask[:, :8], cache=cache, layer_params=lp)
-        nxt, cache = model(ids[:, 8:], mask[:, 8:], cache=cache, layer_params=lp)
+        first, cache = model(ids[:, :8], mask[:, :8], cache=cache, layer_params=lp, layout=layout)
+        nxt, cache = model(ids[:, 8:], mask[:, 8:], cache=cache, layer_params=lp, layout=layout)
         return np.concatenate([np.asarray(first), np.asarray(nxt)], axis=1), cache
 
     (scanned, c2) = decode(None)
-    for lp in (layers, fused):
-        unrolled, c1 = decode(lp)
+    for lp, layout in ((layers, PLAIN), (fused, CPU)):
+        unrolled, c1 = decode(lp, layout)
         assert isinstance(c1.k, tuple) and c1.k[0].shape == c2.k.shape[1:] and c1.max_length == c2.max_length == 12
         np.testing.assert_allclose(unrolled, scanned, atol=1e-5)
         np.testing.assert_allclose(np.stack([np.asarray(k) for k in c1.k]), np.asarray(c2.k), atol=1e-5)
@@ -400,7 +403,7 @@ def test_unrolled_layers_compute_the_rotary_table_once(tmp_path):
     assert model.config.num_hidden_layers >= 2
     layers = tuple(fuse_layer(p) for p in model.unstacked_layers())
     ids = jnp.ones((2, 16), jnp.int32)
-    hlo = jax.jit(lambda lp, x: model(x, layer_params=lp)).lower(layers, ids).compile().as_text()
+    hlo = jax.jit(lambda lp, x: model(x, layer_params=lp, layout=CPU)).lower(layers, ids).compile().as_text()
     # Once per branch of the conditional, instead of twice (q, k) per layer.
     assert hlo.count(" cosine(") == 2 and hlo.count(" sine(") == 2
 
@@ -412,6 +415,6 @@ def test_linear_t_equals_the_matmul_for_every_row_count(rows):
     x = rng.standard_normal((rows, 3, 40)).astype(np.float32)  # rows * 3 rows in all
     w_t = rng.standard_normal((24, 40)).astype(np.float32)
     for xs in (x[:, :1], x):
-        got = np.asarray(jax.jit(L.linear_t)(xs, w_t))
+        got = np.asarray(jax.jit(cpu_layout.linear_t)(xs, w_t))
         assert got.shape == (*xs.shape[:-1], 24)
         np.testing.assert_allclose(got, xs.astype(np.float64) @ w_t.T.astype(np.float64), rtol=1e-5, atol=1e-4)

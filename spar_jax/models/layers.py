@@ -5,8 +5,6 @@ Shapes: B batch, T query length, S key length, E embed, H query heads, K kv head
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
@@ -100,16 +98,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, k_tr
     """
     d = q.shape[-1]
     g = q.shape[2] // k.shape[1]
-    qg = _grouped_queries(q, k.shape[1])
+    qg = grouped_queries(q, k.shape[1])
     spec = "bkqd,bkds->bkqs" if k_transposed else "bkqd,bksd->bkqs"
     scores = jnp.einsum(spec, qg, k, preferred_element_type=jnp.float32)
     scores = scores * (d**-0.5)
     probs = masked_softmax(scores, jnp.repeat(mask, g, axis=1)[:, None]).astype(v.dtype)
     out = jnp.einsum("bkqs,bksd->bkqd", probs, v, preferred_element_type=jnp.float32)
-    return _ungrouped(out, q)
+    return ungrouped(out, q)
 
 
-def _grouped_queries(q: jax.Array, kv_heads: int) -> jax.Array:
+def grouped_queries(q: jax.Array, kv_heads: int) -> jax.Array:
     """q [B, T, H, D] -> [B, K, T * G, D]: query rows ordered (token, group), so that the heads sharing a KV head
     form one matrix per (b, k); both attention products are then plain batched matmuls and the output reshapes back
     to [B, T, H * D] with one transpose. (XLA:CPU picks much worse layouts, including per-call copies of the output
@@ -118,60 +116,11 @@ def _grouped_queries(q: jax.Array, kv_heads: int) -> jax.Array:
     return q.reshape(b, t, kv_heads, h // kv_heads, d).transpose(0, 2, 1, 3, 4).reshape(b, kv_heads, -1, d)
 
 
-def _ungrouped(out: jax.Array, q: jax.Array) -> jax.Array:
-    """The inverse of ``_grouped_queries``: [B, K, T * G, D] -> q's shape [B, T, H, D] and dtype."""
+def ungrouped(out: jax.Array, q: jax.Array) -> jax.Array:
+    """The inverse of ``grouped_queries``: [B, K, T * G, D] -> q's shape [B, T, H, D] and dtype."""
     b, t, h, d = q.shape
     kh = out.shape[1]
     return out.reshape(b, kh, t, h // kh, d).transpose(0, 2, 1, 3, 4).reshape(b, t, h, d).astype(q.dtype)
-
-
-# ``decode_attention`` accumulates this many head channels (scores) or cache slots (values) per loop iteration, and
-# loops only from this many decode rows on: below, its gain does not pay for the few seconds of compile its loops add
-# to each program (docs/performance.md#decode-attention-loops).
-DECODE_CHUNK = 16
-DECODE_LOOP_MIN_ROWS = 16
-
-
-def _chunked_sum(weights: jax.Array, values: jax.Array, chunk: int) -> jax.Array:
-    """sum_i weights[b, k, q, i] * values[b, k, i, x] -> float32 [B, K, Q, X], as a ``fori_loop`` over chunks of
-    ``chunk`` indices, each a run of multiply-adds (no dot, no reduce). weights [B, K, Q, I]; values [B, K, I, X].
-
-    The terms are added in order i = 0, 1, ..., as a sequential dot adds them.
-    """
-    b, k, q, n = weights.shape
-
-    def body(c, acc):
-        w = jax.lax.dynamic_slice_in_dim(weights, c * chunk, chunk, axis=3).astype(jnp.float32)
-        v = jax.lax.dynamic_slice_in_dim(values, c * chunk, chunk, axis=2).astype(jnp.float32)
-        for i in range(chunk):
-            acc = acc + w[..., i : i + 1] * v[:, :, None, i, :]
-        return acc
-
-    return jax.lax.fori_loop(0, n // chunk, body, jnp.zeros((b, k, q, values.shape[3]), jnp.float32))
-
-
-def decode_attention(q: jax.Array, kt: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """``attention(q, kt, v, mask, k_transposed=True)`` for a decode step on XLA:CPU: the score and value products
-    as loops of multiply-adds over ``DECODE_CHUNK`` channels / slots instead of batched dots.
-
-    A decode step's products are B * K tiny matrices ([G, D] x [D, S], [G, S] x [S, D]); XLA:CPU's dot runs them at
-    5-8 GB/s of cache read and on one core, where these loops are element-wise fusions split across the cores
-    (docs/performance.md#decode-attention-loops). The sums run in the dot's order (the benchmark's tokens and
-    log-probs are bit-identical to the dots').
-
-    Args:
-      q: [B, T, H, D]; kt: [B, K, D, S] (the key cache's layout); v: [B, K, S, D]; mask: bool [B, T, S].
-    Returns:
-      [B, T, H, D] in q's dtype. ``attention`` (the dots) with fewer than ``DECODE_LOOP_MIN_ROWS`` rows, or when D or
-      S is not a multiple of ``DECODE_CHUNK``.
-    """
-    b, d, s = q.shape[0], q.shape[-1], kt.shape[-1]
-    if b < DECODE_LOOP_MIN_ROWS or d % DECODE_CHUNK or s % DECODE_CHUNK:
-        return attention(q, kt, v, mask, k_transposed=True)
-    g = q.shape[2] // kt.shape[1]
-    scores = _chunked_sum(_grouped_queries(q, kt.shape[1]), kt, DECODE_CHUNK) * (d**-0.5)
-    probs = masked_softmax(scores, jnp.repeat(mask, g, axis=1)[:, None])
-    return _ungrouped(_chunked_sum(probs, v, DECODE_CHUNK), q)
 
 
 def causal_block(t: int) -> int:
@@ -203,34 +152,6 @@ def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, 
         hi = min(lo + block, t)
         outs.append(attention(q[:, lo:hi], k[:, :, :hi], v[:, :, :hi], mask[:, lo:hi, :hi]))
     return jnp.concatenate(outs, axis=1)
-
-
-# Up to this many rows (and at least 2), ``linear_t`` multiplies and sums instead of calling a dot.
-FEW_ROWS = 32
-
-
-def linear_t(x: jax.Array, w_t: jax.Array, dtype=None) -> jax.Array:
-    """x [..., K] times an out-major weight w_t [N, K] (i.e. x @ w_t.T) -> [..., N] in ``dtype`` (default x's),
-    accumulated in float32.
-
-    With 2..FEW_ROWS rows (a decode step) the product is a broadcast multiply summed over K, which XLA:CPU runs as
-    one fused pass over the weights, faster than its GEMM for so few rows (docs/performance.md#cpu-decode-layout).
-    One row stays a dot (a GEMV, already at memory speed; the multiply-and-sum is much slower there), and so do more
-    rows (compute-bound). Feed each input to one call only: XLA materializes a broadcast that two of these share,
-    [N, rows, K] in memory (hence the fused q|k|v and gate|up).
-    """
-    dtype = x.dtype if dtype is None else dtype
-    rows, k = math.prod(x.shape[:-1]), x.shape[-1]
-    if 2 <= rows <= FEW_ROWS:
-        y = jnp.sum(w_t[:, None, :] * x.reshape(rows, k)[None], axis=-1, dtype=jnp.float32)  # [N, rows]
-        return y.T.reshape(*x.shape[:-1], w_t.shape[0]).astype(dtype)
-    return jnp.einsum("...k,nk->...n", x, w_t, preferred_element_type=jnp.float32).astype(dtype)
-
-
-def gated_mlp_fused(x: jax.Array, gate_up_t: jax.Array, down_t: jax.Array) -> jax.Array:
-    """``gated_mlp`` with out-major weights: gate_up_t [2M, E] (gate rows, then up rows), down_t [E, M]."""
-    g, u = jnp.split(linear_t(x, gate_up_t), 2, axis=-1)
-    return linear_t(jax.nn.silu(g) * u, down_t)
 
 
 @jax.custom_vjp

@@ -7,14 +7,17 @@ depth. Every parameter carries ``logical_axes`` metadata, mapped to mesh axes by
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from spar_jax.kernels.attention import AttentionKernel, causal_self_attention, resolve
 from spar_jax.models import layers as L
+from spar_jax.models.cache import CACHE_AXES, K_CACHE_AXES, KVCache, write_cache
 from spar_jax.models.config import ModelConfig
+from spar_jax.models.layout import PLAIN, DecodeLayout
 from spar_jax.parallel import ShardingContext, constrain
 
 # Per-layer parameter name -> logical axes (the stacked array has a leading "layers" axis in addition).
@@ -32,13 +35,6 @@ LAYER_AXES: dict[str, tuple[str, ...]] = {
     "up": ("embed", "mlp"),
     "down": ("mlp", "embed"),
 }
-# The value cache, stacked [L, B, K, S, D]; a per-layer cache drops the leading "layers" axis. Head-major, so attention
-# reads V without a transpose.
-CACHE_AXES = ("layers", "batch", "kv_heads", "cache_length", "head_dim")
-# The key cache, [L, B, K, D, S]: stored transposed, so that a decode step's scores q K^T are a plain product over
-# the minor-most slots; XLA:CPU runs the transposed-operand form of these many small products slower
-# (docs/performance.md#head-major-value-cache-and-transposed-key-cache).
-K_CACHE_AXES = ("layers", "batch", "kv_heads", "head_dim", "cache_length")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -69,65 +65,11 @@ def split_layers(stacked: dict[str, jax.Array]) -> tuple[dict[str, jax.Array], .
     return tuple({name: p[i][0] for name, p in parts.items()} for i in range(n))
 
 
-# The fused, out-major layout of one layer's projections (see ``fuse_layer``): name -> logical axes. The fused output
-# dimensions concatenate differently sharded pieces, so they are not sharded.
-FUSED_AXES: dict[str, tuple[str | None, ...]] = {
-    "qkv_t": (None, "embed"),
-    "o_t": ("embed", None),
-    "gate_up_t": (None, "embed"),
-    "down_t": ("embed", "mlp"),
-}
-_UNFUSED = ("q", "k", "v", "o", "gate", "up", "down")
-
-
-def fuse_layer(p: dict[str, jax.Array]) -> dict[str, jax.Array]:
-    """One layer's parameters with the projections fused and stored out-major ([out, in], for ``L.linear_t``):
-    qkv_t [(H + 2K) * D, E], o_t [E, H * D], gate_up_t [2M, E], down_t [E, M]; norms and biases unchanged.
-
-    ``_block`` accepts this layout as well as the plain one. It is the decode layout on XLA:CPU: one product per
-    input instead of several (a shared input makes XLA materialize its broadcast), in the form ``L.linear_t``
-    streams fastest when only a few rows are decoded; with it, a one-token step attends with
-    ``L.decode_attention`` (loops of multiply-adds, not XLA:CPU's batched dots).
-    """
-    e = p["q"].shape[0]
-    fused = {name: a for name, a in p.items() if name not in _UNFUSED}
-    fused["qkv_t"] = jnp.concatenate([p[n].reshape(e, -1) for n in ("q", "k", "v")], axis=1).T
-    fused["o_t"] = p["o"].reshape(-1, e).T
-    fused["gate_up_t"] = jnp.concatenate([p["gate"], p["up"]], axis=1).T
-    fused["down_t"] = p["down"].T
-    return fused
-
-
 def _windowed(base_mask: jax.Array, distance: jax.Array, window) -> jax.Array:
     """base_mask bool [B, T, S] limited to keys less than ``window`` positions back (0 = unlimited); ``distance``
     [T, S] or [B, T, S] is query position - key position; ``window`` a Python int or a traced int32 scalar."""
     near = (window == 0) | (distance < window)
     return base_mask & (near if near.ndim == 3 else near[None])
-
-
-@flax.struct.dataclass
-class KVCache:
-    """Key/value cache for incremental decoding.
-
-    Attributes:
-      k: [L, B, K, D, S] cached keys, transposed (slot s of row b is ``k[:, b, :, :, s]``; see ``K_CACHE_AXES``).
-      v: [L, B, K, S, D] cached values.
-        Per layer (the layout of ``Transformer.hidden_states(..., layer_params=...)``), k and v are tuples of L
-        arrays without the leading axis.
-      valid: bool [B, S], True where a slot holds a real (non-padding) token.
-      next_position: int32 [B], the rotary position the next real token of each row gets.
-      end: int32 scalar, the next slot to write (all rows write the same slots; padding is masked by ``valid``).
-    """
-
-    k: jax.Array
-    v: jax.Array
-    valid: jax.Array
-    next_position: jax.Array
-    end: jax.Array
-
-    @property
-    def max_length(self) -> int:
-        return jax.tree.leaves(self.v)[0].shape[-2]
 
 
 class Blocks(nnx.Module):
@@ -164,11 +106,13 @@ class Transformer(nnx.Module):
         param_dtype=jnp.float32,
         remat: str = "none",
         scan_layers: bool = True,
+        attention_impl: str | AttentionKernel = "auto",
         shard: ShardingContext | None = None,
         rngs: nnx.Rngs,
     ):
         if remat not in REMAT_POLICIES:
             raise ValueError(f"remat={remat!r}; choose one of {sorted(REMAT_POLICIES)}")
+        self.attention = resolve(attention_impl)
         self.config = config
         self.dtype = jnp.dtype(dtype)
         self.param_dtype = jnp.dtype(param_dtype)
@@ -191,21 +135,18 @@ class Transformer(nnx.Module):
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None):
-        hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache, layer_params=layer_params)
+    def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None,
+                 layout: DecodeLayout = PLAIN):
+        hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache, layer_params=layer_params,
+                                               layout=layout)  # fmt: skip
         logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)
 
-    def logits(self, hidden: jax.Array, head_t: jax.Array | None = None) -> jax.Array:
-        """float32 logits [B, T, V] of final hidden states [B, T, E]; with ``head_t``, the output projection given
-        out-major [V, E] (the decode layout, see ``fuse_layer``) and applied with ``L.linear_t``."""
-        if head_t is None:
-            logits = jnp.einsum(
-                "bte,ev->btv", hidden, self.unembed().astype(self.dtype), preferred_element_type=jnp.float32
-            )
-        else:
-            logits = L.linear_t(hidden, head_t.astype(self.dtype), dtype=jnp.float32)
-        return constrain(logits, ("batch", "length", "vocab"), self.shard)
+    def logits(self, hidden: jax.Array, head: jax.Array | None = None, *, layout: DecodeLayout = PLAIN) -> jax.Array:
+        """float32 logits [B, T, V] of final hidden states [B, T, E]. ``head``: the output projection in ``layout``'s
+        form (default ``unembed()``, the plain form [E, V]; the CPU layout's is out-major [V, E])."""
+        head = self.unembed() if head is None else head
+        return constrain(layout.logits(hidden, head.astype(self.dtype)), ("batch", "length", "vocab"), self.shard)
 
     def unembed(self) -> jax.Array:
         """The output projection [E, V] (the transposed embedding when tied)."""
@@ -239,9 +180,12 @@ class Transformer(nnx.Module):
 
     def hidden_states(
         self, input_ids, attention_mask=None, *, segment_ids=None, cache: KVCache | None = None, layer_params=None,
-        last_only=False, empty_cache=False,
+        layout: DecodeLayout = PLAIN, last_only=False, empty_cache=False,
     ):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
+
+        Without a cache this is the forward of training and scoring; with one, the T tokens are appended to it at
+        ``cache.end`` (a prefill, or a decode step of T = 1).
 
         ``segment_ids`` int [B, T] (no cache): several sequences sharing a prefix, packed in one row (see
         ``spar_jax.training.batches.pack_pair``). Segment 0 is the shared prefix; a token of segment k > 0 attends to
@@ -257,154 +201,186 @@ class Transformer(nnx.Module):
         attention, output projection and MLP for the last position alone: 1/L of the prefill's work is skipped.
 
         With ``scan_layers`` (the default) the layers run under ``lax.scan`` over the stacked parameters (program size
-        independent of depth). ``layer_params`` (from ``unstacked_layers()``, or those through ``fuse_layer``) runs
-        them as an unrolled loop over separate per-layer arrays instead, with a per-layer cache: XLA:CPU copies every
-        layer's weights out of the stack on each scan step, which dominates a decode step there; the result is the
-        same. Without ``scan_layers``, a call without a cache unrolls over ``unstacked_layers()`` (training on CPU:
-        no per-layer weight copies, stacked residuals or zero-filled gradient stacks; about twice the compile time).
+        independent of depth). ``layer_params`` (from ``unstacked_layers()``, or in another ``layout``'s form, e.g.
+        ``cpu_layout.decode_params``) runs them as an unrolled loop over separate per-layer arrays instead, with a
+        per-layer cache: XLA:CPU copies every layer's weights out of the stack on each scan step, which dominates a
+        decode step there; the result is the same. Without ``scan_layers``, a call without a cache unrolls over
+        ``unstacked_layers()`` (training on CPU: no per-layer weight copies, stacked residuals or zero-filled
+        gradient stacks; about twice the compile time). ``layout`` says how ``layer_params`` are laid out
+        (``spar_jax.models.layout``); the model's own parameters are in the plain layout.
         """
-        cfg = self.config
         input_ids = jnp.asarray(input_ids, jnp.int32)
         b, t = input_ids.shape
         mask = jnp.ones((b, t), bool) if attention_mask is None else jnp.asarray(attention_mask).astype(bool)
-        counts = jnp.cumsum(mask.astype(jnp.int32), axis=1)
         if cache is None:
-            positions = jnp.maximum(counts - 1, 0)
-            key_valid, q_slots, s = mask, jnp.arange(t), t
+            geometry = self._forward_geometry(mask, segment_ids)
+        elif segment_ids is not None:
+            raise ValueError("segment_ids (packed shared-prefix sequences) needs a forward pass without a cache")
         else:
-            if segment_ids is not None:
-                raise ValueError("segment_ids (packed shared-prefix sequences) needs a forward pass without a cache")
-            positions = jnp.maximum(cache.next_position[:, None] + counts - 1, 0)
-            key_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.end))
-            q_slots, s = cache.end + jnp.arange(t), cache.max_length
-        k_slots = jnp.arange(s)
-        distance = q_slots[:, None] - k_slots[None, :]  # [T, S]
-        base_mask = key_valid[:, None, :] & (distance >= 0)[None]
+            geometry = self._cache_geometry(mask, cache)
+        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
+        x = constrain(x, ("batch", "length", "embed"), self.shard)
+        step = functools.partial(
+            self._block, geometry=geometry, layout=layout, empty_cache=empty_cache,
+            write_at=None if cache is None else (0 if empty_cache else cache.end),
+        )  # fmt: skip
+        caches = (None, None) if cache is None else (cache.k, cache.v)
+        if layer_params is not None:
+            x, caches = self._unrolled_layers(step, x, caches, geometry, layer_params, last_only, rope_once=True)
+        elif cache is None and not self.scan_layers:
+            x, caches = self._unrolled_layers(step, x, caches, geometry, self.unstacked_layers(), last_only,
+                                              rope_once=False)  # fmt: skip
+        else:
+            x, caches = self._scanned_layers(step, x, caches, geometry, last_only)
+        x = L.rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)
+        if cache is None:
+            return x, None
+        return x, KVCache(k=caches[0], v=caches[1], valid=geometry.key_valid,
+                          next_position=cache.next_position + mask.sum(1, dtype=jnp.int32), end=cache.end + t)
+
+    # -- what the T tokens attend to --------------------------------------------------------------------------------
+
+    def _forward_geometry(self, mask: jax.Array, segment_ids) -> _Geometry:
+        """Positions and masks of a forward without a cache: the T tokens attend to each other only."""
+        t = mask.shape[1]
+        positions = jnp.maximum(jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+        distance = jnp.arange(t)[:, None] - jnp.arange(t)[None, :]  # [T, T]
+        base_mask = mask[:, None, :] & (distance >= 0)[None]
         if segment_ids is not None:
             seg = jnp.asarray(segment_ids, jnp.int32)
             base_mask = base_mask & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
             positions = jnp.maximum(jnp.sum(base_mask, axis=-1, dtype=jnp.int32) - 1, 0)
             distance = positions[:, :, None] - positions[:, None, :]  # [B, T, T]: windows count positions
+        return self._geometry(positions, mask, base_mask, distance, mask, segment_ids)
+
+    def _cache_geometry(self, mask: jax.Array, cache: KVCache) -> _Geometry:
+        """Positions and masks of T tokens written at ``cache.end``: they attend to the cache's valid slots up to
+        their own."""
+        t = mask.shape[1]
+        positions = jnp.maximum(cache.next_position[:, None] + jnp.cumsum(mask.astype(jnp.int32), axis=1) - 1, 0)
+        key_valid = jax.lax.dynamic_update_slice(cache.valid, mask, (0, cache.end))
+        distance = (cache.end + jnp.arange(t))[:, None] - jnp.arange(cache.max_length)[None, :]  # [T, S]
+        base_mask = key_valid[:, None, :] & (distance >= 0)[None]
+        return self._geometry(positions, key_valid, base_mask, distance, mask, None)
+
+    def _geometry(self, positions, key_valid, base_mask, distance, valid, segment_ids) -> _Geometry:
+        cfg = self.config
         windows = cfg.layer_windows()
+        spans = dict(valid=valid, segment_ids=segment_ids, windows=tuple(int(w) for w in windows))  # for a kernel
         if (windows == windows[0]).all():
             # One mask for every layer, built once: per-layer masks would be recomputed (and, when training, saved
             # for the backward pass) in every layer.
             base_mask, windows = _windowed(base_mask, distance, int(windows[0])), None
-        if layer_params is None:
-            cos, sin = L.rope_cos_sin(positions, cfg.rope)  # scan operands: computed once anyway
-        else:
-            # Materialized once: XLA would fuse it into every layer's q and k and recompute it there, per head
-            # (docs/performance.md#materialized-producers).
-            cos, sin = L.materialized(functools.partial(L.rope_cos_sin, rope=cfg.rope), positions)
+        return _Geometry(positions, key_valid, base_mask, distance, windows, spans)
 
-        x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
-        x = constrain(x, ("batch", "length", "embed"), self.shard)
+    # -- the layer loop ---------------------------------------------------------------------------------------------
 
-        def make_step(last: bool):
-            block = functools.partial(
-                self._block, base_mask=base_mask, distance=distance, cos=cos, sin=sin,
-                write_at=None if cache is None else (0 if empty_cache else cache.end), last_only=last,
-                empty_cache=empty_cache,
-            )  # fmt: skip
-            if self.remat == "none":
-                return block
-            return jax.checkpoint(block, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+    def _remat(self, block):
+        if self.remat == "none":
+            return block
+        return jax.checkpoint(block, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
 
-        step = make_step(False)
-        last_step = make_step(True) if last_only else step
-        n = cfg.num_hidden_layers
-        ck, cv = (None, None) if cache is None else (cache.k, cache.v)
-        if layer_params is None and cache is None and not self.scan_layers:
-            layer_params = self.unstacked_layers()
-        if layer_params is None:
-            params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
-            xs = (params, None if windows is None else jnp.asarray(windows), jnp.arange(n))
-            if not last_only:
-                (x, ck, cv), _ = jax.lax.scan(step, (x, ck, cv), xs)
-            else:
-                # Layers 0..L-2 index the stacks themselves (as scan does with xs): slicing off the last layer
-                # would copy the weights.
-                def body(carry, i):
-                    return step(carry, jax.tree.map(lambda a: a[i], xs))
+    def _scanned_layers(self, step, x, caches, geometry: _Geometry, last_only: bool):
+        """The layers under ``lax.scan`` over the stacked parameters (and a stacked cache)."""
+        n = self.config.num_hidden_layers
+        cos, sin = L.rope_cos_sin(geometry.positions, self.config.rope)  # scan operands: computed once anyway
+        block = self._remat(functools.partial(step, cos=cos, sin=sin, last_only=False))
+        params = {k: v.astype(self.dtype) for k, v in self.layers.arrays().items()}
+        xs = (params, None if geometry.windows is None else jnp.asarray(geometry.windows), jnp.arange(n))
+        if not last_only:
+            (x, *caches), _ = jax.lax.scan(block, (x, *caches), xs)
+            return x, tuple(caches)
+        # Layers 0..L-2 index the stacks themselves (as scan does with xs): slicing off the last layer would copy
+        # the weights.
+        (x, *caches), _ = jax.lax.scan(lambda c, i: block(c, jax.tree.map(lambda a: a[i], xs)), (x, *caches),
+                                       jnp.arange(n - 1))  # fmt: skip
+        last = self._remat(functools.partial(step, cos=cos, sin=sin, last_only=True))
+        (x, *caches), _ = last((x, *caches), jax.tree.map(lambda a: a[n - 1], xs))
+        return x, tuple(caches)
 
-                (x, ck, cv), _ = jax.lax.scan(body, (x, ck, cv), jnp.arange(n - 1))
-                (x, ck, cv), _ = last_step((x, ck, cv), jax.tree.map(lambda a: a[n - 1], xs))
-        else:
-            ks, vs = [None] * n, [None] * n
-            per_layer = [None] * n if windows is None else [int(w) for w in windows]
-            for i, (p, window) in enumerate(zip(layer_params, per_layer, strict=True)):
-                p = {k: v.astype(self.dtype) for k, v in p.items()}
-                layer_cache = (None, None) if cache is None else (ck[i], cv[i])
-                (x, ks[i], vs[i]), _ = (last_step if i == n - 1 else step)((x, *layer_cache), (p, window, None))
-            ck, cv = (None, None) if cache is None else (tuple(ks), tuple(vs))
-        x = L.rms_norm(x, self.final_norm[...], cfg.rms_norm_eps)
-        if cache is None:
-            return x, None
-        new_cache = KVCache(
-            k=ck, v=cv, valid=key_valid, next_position=cache.next_position + mask.sum(1, dtype=jnp.int32), end=cache.end + t
-        )
-        return x, new_cache
+    def _unrolled_layers(self, step, x, caches, geometry: _Geometry, layer_params, last_only: bool, rope_once: bool):
+        """The layers as a Python loop over separate per-layer parameters (and a per-layer cache). ``rope_once``:
+        the rotary table materialized once (the callers that pass ``layer_params``, i.e. prefill and decode): XLA
+        would fuse it into every layer's q and k and recompute it there, per head
+        (docs/performance.md#materialized-producers)."""
+        n = self.config.num_hidden_layers
+        rope = functools.partial(L.rope_cos_sin, rope=self.config.rope)
+        cos, sin = L.materialized(rope, geometry.positions) if rope_once else rope(geometry.positions)
+        block = self._remat(functools.partial(step, cos=cos, sin=sin, last_only=False))
+        last = self._remat(functools.partial(step, cos=cos, sin=sin, last_only=True)) if last_only else block
+        ck, cv = caches
+        ks, vs = [None] * n, [None] * n
+        windows = [None] * n if geometry.windows is None else [int(w) for w in geometry.windows]
+        for i, (p, window) in enumerate(zip(layer_params, windows, strict=True)):
+            p = {k: v.astype(self.dtype) for k, v in p.items()}
+            layer_cache = (None, None) if ck is None else (ck[i], cv[i])
+            (x, ks[i], vs[i]), _ = (last if i == n - 1 else block)((x, *layer_cache), (p, window, None))
+        return x, ((None, None) if ck is None else (tuple(ks), tuple(vs)))
 
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
-    def _block(self, carry, xs, *, base_mask, distance, cos, sin, write_at, last_only=False, empty_cache=False):
+    def _block(self, carry, xs, *, geometry: _Geometry, cos, sin, layout: DecodeLayout, write_at, last_only,
+               empty_cache):
         """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache;
-        ``window`` its attention window (0 = unlimited), or None when ``base_mask`` already holds the one window of all
-        layers. ``last_only``: keys and values for every position, the rest for the last one (x becomes [B, 1, E]).
-        ``empty_cache``: see ``hidden_states``."""
+        ``window`` its attention window (0 = unlimited), or None when ``geometry.base_mask`` already holds the one
+        window of all layers. ``last_only``: keys and values for every position, the rest for the last one (x
+        becomes [B, 1, E]). ``empty_cache``: see ``hidden_states``."""
         cfg = self.config
         x, cache_k, cache_v = carry
         p, window, layer = xs
         h = L.rms_norm(x, p["attn_norm"], cfg.rms_norm_eps)
-        if "qkv_t" in p:  # the fused layout (fuse_layer)
-            nq, nk, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-            q, k, v = jnp.split(L.linear_t(h, p["qkv_t"]), [nq * d, (nq + nk) * d], axis=-1)
-            q, k, v = q.reshape(*q.shape[:2], nq, d), k.reshape(*k.shape[:2], nk, d), v.reshape(*v.shape[:2], nk, d)
-        else:
-            q = jnp.einsum("bte,ehd->bthd", h, p["q"])
-            k = jnp.einsum("bte,ekd->btkd", h, p["k"])
-            v = jnp.einsum("bte,ekd->btkd", h, p["v"])
+        q, k, v = layout.qkv(h, p, cfg)
         if cfg.attention_bias:
             q, k, v = q + p["q_bias"], k + p["k_bias"], v + p["v_bias"]
         q = L.apply_rope(q, cos, sin, cfg.rope)
         k = L.apply_rope(k, cos, sin, cfg.rope)
         q = constrain(q, ("batch", "length", "heads", "head_dim"), self.shard)
         k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, D]
-        mask = base_mask if window is None else _windowed(base_mask, distance, window)
+        mask = geometry.base_mask if window is None else _windowed(geometry.base_mask, geometry.distance, window)
         if cache_k is not None:
-            kt, v_new = k.transpose(0, 1, 3, 2).astype(cache_k.dtype), v.astype(cache_v.dtype)  # [B, K, D, T]
-            if layer is None:
-                cache_k = jax.lax.dynamic_update_slice(cache_k, kt, (0, 0, 0, write_at))
-                cache_v = jax.lax.dynamic_update_slice(cache_v, v_new, (0, 0, write_at, 0))
-                all_kt, all_v = cache_k, cache_v
-            else:
-                cache_k = jax.lax.dynamic_update_slice(cache_k, kt[None], (layer, 0, 0, 0, write_at))
-                cache_v = jax.lax.dynamic_update_slice(cache_v, v_new[None], (layer, 0, 0, write_at, 0))
-                all_kt = jax.lax.dynamic_index_in_dim(cache_k, layer, 0, keepdims=False)
-                all_v = jax.lax.dynamic_index_in_dim(cache_v, layer, 0, keepdims=False)
+            cache_k, cache_v, all_kt, all_v = write_cache(cache_k, cache_v, k, v, write_at, layer)
         if last_only:
             q, mask, x = q[:, -1:], mask[:, -1:], x[:, -1:]
         if cache_k is None or empty_cache or cache_v.shape[-2] == k.shape[2]:
             # This call's keys are all the keys: no cache, or a prefill into an empty cache (a cache of exactly T
-            # slots must start at slot 0, so it is empty too). With every position queried, query and key slots are
-            # the same positions and the mask is causal.
-            mask = mask[..., : k.shape[2]]
-            attn = L.causal_attention(q, k, v, mask) if q.shape[1] == k.shape[2] else L.attention(q, k, v, mask)
-        elif "qkv_t" in p and q.shape[1] == 1:  # a decode step in the XLA:CPU layout (see fuse_layer)
-            attn = L.decode_attention(q, all_kt, all_v, mask)
+            # slots must start at slot 0, so it is empty too).
+            attn = self._fresh_attention(q, k, v, mask[..., : k.shape[2]], geometry, window)
         else:
-            attn = L.attention(q, all_kt.astype(self.dtype), all_v.astype(self.dtype), mask, k_transposed=True)
-        # The output projection as one [H * D, E] matmul (see L.attention).
-        attn = attn.reshape(*attn.shape[:2], -1)
-        if "o_t" in p:
-            x = x + L.linear_t(attn, p["o_t"])
-        else:
-            x = x + jnp.einsum("btf,fe->bte", attn, p["o"].reshape(-1, p["o"].shape[-1]))
+            attn = layout.cached_attention(q, all_kt, all_v, mask, self.dtype)
+        x = x + layout.output(attn.reshape(*attn.shape[:2], -1), p)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         h = L.rms_norm(x, p["mlp_norm"], cfg.rms_norm_eps)
-        if "gate_up_t" in p:
-            x = x + L.gated_mlp_fused(h, p["gate_up_t"], p["down_t"])
-        else:
-            x = x + L.gated_mlp(h, p["gate"], p["up"], p["down"])
+        x = x + layout.mlp(h, p)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         return (x, cache_k, cache_v), None
+
+    def _fresh_attention(self, q, k, v, mask, geometry: _Geometry, window):
+        """Attention over this call's own keys. With every position queried, query and key slots are the same
+        positions and the mask is causal: ``self.attention``'s kernel. One query (a last-position prefill's last
+        layer) runs the formula."""
+        if q.shape[1] != k.shape[2]:
+            return L.attention(q, k, v, mask)
+        layer_window = geometry.spans["windows"][0] if window is None else window
+        return causal_self_attention(q, k, v, mask, kernel=self.attention, xla_attention=L.causal_attention,
+                                     window=layer_window, shard=self.shard, **geometry.spans)  # fmt: skip
+
+
+class _Geometry(NamedTuple):
+    """What the T tokens of a call attend to, shared by every layer.
+
+    Attributes:
+      positions: int32 [B, T] rotary positions.
+      key_valid: bool [B, S] real key slots (S = T without a cache).
+      base_mask: bool [B, T, S] causal mask over real keys (with packed segments, and the one window of all layers
+        when ``windows`` is None).
+      distance: int [T, S] or [B, T, S], query position - key position, for per-layer windows.
+      windows: int32 [L] per-layer windows, or None when ``base_mask`` holds the one window of all layers.
+      spans: the mask's parts for an attention kernel (``kernels.attention.causal_self_attention``).
+    """
+
+    positions: jax.Array
+    key_valid: jax.Array
+    base_mask: jax.Array
+    distance: jax.Array
+    windows: object
+    spans: dict

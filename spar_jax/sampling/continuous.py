@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from spar_jax.models.cpu_layout import chunk_rows
 from spar_jax.sampling import buckets, hosts, slots
-from spar_jax.sampling.loop import Sampling, chunk_rows, prefill
+from spar_jax.sampling.loop import Sampling, prefill
 
 
 @dataclasses.dataclass
@@ -85,7 +86,7 @@ class Continuous:
     def _prefill_fn(self, state, layer_params, head_t, ids, mask, *, chunk):
         self._traced("prefill", ids.shape)
         return prefill(self._model(state), ids, mask, ids.shape[1], rows=chunk, layer_params=layer_params,
-                       head_t=head_t)  # fmt: skip
+                       head_t=head_t, layout=self.loop.layout)  # fmt: skip
 
     def _init_fn(self, state, *, window, roll, max_new):
         self._traced("init", window, roll, max_new)
@@ -99,7 +100,7 @@ class Continuous:
     def _generate_fn(self, s, state, layer_params, head_t, params, refill_at):
         self._traced("generate", s.cache.max_length, s.out.tokens.shape)
         return slots.generate(self._model(state), s, params, refill_at, candidates=self.candidates,
-                              layer_params=layer_params, head_t=head_t)  # fmt: skip
+                              layer_params=layer_params, head_t=head_t, layout=self.loop.layout)  # fmt: skip
 
     def _roll_fn(self, s, *, drop):
         self._traced("roll", s.cache.max_length, drop)

@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from spar_jax.models.transformer import (
-    CACHE_AXES, FUSED_AXES, K_CACHE_AXES, LAYER_AXES, KVCache, fuse_layer, split_layers,
-)  # fmt: skip
+from spar_jax.models import cpu_layout
+from spar_jax.models.layout import PLAIN, DecodeLayout
+from spar_jax.models.transformer import CACHE_AXES, K_CACHE_AXES, KVCache
 from spar_jax.parallel import constrain
 from spar_jax.sampling import strategies
 
@@ -149,46 +149,25 @@ def _record(state: _State, tokens, logprobs, params: Sampling) -> tuple[_State, 
     return state._replace(step=s + 1, done=done, out=out), tokens
 
 
-def prefill(model, prompt_ids, prompt_mask, slots: int, *, rows: int, layer_params=None, head_t=None):
+def prefill(model, prompt_ids, prompt_mask, slots: int, *, rows: int, layer_params=None, head_t=None,
+            layout: DecodeLayout = PLAIN):
     """The prompt batch's last-position logits float32 [B, V] and its cache (``slots`` slots, the prompt in the first
-    T), computed ``rows`` prompt rows at a time (a divisor of B).
+    T), computed ``rows`` prompt rows at a time (a divisor of B; ``cpu_layout.prefill_in_chunks``).
 
     Only the last position's logits: the last layer runs its MLP and attention for one query, and no T x V prompt
-    logits are made. Chunks (a ``lax.map``; the stacked results merge back with a free reshape) keep a chunk's
-    activations in the CPU's caches and write the cache in place (docs/performance.md#chunked-prefill). Chunking
-    moves log-probs by up to ~3e-5 (the products' blocking depends on the row count), so only a near-tie could change
-    a greedy token; none changed in the tests or the benchmark.
+    logits are made.
     """
-    b = prompt_ids.shape[0]
 
     def one(ids, mask):
         cache = model.init_cache(ids.shape[0], slots, per_layer=layer_params is not None)
         hidden, cache = model.hidden_states(
-            ids, mask, cache=cache, layer_params=layer_params, last_only=True, empty_cache=True
+            ids, mask, cache=cache, layer_params=layer_params, layout=layout, last_only=True, empty_cache=True
         )
-        return model.logits(hidden, head_t)[:, 0], cache
+        return model.logits(hidden, head_t, layout=layout)[:, 0], cache
 
-    if rows >= b:
+    if rows >= prompt_ids.shape[0]:
         return one(prompt_ids, prompt_mask)
-    if b % rows:
-        raise ValueError(f"prefill chunks of {rows} rows do not divide a batch of {b}")
-    chunks = b // rows
-    logits, cache = jax.lax.map(
-        lambda a: one(*a), (prompt_ids.reshape(chunks, rows, -1), prompt_mask.reshape(chunks, rows, -1))
-    )
-
-    def merge(x):  # [chunks, rows, ...] -> [B, ...]
-        return x.reshape(b, *x.shape[2:])
-
-    def merge_kv(x):  # [chunks, (L,) rows, K, D, S] -> [(L,) B, K, D, S] (or S, D): chunks go next to the rows
-        x = jnp.moveaxis(x, 0, x.ndim - 5)
-        return x.reshape(*x.shape[:-5], b, *x.shape[-3:])
-
-    merged = KVCache(
-        k=jax.tree.map(merge_kv, cache.k), v=jax.tree.map(merge_kv, cache.v), valid=merge(cache.valid),
-        next_position=merge(cache.next_position), end=cache.end[0],
-    )  # fmt: skip
-    return merge(logits), merged
+    return cpu_layout.prefill_in_chunks(one, prompt_ids, prompt_mask, rows)
 
 
 def decode(
@@ -202,6 +181,7 @@ def decode(
     shape: LoopShape,
     layer_params=None,
     head_t=None,
+    layout: DecodeLayout = PLAIN,
 ) -> Output:
     """Generate up to ``shape.max_new`` tokens for each of ``shape.n`` samples of every prompt.
 
@@ -212,11 +192,10 @@ def decode(
       row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). Row randomness is
         ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so a draw never depends on batching.
       params: traced sampling values.
-      layer_params: None (layers under ``lax.scan``) or per-layer parameter dicts, plain (``model.unstacked_layers()``)
-        or fused (``fuse_layer``), for an unrolled layer loop with a per-layer cache (faster on XLA:CPU, see
-        ``Transformer.hidden_states``).
-      head_t: None or the output projection out-major, [V, E] (the embedding itself when tied); see
-        ``Transformer.logits``.
+      layer_params: None (layers under ``lax.scan``) or per-layer parameter dicts in ``layout``'s form, for an
+        unrolled layer loop with a per-layer cache (faster on XLA:CPU, see ``Transformer.hidden_states``).
+      head_t: None, or the output projection in ``layout``'s form (``cpu_layout.decode_params``).
+      layout: how ``layer_params`` and ``head_t`` are laid out (``spar_jax.models.layout``).
     Returns:
       ``Output`` with R = B * n rows.
     """
@@ -230,7 +209,7 @@ def decode(
     caps = shape.segments()
     logits, cache = prefill(
         model, prompt_ids, prompt_mask, cache_slots(t, caps[0]), rows=shape.prefill_rows or b,
-        layer_params=layer_params, head_t=head_t,
+        layer_params=layer_params, head_t=head_t, layout=layout,
     )  # fmt: skip
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
@@ -258,8 +237,9 @@ def decode(
         # Feed token s - 1 (writing cache slot T + s - 1), then sample token s. The feed runs for rows that have
         # stopped too: skipping it with lax.cond makes XLA copy the whole cache every step.
         state, cache, tokens = carry
-        hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params)
-        state, tokens = sample_next(state, model.logits(hidden, head_t)[:, 0])
+        hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params,
+                                            layout=layout)  # fmt: skip
+        state, tokens = sample_next(state, model.logits(hidden, head_t, layout=layout)[:, 0])
         return state, cache, tokens
 
     def run(carry, j):
@@ -283,54 +263,17 @@ def decode(
 
 
 LAYER_LOOPS = ("auto", "scan", "unrolled")
-# Tokens per prefill chunk on CPU (prefill_chunk="auto"): the fastest of the sizes measured
-# (docs/performance.md#chunked-prefill).
-CPU_PREFILL_CHUNK = 1024
-
-
-def chunk_rows(rows: int, length: int, chunk_tokens: int) -> int:
-    """Prompt rows per prefill chunk: the largest divisor of ``rows`` whose chunk holds at most ``chunk_tokens``
-    tokens of ``length`` (at least one row); ``rows`` itself when ``chunk_tokens`` is 0 (no chunking)."""
-    if chunk_tokens <= 0:
-        return rows
-    fit = max(1, chunk_tokens // length)
-    return max(d for d in range(1, min(rows, fit) + 1) if rows % d == 0)
-
-
-def _decode_params(model) -> tuple[tuple[dict[str, jax.Array], ...], jax.Array]:
-    """The unrolled decode layout, as concrete arrays: every layer's parameters fused (``fuse_layer``), and the head
-    out-major [V, E] (the embedding itself when tied; a transposed copy otherwise)."""
-    shard = model.shard
-
-    def fused_shardings(p):
-        if shard is None:
-            return None
-        return {n: shard.sharding(FUSED_AXES.get(n, LAYER_AXES.get(n)), a.shape) for n, a in p.items()}
-
-    def fuse_all(stacked):
-        return tuple(fuse_layer(p) for p in split_layers(stacked))
-
-    stacked = model.layers.arrays()
-    shapes = jax.eval_shape(fuse_all, stacked)
-    # The stack is an argument, not a closure: a global array spanning other processes cannot be closed over.
-    layers = jax.jit(fuse_all, out_shardings=tuple(fused_shardings(p) for p in shapes))(stacked)
-    if model.lm_head is None:
-        return layers, model.embed[...]
-    head = model.lm_head[...]
-    out = None if shard is None else shard.sharding(("vocab", "embed"), head.shape[::-1])
-    return layers, jax.jit(jnp.transpose, out_shardings=out)(head)
 
 
 class DecodeLoop:
     """A thin stateful shell around ``decode``: holds the split model and one ``jax.jit``, counts compilations.
 
-    ``layer_loop``: "scan" (stacked layers; compile time independent of depth), "unrolled" (separate per-layer arrays
-    in the fused layout of ``_decode_params``, an extra copy of the layer weights; no per-step weight copies on
-    XLA:CPU, and small decode batches read the weights through ``layers.linear_t``) or "auto" (unrolled on CPU, else
-    scan).
+    ``layer_loop``: "scan" (stacked layers in the plain layout; compile time independent of depth), "unrolled"
+    (separate per-layer arrays in the XLA:CPU decode layout, ``spar_jax.models.cpu_layout``: an extra copy of the
+    layer weights, no per-step weight copies on XLA:CPU) or "auto" (unrolled on CPU, else scan).
     ``prefill_chunk``: tokens per prefill chunk (see ``prefill``), 0 for the whole batch at once, or "auto"
-    (``CPU_PREFILL_CHUNK`` on CPU, else 0). Chunking needs a batch axis that is not sharded (a chunk would otherwise
-    sit on some of the devices only).
+    (``cpu_layout.CPU_PREFILL_CHUNK`` on CPU, else 0). Chunking needs a batch axis that is not sharded (a chunk
+    would otherwise sit on some of the devices only).
     ``traces`` counts how many times ``decode`` was traced (= compiled, since jit caches by shape and static args);
     ``shapes`` logs (B, T, R, N) of each trace: B prompt rows prefilled, R decode rows.
     """
@@ -343,14 +286,16 @@ class DecodeLoop:
         self.layer_loop = layer_loop
         sharded = model.shard is not None and model.shard.axis_size("batch") > 1
         if prefill_chunk == "auto":
-            prefill_chunk = CPU_PREFILL_CHUNK if jax.default_backend() == "cpu" and not sharded else 0
+            prefill_chunk = cpu_layout.CPU_PREFILL_CHUNK if jax.default_backend() == "cpu" and not sharded else 0
         if not isinstance(prefill_chunk, int) or prefill_chunk < 0:
             raise ValueError(f"prefill_chunk={prefill_chunk!r}; give a number of tokens >= 0 (0 = no chunks) or 'auto'")
         if prefill_chunk and sharded:
             raise ValueError(f"prefill_chunk={prefill_chunk} needs a batch axis that is not sharded; use 0 on this mesh")
         self.prefill_chunk = prefill_chunk
         self.graphdef, self.state = nnx.split(model)
-        self.layer_params, self.head_t = _decode_params(model) if layer_loop == "unrolled" else (None, None)
+        unrolled = layer_loop == "unrolled"
+        self.layout = cpu_layout.CPU if unrolled else PLAIN
+        self.layer_params, self.head_t = cpu_layout.decode_params(model) if unrolled else (None, None)
         self.shard = model.shard
         self.traces = 0
         self.shapes: list[tuple[int, int, int, int]] = []
@@ -361,14 +306,13 @@ class DecodeLoop:
         b, t = prompt_ids.shape
         self.shapes.append((b, t, b * shape.n, shape.max_new))
         model = nnx.merge(self.graphdef, state)
-        return decode(
-            model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params, head_t=head_t
-        )
+        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params,
+                      head_t=head_t, layout=self.layout)  # fmt: skip
 
     def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
         """Dispatch one batch (asynchronously: read the returned arrays to wait)."""
         b, t = prompt_ids.shape
-        shape = dataclasses.replace(shape, prefill_rows=chunk_rows(b, t, self.prefill_chunk))
+        shape = dataclasses.replace(shape, prefill_rows=cpu_layout.chunk_rows(b, t, self.prefill_chunk))
         return self._jit(
             self.state, self.layer_params, self.head_t, prompt_ids, prompt_mask, live, row_ids, params, shape=shape
         )

@@ -27,6 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from spar_jax.models.layout import PLAIN, DecodeLayout
 from spar_jax.models.transformer import KVCache
 from spar_jax.parallel import constrain
 from spar_jax.sampling import strategies
@@ -148,7 +149,8 @@ def insert(
     )
 
 
-def generate(model, slots: Slots, params: Sampling, refill_at, *, candidates: int, layer_params=None, head_t=None):
+def generate(model, slots: Slots, params: Sampling, refill_at, *, candidates: int, layer_params=None, head_t=None,
+             layout: DecodeLayout = PLAIN):
     """Decode steps until every slot is done, ``refill_at`` slots are done (some may take new samples), or the
     cache's last slot is written (time to ``roll``). Returns (slots, steps run).
 
@@ -166,8 +168,9 @@ def generate(model, slots: Slots, params: Sampling, refill_at, *, candidates: in
 
     def body(carry):
         s, steps = carry
-        hidden, cache = model.hidden_states(s.tokens[:, None], live_mask, cache=s.cache, layer_params=layer_params)
-        tokens, logprobs = pick(model.logits(hidden, head_t)[:, 0], s.keys, s.step, params, candidates)
+        hidden, cache = model.hidden_states(s.tokens[:, None], live_mask, cache=s.cache, layer_params=layer_params,
+                                            layout=layout)  # fmt: skip
+        tokens, logprobs = pick(model.logits(hidden, head_t, layout=layout)[:, 0], s.keys, s.step, params, candidates)
         tokens = jnp.where(s.done, 0, tokens)
         at = jnp.where(s.done, big_n, s.step)  # done rows write nowhere
         hit = ~s.done & jnp.isin(tokens, params.stop_ids)

@@ -82,7 +82,7 @@ class Runtime:
 
         _log.info("loading %s from %s", role, path)
         model = from_pretrained(path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
-                                rules=self.cfg.mesh.rules)  # fmt: skip
+                                rules=self.cfg.mesh.rules, attention_impl=spec.attention_impl)  # fmt: skip
         e = self.cfg.engine
         return Engine(
             model,
@@ -133,7 +133,8 @@ class Runtime:
         )
         tokenizer = load_tokenizer(init_path)
         model = from_pretrained(init_path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
-                                rules=self.cfg.mesh.rules, remat=spec.remat, scan_layers=spec.scan_layers)  # fmt: skip
+                                rules=self.cfg.mesh.rules, remat=spec.remat, scan_layers=spec.scan_layers,
+                                attention_impl=spec.attention_impl)  # fmt: skip
         data = load_data(data_path, tokenizer, config)
         trainer = Trainer(model, data, config, tokenizer=tokenizer)
         try:

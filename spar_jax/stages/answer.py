@@ -22,7 +22,8 @@ def run(cfg: RunConfig) -> dict:
     prompts = load_prompts(cfg)
     mesh = parallel.make_mesh(cfg.mesh.shape)
     model = from_pretrained(
-        cfg.actor.path, dtype=cfg.actor.dtype, param_dtype=cfg.actor.param_dtype, mesh=mesh, rules=cfg.mesh.rules
+        cfg.actor.path, dtype=cfg.actor.dtype, param_dtype=cfg.actor.param_dtype, mesh=mesh, rules=cfg.mesh.rules,
+        attention_impl=cfg.actor.attention_impl,
     )
     tokenizer = load_tokenizer(cfg.actor.path)
     e = cfg.engine
