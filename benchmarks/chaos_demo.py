@@ -2,7 +2,7 @@
 uninterrupted run's. Prints one JSON object; ``equal`` is the verdict. Not part of CI (it runs the job 12+ times).
 
     python benchmarks/chaos_demo.py                       # the demo config, 10 kills
-    python benchmarks/chaos_demo.py --kills 3 --run "python tests/spar_pipeline_driver.py {workdir} MODEL --scripted"
+    python benchmarks/chaos_demo.py --kills 3 --run "python tests/support/spar_pipeline_driver.py {workdir} MODEL --scripted"
 
 ``--run`` is the command line of one attempt; ``{workdir}`` is replaced by the run's directory. Kill moments are drawn
 uniformly over the uninterrupted run's working time (its wall time less a finished rerun's, i.e. start-up; seeded by

@@ -13,7 +13,15 @@ from typing import Any
 
 import ml_collections
 
+from spar_jax import spar
+from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
+from spar_jax.judge.generation import SamplingParams
+from spar_jax.models.transformer import REMAT_POLICIES
 from spar_jax.parallel import DEFAULT_RULES, Rules, normalize_rules
+from spar_jax.spar.constraint_prompts import parse_constraint_types
+from spar_jax.spar.judges import KINDS
+from spar_jax.spar.sources import training_types
+from spar_jax.training.trainer import TrainConfig
 
 STAGES = ("answer", "spar", "study", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
 EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
@@ -230,8 +238,6 @@ _EVAL_SECTIONS = {
 
 
 def _eval_settings() -> dict[str, type]:
-    from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
-
     return {"ifeval": run_ifeval.IFEvalRunConfig, "calibration": calibration.CalibrationConfig,
             "llmbar": llmbar.LLMBarConfig, "followbench": followbench.FollowBenchConfig}  # fmt: skip
 
@@ -445,8 +451,6 @@ def _require(ok: bool, key: str, message: str):
 
 def parse(config: ml_collections.ConfigDict) -> RunConfig:
     """Validate ``config`` against the schema and return the typed RunConfig."""
-    from spar_jax import spar
-
     check_keys(config, default_config())
     c = default_config()
     flat = _flatten(config)
@@ -458,8 +462,6 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         _require(s in STAGES, "stages", f"names unknown stage {s!r}; known stages: {', '.join(STAGES)}")
     _require(c.on_change in ("stop", "rerun"), "on_change", f"must be 'stop' or 'rerun', got {c.on_change!r}")
     _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
-    from spar_jax.models.transformer import REMAT_POLICIES
-
     for name in ("actor", "refiner"):
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
         _require(c[name].param_dtype in ("", "float32", "bfloat16", "float16"), f"{name}.param_dtype",
@@ -493,34 +495,28 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
              f"({c.prompts.num_train}): each iteration needs fresh prompts")
     for a in c.spar.ablations:
         _require(a in ("no_tree", "no_refine"), "spar.ablations", f"names unknown ablation {a!r}; known: no_tree, no_refine")
-    from spar_jax.spar.judges import KINDS
-
     _require(c.judge.kind in KINDS, "judge.kind", f"must be one of {', '.join(KINDS)}, got {c.judge.kind!r}")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
-    from spar_jax.spar.evolve import parse_constraint_types
-
     for key in ("constraint_types", "heldout_types"):
         try:
             parse_constraint_types(c.prompts[key])
         except ValueError as e:
             _require(False, f"prompts.{key}", str(e))
-    from spar_jax.spar.sources import training_types
-
     _require(not c.prompts.heldout_types.strip() or bool(training_types(c)), "prompts.heldout_types",
              "reserves every type of prompts.constraint_types: training prompts would have none left")
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
         n_samples=m.n_samples, k_votes=m.k_votes,
-        actor_sampling=_build("mining", spar.SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
-        judge_sampling=_build("mining", spar.SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
+        actor_sampling=_build("mining", SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
+        judge_sampling=_build("mining", SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
         truncated_roots=m.truncated_roots,
     )  # fmt: skip
     search = _build("search", spar.SearchConfig,
         strategy=s.strategy, branch=s.branch, keep=s.keep, max_depth=s.max_depth, threshold=s.threshold,
         k_votes=s.k_votes, max_rejudges=s.max_rejudges, max_refine_retries=s.max_refine_retries,
-        refine_sampling=_build("search", spar.SamplingParams, s.refine_max_new_tokens, s.refine_temperature,
+        refine_sampling=_build("search", SamplingParams, s.refine_max_new_tokens, s.refine_temperature,
                                s.refine_top_p),
-        judge_sampling=_build("search", spar.SamplingParams, s.judge_max_new_tokens, m.judge_temperature,
+        judge_sampling=_build("search", SamplingParams, s.judge_max_new_tokens, m.judge_temperature,
                               m.judge_top_p),
     )  # fmt: skip
     mixture = _build("mixture", spar.MixtureConfig, **dict(c.mixture))
@@ -530,8 +526,6 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat, x.scan_layers)
 
     def train(name, kind):
-        from spar_jax.training.trainer import TrainConfig
-
         d = {k: c[name][k] for k in _TRAIN_KEYS}
         d["max_steps"] = d["max_steps"] or None
         d["max_grad_norm"] = d["max_grad_norm"] or None

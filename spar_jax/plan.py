@@ -54,7 +54,7 @@ def _main(argv):
     if _CONFIG.value is None or not _TOPOLOGY.value:
         raise app.UsageError("usage: python -m spar_jax.plan --config=configs/NAME.py --topology=v5p-128")
     from spar_jax.planning.hardware import parse_topology
-    from spar_jax.planning.plan import Workload, make_plan
+    from spar_jax.planning.estimate import Workload, make_plan
     from spar_jax.planning.report import render
 
     try:

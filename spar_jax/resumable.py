@@ -1,6 +1,6 @@
 """Resumable work in shards: apply a function to fixed-size slices of a list, one atomically written JSONL per slice.
 
-Used by the SPaR stages (mining, tree search) and the IFEval run: after a kill, a rerun skips the shards on disk and
+Used by the SPaR steps (mining, tree search) and the IFEval run: after a kill, a rerun skips the shards on disk and
 continues with the next one.
 """
 
@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, Callable, Sequence
 
-from spar_jax import io, progress
+from spar_jax import files, progress
 from spar_jax.fingerprint import InputsChangedError, StageInputs, changed_keys, read_record
 from spar_jax.parallel import agree, agree_all, sync_processes
 
@@ -48,13 +48,13 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
             hint = " or pass --config.on_change=rerun" if only_inputs else ""
             raise InputsChangedError(f"{plan_path}: this directory was produced from {what} ({old}); now {plan}. "
                                      f"Use a new workdir{hint}, or delete {directory}.")  # fmt: skip
-        if io.is_writer():
+        if files.is_writer():
             for name in os.listdir(directory):
                 if name.startswith("shard_"):
                     os.unlink(os.path.join(directory, name))
         state = 0
     if state == 0:
-        io.write_json(plan_path, plan)
+        files.write_json(plan_path, plan)
         sync_processes(f"plan:{plan_path}")
     n = math.ceil(len(items) / shard_size)
     paths = [os.path.join(directory, f"shard_{s:05d}.jsonl") for s in range(n)]
@@ -67,13 +67,13 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
     clock = progress.ShardClock(n, on_disk)
     for s, path in enumerate(paths):
         if done[s]:
-            records.extend(io.read_jsonl(path))
+            records.extend(files.read_jsonl(path))
             continue
         shard = list(items[s * shard_size : (s + 1) * shard_size])
         progress.line(f"{what} shard {s + 1}/{n} ({len(shard)} items): start")
         start = time.time()
         out = fn(shard, s)
-        io.write_jsonl(path, out)
+        files.write_jsonl(path, out)
         sync_processes(f"shard:{path}")
         records.extend(out)
         progress.line(f"{what} shard {s + 1}/{n}: done in {progress.duration(time.time() - start)}; {clock.done()}")

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from spar_jax.io import SourceUnavailableError
+from spar_jax.files import SourceUnavailableError
 
 
 def is_url(location: str) -> bool:

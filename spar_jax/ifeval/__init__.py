@@ -3,14 +3,14 @@
 All 25 instruction types of Google's ``instruction_following_eval`` with the
 reference's semantics, strict and loose. Typical use::
 
-    from spar_jax.eval import ifeval
+    from spar_jax import ifeval
     strict, loose = ifeval.check(["punctuation:no_comma"], [{}], prompt, response)
 
     prompts = ifeval.load_ifeval_prompts("input_data.jsonl")   # or "google/IFEval"
     report = ifeval.score_responses(prompts, "responses.jsonl")  # or {prompt: response}
     ifeval.write_report(report, "out/")
 
-Command line: ``python -m spar_jax.eval.ifeval --prompts P --responses R --out DIR``.
+Command line: ``python -m spar_jax.ifeval --prompts P --responses R --out DIR``.
 """
 
 from .data import DEFAULT_SOURCE, IFEvalPrompt, load_ifeval_prompts, load_responses

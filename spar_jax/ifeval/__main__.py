@@ -1,4 +1,4 @@
-"""python -m spar_jax.eval.ifeval --prompts P --responses R --out DIR
+"""python -m spar_jax.ifeval --prompts P --responses R --out DIR
 
 Scores an IFEval responses JSONL (``prompt`` + ``response`` per line), writes
 summary.json, results.jsonl and report.md into DIR and prints the summary.
@@ -16,7 +16,7 @@ from .scoring import score_responses
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spar_jax.eval.ifeval", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m spar_jax.ifeval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", default=DEFAULT_SOURCE,
                         help=f"IFEval prompts: local JSONL path or datasets name (default {DEFAULT_SOURCE})")

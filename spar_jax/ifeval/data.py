@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from spar_jax.io import SourceUnavailableError
+from spar_jax.files import SourceUnavailableError
 
 from .registry import build_checker
 

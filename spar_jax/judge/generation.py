@@ -1,7 +1,7 @@
-"""The contract between the SPaR stages and a sampling engine, and how the stages call it.
+"""The generation API: the contract between the SPaR steps and evaluations and a sampling engine, and how they call it.
 
-The stages never import the real engine (`spar_jax.sampling.Engine`); they accept anything that satisfies
-`Engine` below, so they run unchanged against the JAX engine, a test double, or another backend.
+They never import the real engine (`spar_jax.sampling.Engine`); they accept anything that satisfies `Generator`
+below, so they run unchanged against the JAX engine, a test double, or another backend.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class ResultLike(Protocol):
 
 
 @runtime_checkable
-class Engine(Protocol):
+class Generator(Protocol):
     """`spar_jax.sampling.Engine.generate`: results come back in request order, each with `n` completions."""
 
     def generate(
@@ -59,7 +59,7 @@ class Engine(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
-    """Per-call sampling settings (everything `Engine.generate` takes except requests, n and seed)."""
+    """Per-call sampling settings (everything `Generator.generate` takes except requests, n and seed)."""
 
     max_new_tokens: int
     temperature: float = 0.0
@@ -99,7 +99,7 @@ def derive_seed(base: int, *tags: Any) -> int:
 
 
 def generate(
-    engine: Engine, requests: Sequence[Request], *, n: int, sampling: SamplingParams, seed: int
+    engine: Generator, requests: Sequence[Request], *, n: int, sampling: SamplingParams, seed: int
 ) -> list[list[CompletionLike]]:
     """One `engine.generate` call; returns `len(requests)` lists of `n` completions.
 

@@ -1,6 +1,6 @@
 """The SPaR judge as the evaluations use it: the loop's judgment prompt and k-vote rules, with its own settings.
 
-Judge calibration and LLMBar call :func:`run_judge`, which is ``spar_jax.spar.judging.judge`` (same template,
+Judge calibration and LLMBar call :func:`run_judge`, which is ``spar_jax.judge.votes.judge`` (same template,
 same ``parse_judgement``, same majority with ties dropped) plus validated settings and a seed per evaluation.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.judging import Judgement, judge
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
+from spar_jax.judge import generation as gen
+from spar_jax.judge.votes import Judgement, judge
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,17 +35,17 @@ class JudgeConfig:
             raise ValueError(f"JudgeConfig.k must be a positive int, got {self.k!r}")
         self.sampling()  # validates temperature, top_p and max_new_tokens
 
-    def sampling(self) -> ep.SamplingParams:
-        return ep.SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
+    def sampling(self) -> gen.SamplingParams:
+        return gen.SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p)
 
     def templates(self) -> Templates:
         return Templates.from_file(self.templates_file) if self.templates_file else DEFAULT_TEMPLATES
 
 
-def run_judge(engine: ep.Engine, items: Sequence[tuple[str, str]], cfg: JudgeConfig, tag: str,
+def run_judge(engine: gen.Generator, items: Sequence[tuple[str, str]], cfg: JudgeConfig, tag: str,
               templates: Templates | None = None) -> list[Judgement]:
     """k-vote judgments of (instruction, response) items in one engine call; the seed depends on cfg.seed and tag."""
-    return judge(engine, items, k=cfg.k, sampling=cfg.sampling(), seed=ep.derive_seed(cfg.seed, tag),
+    return judge(engine, items, k=cfg.k, sampling=cfg.sampling(), seed=gen.derive_seed(cfg.seed, tag),
                  templates=templates or cfg.templates())  # fmt: skip
 
 

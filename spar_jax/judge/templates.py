@@ -17,7 +17,7 @@ import string
 from pathlib import Path
 from typing import Literal
 
-from spar_jax.spar.engine_protocol import Message
+from spar_jax.judge.generation import Message
 
 JUDGEMENT_MARKER = "Final Judgement"
 START_MARKER = "[[start]]"

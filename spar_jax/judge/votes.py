@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, Sequence
 
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, judge_messages, parse_judgement
+from spar_jax.judge import generation as gen
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, judge_messages, parse_judgement
 
 Label = Literal["yes", "no"]
 _VALID_VOTES = ("yes", "no", None)
@@ -87,11 +87,11 @@ class Judgement:
 
 
 def judge(
-    engine: ep.Engine,
+    engine: gen.Generator,
     items: Sequence[tuple[str, str]],
     *,
     k: int,
-    sampling: ep.SamplingParams,
+    sampling: gen.SamplingParams,
     seed: int,
     templates: Templates = DEFAULT_TEMPLATES,
 ) -> list[Judgement]:
@@ -100,5 +100,5 @@ def judge(
     No call is made for an empty item list.
     """
     requests = [judge_messages(instruction, response, templates) for instruction, response in items]
-    outputs = ep.generate(engine, requests, n=k, sampling=sampling, seed=seed)
+    outputs = gen.generate(engine, requests, n=k, sampling=sampling, seed=seed)
     return [Judgement.from_texts([c.text for c in completions]) for completions in outputs]

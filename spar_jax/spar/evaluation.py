@@ -6,9 +6,11 @@ from __future__ import annotations
 import logging
 import os
 
-from spar_jax import io
-from spar_jax.eval import ifeval
-from spar_jax.spar.prompts import actor_messages
+from spar_jax import files
+from spar_jax import ifeval
+from spar_jax.judge.answers import generate_responses
+from spar_jax.judge.templates import actor_messages
+from spar_jax.resumable import sharded
 
 _log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ def sample_responses(engine, prompts: list[dict], *, n: int, sampling, seed: int
 def score(prompts: list[dict], responses: list[str], directory: str, title: str) -> dict:
     report = ifeval.score_responses(prompts, responses)
     ifeval.write_report(report, directory, title=title)
-    io.write_jsonl(os.path.join(directory, "responses.jsonl"),
+    files.write_jsonl(os.path.join(directory, "responses.jsonl"),
                    [{"prompt": p["prompt"], "response": r} for p, r in zip(prompts, responses)])  # fmt: skip
     return dict(report.metrics)
 
@@ -38,9 +40,6 @@ def score(prompts: list[dict], responses: list[str], directory: str, title: str)
 def ifeval_responses(engine, prompts: list, directory: str, *, max_new_tokens: int) -> list[str]:
     """Greedy IFEval answers generated in resumable shards of 64 prompts under ``directory/shards`` (greedy: the
     seed is fixed at 0, so the shards match those of the ``ifeval`` stage for the same model and settings)."""
-    from spar_jax.eval.run_ifeval import generate_responses
-    from spar_jax.shards import sharded
-
     records = sharded(os.path.join(directory, "shards"), prompts, 64,
                       lambda shard, _: generate_responses(engine, shard, max_new_tokens=max_new_tokens, seed=0),
                       keys=[(p.key, p.prompt, max_new_tokens, 0) for p in prompts])  # fmt: skip
@@ -60,7 +59,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
     if cfg.eval.ifeval_source and with_ifeval:
         try:
             prompts = ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)
-        except (ValueError, OSError, io.SourceUnavailableError) as e:
+        except (ValueError, OSError, files.SourceUnavailableError) as e:
             out["ifeval_note"] = f"IFEval not evaluated: {e}"
             _log.warning(out["ifeval_note"])
             return out

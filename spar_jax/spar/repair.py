@@ -1,5 +1,5 @@
-"""Rule-based fixers: rewrite a response so that it passes the IFEval checks of every constraint type that
-`evolve.MAKERS` draws (Stage-0 refinement targets without a strong model).
+"""Rule-based repair of answers: rewrite a response so that it passes the IFEval checks of every constraint type that
+`constraint_prompts.MAKERS` draws (Stage-0 refinement targets without a strong model).
 
 `fix_response` parses the response into parts (title line, body blocks of sentences, postscript, closing sentence,
 outer quotes), edits the parts, renders them back, fits the length with the added text protected, and finally
@@ -22,9 +22,9 @@ import dataclasses
 import re
 from typing import Any, Mapping, Sequence
 
-from spar_jax.eval import ifeval
-from spar_jax.eval.ifeval.text import count_sentences, count_words, split_sentences
-from spar_jax.spar.evolve import MAKERS
+from spar_jax import ifeval
+from spar_jax.ifeval.text import count_sentences, count_words, split_sentences
+from spar_jax.spar.constraint_prompts import MAKERS
 
 SUPPORTED_IDS: tuple[str, ...] = tuple(sorted(MAKERS))
 
@@ -408,7 +408,7 @@ def fix_response(response: str, instruction_id_list: Sequence[str],
     """`response` rewritten by rule to satisfy every instruction, or None when the checker does not pass the
     result strictly. A response that already passes is returned unchanged.
 
-    Supports the ids in `SUPPORTED_IDS` (those of `evolve.MAKERS`); any other id raises ValueError, as do bad
+    Supports the ids in `SUPPORTED_IDS` (those of `constraint_prompts.MAKERS`); any other id raises ValueError, as do bad
     kwargs (the checker's message names the id and key). Deterministic: depends only on the arguments.
     """
     if not isinstance(response, str):

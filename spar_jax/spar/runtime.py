@@ -9,13 +9,15 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
-from spar_jax.config import ModelSpec, RunConfig
+if TYPE_CHECKING:  # the loop is driven by the run config; config.py builds on spar, not the reverse
+    from spar_jax.config import ModelSpec, RunConfig
+
 
 _log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine, or None = default
+EngineFactory = Callable[[str, str, "ModelSpec"], Any]  # (role, checkpoint path, spec) -> engine, or None = default
 
 
 class DeferredEngine:

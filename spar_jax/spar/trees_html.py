@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Sequence
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.spar.tree_search import Node, TreeRecord
 
 _CSS = """
@@ -130,9 +130,9 @@ def write_page(iteration_dir: str, title: str) -> str | None:
     if not os.path.exists(os.path.join(search, "DONE.json")):
         return None
     shards = [n for n in sorted(os.listdir(search)) if n.startswith("shard_") and n.endswith(".jsonl")]
-    trees = [TreeRecord.from_dict(r) for name in shards for r in io.read_jsonl(os.path.join(search, name))]
+    trees = [TreeRecord.from_dict(r) for name in shards for r in files.read_jsonl(os.path.join(search, name))]
     dpo = os.path.join(iteration_dir, "data", "dpo.jsonl")
-    pairs = list(io.read_jsonl(dpo)) if os.path.exists(dpo) else []
+    pairs = list(files.read_jsonl(dpo)) if os.path.exists(dpo) else []
     path = os.path.join(search, "trees.html")
-    io.write_text(path, render(trees, pairs, title))
+    files.write_text(path, render(trees, pairs, title))
     return path

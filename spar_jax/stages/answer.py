@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 
-from spar_jax import io, parallel
+from spar_jax import files, parallel
 from spar_jax.config import RunConfig
 
 
 def load_prompts(cfg: RunConfig) -> list[str]:
     if cfg.answer.prompts_file:
-        return [r["prompt"] for r in io.read_jsonl(cfg.answer.prompts_file, required=("prompt",))]
+        return [r["prompt"] for r in files.read_jsonl(cfg.answer.prompts_file, required=("prompt",))]
     return list(cfg.answer.prompts)
 
 
-def run(cfg: RunConfig) -> dict:
+def run(cfg: RunConfig, runtime) -> dict:
+    del runtime  # the stage loads its own model and engine on the run's mesh
     from spar_jax.models import from_pretrained, load_tokenizer
     from spar_jax.sampling import Engine
 
@@ -35,7 +36,7 @@ def run(cfg: RunConfig) -> dict:
         for p, r in zip(prompts, results)
     ]
     path = os.path.join(cfg.workdir, "answers.jsonl")
-    io.write_jsonl(path, records)
+    files.write_jsonl(path, records)
     for rec in records:
         print(f"\n>>> {rec['prompt']}\n{rec['response']}")
     return {"answers": len(records), "path": path}

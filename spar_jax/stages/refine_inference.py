@@ -1,17 +1,21 @@
-"""Inference-time tree search: answer with the actor, judge with the refiner, refine failures by tree search and
-return the first passing refinement (else the best node). Scored by the IFEval checker before and after."""
+"""The ``refine_inference`` stage: inference-time tree search. Answer with the actor, judge with the refiner, refine
+failures by tree search and return the first passing refinement (else the best node). Scored by the IFEval checker
+before and after, under ``workdir/refine_inference``."""
 
 from __future__ import annotations
 
 import os
 
-from spar_jax import io
-from spar_jax.spar.engine_protocol import SamplingParams, derive_seed
+from spar_jax import files, ifeval
+from spar_jax.config import RunConfig
+from spar_jax.judge.generation import SamplingParams, derive_seed
 from spar_jax.spar.evaluation import answer, score
 from spar_jax.spar.judges import Judge, ModelJudge, make_judge
 from spar_jax.spar.mining import TreeRoot
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
+from spar_jax.spar import sources
 from spar_jax.spar.tree_search import SearchConfig, search
+from spar_jax.stages.common import refiner_path
 
 
 def refine_answers(actor, refiner, prompts: list[dict], *, search_config: SearchConfig, judge_votes: int,
@@ -40,7 +44,7 @@ def refine_answers(actor, refiner, prompts: list[dict], *, search_config: Search
     return original, refined, stats
 
 
-def run(engines, prompts: list[dict], cfg, directory: str, *, seed: int) -> dict:
+def refine_and_score(engines, prompts: list[dict], cfg, directory: str, *, seed: int) -> dict:
     """``engines`` = (actor, refiner). Writes before/ and after/ IFEval-checker reports and summary.json into
     ``directory``; the refiner uses ``cfg.spar.templates_file`` when set (the templates it was trained with);
     ``cfg.judge_kind`` picks who judges answers and nodes."""
@@ -54,5 +58,19 @@ def run(engines, prompts: list[dict], cfg, directory: str, *, seed: int) -> dict
     before = score(prompts, original, os.path.join(directory, "before"), "actor answers")
     after = score(prompts, refined, os.path.join(directory, "after"), "after inference-time tree search")
     out = {**stats, "before": before, "after": after}
-    io.write_json(os.path.join(directory, "summary.json"), out)
+    files.write_json(os.path.join(directory, "summary.json"), out)
     return out
+
+
+def prompts(cfg: RunConfig) -> list[dict]:
+    """IFEval's prompts when ``eval.ifeval_source`` is set (first ``eval.ifeval_limit``), else generated ones."""
+    if not cfg.eval.ifeval_source:
+        return sources.generated(cfg, cfg.prompts.num_heldout, seed=cfg.seed)
+    out = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
+            "kwargs": [dict(k) for k in p.kwargs]} for p in ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)]
+    return out[: cfg.eval.ifeval_limit] if cfg.eval.ifeval_limit else out
+
+
+def run(cfg: RunConfig, runtime) -> dict:
+    engines = (runtime.engine("actor", cfg.actor.path), runtime.engine("refiner", refiner_path(cfg)))
+    return refine_and_score(engines, prompts(cfg), cfg, os.path.join(cfg.workdir, "refine_inference"), seed=cfg.seed)

@@ -21,7 +21,7 @@ import ml_collections
 
 from spar_jax.config import RunConfig, parse
 from spar_jax.spar import results
-from spar_jax.spar.pipeline import Pipeline, stage_info
+from spar_jax.spar.pipeline import Pipeline, step_info
 
 
 def variant(cfg: RunConfig, **changes: Any) -> RunConfig:
@@ -51,7 +51,7 @@ def run(cfg: RunConfig, runtime) -> dict[str, Any]:
     main = variant(cfg, workdir=os.path.join(wd, "spar"), **{"eval.ifeval_final_only": False})
     Pipeline(main, runtime).run(on_eval=publish)
     if cfg.study.rules_run:
-        stage0 = stage_info(os.path.join(wd, "spar", "iter_0", "sft_refiner"))  # the same Stage-0 refiner
+        stage0 = step_info(os.path.join(wd, "spar", "iter_0", "sft_refiner"))  # the same Stage-0 refiner
         rules = variant(cfg, workdir=os.path.join(wd, "rules"), **{
             "judge.kind": "rules", "spar.eval_base": False, "spar.ablations": (), "spar.bootstrap_prompts": 0,
             "spar.bootstrap_actor": False, "spar.initial_sft_refiner": "",

@@ -8,9 +8,9 @@ from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 from spar_jax.eval import calibration
 from spar_jax.eval.calibration import CalibrationConfig, calibration_metrics
-from spar_jax.eval.judge import JudgeConfig
-from spar_jax.spar.judging import Judgement
-from spar_jax.spar.prompts import judge_messages
+from spar_jax.judge.settings import JudgeConfig
+from spar_jax.judge.votes import Judgement
+from spar_jax.judge.templates import judge_messages
 
 _VOTE = {"y": "yes", "n": "no", "x": None}
 

@@ -8,8 +8,8 @@ from eval_fakes import write_json
 from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 from spar_jax.eval import llmbar
-from spar_jax.eval.judge import JudgeConfig
-from spar_jax.spar.judging import Judgement
+from spar_jax.judge.settings import JudgeConfig
+from spar_jax.judge.votes import Judgement
 
 
 def test_loads_the_shared_copy_with_the_documented_counts(shared_data):

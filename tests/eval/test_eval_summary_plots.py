@@ -5,7 +5,7 @@ import json
 import pytest
 
 from spar_jax.eval import plots
-from spar_jax.eval.judge import JudgeConfig
+from spar_jax.judge.settings import JudgeConfig
 from spar_jax.eval.summary import base_summary, load_summary, markdown_table, pct, ratio, write_summary
 
 

@@ -4,8 +4,8 @@ import string
 
 import pytest
 
-from spar_jax.eval.ifeval import INSTRUCTION_IDS, build_checker, check
-from spar_jax.eval.ifeval.checks_words import substitute_letter
+from spar_jax.ifeval import INSTRUCTION_IDS, build_checker, check
+from spar_jax.ifeval.checks_words import substitute_letter
 
 LT, AL = "less than", "at least"
 

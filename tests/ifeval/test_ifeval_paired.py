@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from spar_jax.eval.paired import bootstrap, components, metrics_from_sums, paired_bootstrap
-from spar_jax.eval.ifeval.scoring import PromptResult
+from spar_jax.ifeval.paired import bootstrap, components, metrics_from_sums, paired_bootstrap
+from spar_jax.ifeval.scoring import PromptResult
 
 
 def result(strict, loose=None):

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from spar_jax.eval import ifeval
-from spar_jax.eval.ifeval.__main__ import main as cli_main
+from spar_jax import ifeval
+from spar_jax.ifeval.__main__ import main as cli_main
 
 
 

@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from spar_jax.spar.prompts import (
+from spar_jax.judge.templates import (
     DEFAULT_TEMPLATES,
     Templates,
     actor_messages,

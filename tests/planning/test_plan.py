@@ -19,11 +19,11 @@ from spar_jax.planning import activations as A
 from spar_jax.planning import memory as M
 from spar_jax.planning import timing as T
 from spar_jax.planning.hardware import GiB, parse_topology
-from spar_jax.planning.plan import Workload, make_plan
+from spar_jax.planning.estimate import Workload, make_plan
 from spar_jax.planning.report import render
 from spar_jax.training import step as S
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAPER_CONFIGS = ["llama3_8b", "llama3_70b", "glm4_9b", "mistral_7b"]
 TINY = dict(model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)

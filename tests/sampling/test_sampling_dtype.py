@@ -68,7 +68,7 @@ def test_planner_counts_the_engine_copies_in_engine_dtype(dtype, itemsize):
     from spar_jax.models.config import config_from_hf_dict
     from spar_jax.planning import memory as M
     from spar_jax.planning.hardware import parse_topology
-    from spar_jax.planning.plan import make_plan
+    from spar_jax.planning.estimate import make_plan
     from spar_jax.parallel import DEFAULT_RULES
     from test_plan import SHORT, TINY, _tiny_config
 

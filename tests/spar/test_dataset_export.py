@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.spar.data import dpo_pairs, refine_examples
 from spar_jax.spar.dataset_export import export_directory
 from test_trees_html import scripted_tree
@@ -28,9 +28,9 @@ def _sharegpt_check(messages, tags, ranking):
 def data_dir(tmp_path):
     trees = [scripted_tree()]
     directory = tmp_path / "iter_1" / "data"
-    io.write_jsonl(directory / "dpo.jsonl", dpo_pairs(trees))
-    io.write_jsonl(directory / "refiner_sft.jsonl", refine_examples(trees))
-    io.write_jsonl(directory / "empty.jsonl", [])
+    files.write_jsonl(directory / "dpo.jsonl", dpo_pairs(trees))
+    files.write_jsonl(directory / "refiner_sft.jsonl", refine_examples(trees))
+    files.write_jsonl(directory / "empty.jsonl", [])
     return directory
 
 
@@ -40,7 +40,7 @@ def test_parquet_copies_load_back_with_datasets(data_dir):
     export_directory(str(data_dir))
     assert not os.path.exists(data_dir / "empty.parquet")
     for name in ("dpo", "refiner_sft"):
-        records = list(io.read_jsonl(data_dir / f"{name}.jsonl"))
+        records = list(files.read_jsonl(data_dir / f"{name}.jsonl"))
         loaded = datasets.load_dataset("parquet", data_files=str(data_dir / f"{name}.parquet"), split="train")
         assert len(loaded) == len(records) == 1
         row = loaded[0]

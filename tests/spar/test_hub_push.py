@@ -8,7 +8,7 @@ import os
 import huggingface_hub
 import pytest
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.config import default_config, parse
 from spar_jax.spar import publish
 
@@ -44,12 +44,12 @@ def run(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     workdir = tmp_path / "w"
     for role in ("actor", "refiner"):
-        io.write_json(workdir / "iter_1" / role / "hf" / "config.json", {"model_type": "llama"})
-        io.write_json(workdir / "iter_1" / role / "DONE.json", {"steps": 3, "loss": 0.5, "seconds": 1.0,
+        files.write_json(workdir / "iter_1" / role / "hf" / "config.json", {"model_type": "llama"})
+        files.write_json(workdir / "iter_1" / role / "DONE.json", {"steps": 3, "loss": 0.5, "seconds": 1.0,
                                                                 "checkpoint": str(workdir / "iter_1" / role / "hf")})
     for it, score in ((0, 0.4), (1, 0.6)):
-        io.write_json(workdir / f"iter_{it}" / "eval" / "DONE.json", {"heldout": {"average": score}, "seconds": 1.0})
-    io.write_jsonl(workdir / "iter_1" / "data" / "dpo.jsonl", [
+        files.write_json(workdir / f"iter_{it}" / "eval" / "DONE.json", {"heldout": {"average": score}, "seconds": 1.0})
+    files.write_jsonl(workdir / "iter_1" / "data" / "dpo.jsonl", [
         {"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
          "rejected": [{"role": "assistant", "content": "b"}], "prompt_id": "1", "depth": 1}])  # fmt: skip
     c = default_config()

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from spar_jax.eval import ifeval
-from spar_jax.spar import bootstrap, evolve, fixers
-from spar_jax.spar.prompts import judge_messages, parse_judgement, parse_refinement, refine_messages
+from spar_jax import ifeval
+from spar_jax.spar import bootstrap, constraint_prompts, repair
+from spar_jax.judge.templates import judge_messages, parse_judgement, parse_refinement, refine_messages
 
 PARAGRAPH = (
     "Bees are important for farming, because they pollinate many crops. Without bees, farmers would really "
@@ -27,13 +27,13 @@ def passes(ids, kwargs, text):
     return all(ifeval.check(ids, kwargs, "", text)[0])
 
 
-@pytest.mark.parametrize("instruction_id", sorted(evolve.MAKERS))
+@pytest.mark.parametrize("instruction_id", sorted(constraint_prompts.MAKERS))
 def test_every_constraint_type_is_fixed_and_verified(instruction_id):
-    assert set(fixers.SUPPORTED_IDS) == set(evolve.MAKERS)
+    assert set(repair.SUPPORTED_IDS) == set(constraint_prompts.MAKERS)
     for k in range(4):  # several kwargs draws per type (word limits, bullet counts, phrases ...)
-        kwargs = [evolve.MAKERS[instruction_id](random.Random(k)).kwargs]
+        kwargs = [constraint_prompts.MAKERS[instruction_id](random.Random(k)).kwargs]
         for response in RESPONSES:
-            fixed = fixers.fix_response(response, [instruction_id], kwargs)
+            fixed = repair.fix_response(response, [instruction_id], kwargs)
             assert fixed is not None, (instruction_id, kwargs, response)
             assert passes([instruction_id], kwargs, fixed)
             if passes([instruction_id], kwargs, response):
@@ -43,7 +43,7 @@ def test_every_constraint_type_is_fixed_and_verified(instruction_id):
 
 
 def test_fixes_are_minimal_where_the_rule_is_simple():
-    f = fixers.fix_response
+    f = repair.fix_response
     assert f(PARAGRAPH, ["change_case:english_lowercase"], [{}]) == PARAGRAPH.lower()
     assert f(PARAGRAPH, ["change_case:english_capital"], [{}]) == PARAGRAPH.upper()
     assert f(PARAGRAPH, ["punctuation:no_comma"], [{}]) == PARAGRAPH.replace(",", "")
@@ -86,21 +86,21 @@ COMBOS = [
 @pytest.mark.parametrize("ids,kwargs", COMBOS)
 def test_combined_fixes_keep_each_other_valid(ids, kwargs):
     for response in RESPONSES:
-        fixed = fixers.fix_response(response, ids, kwargs)
+        fixed = repair.fix_response(response, ids, kwargs)
         assert fixed is not None and passes(ids, kwargs, fixed), (ids, response, fixed)
 
 
 def test_fixer_returns_none_when_impossible_and_rejects_bad_input():
     both = ["keywords:existence", "keywords:forbidden_words"]
-    assert fixers.fix_response(PARAGRAPH, both, [{"keywords": ["bees"]}, {"forbidden_words": ["bees"]}]) is None
+    assert repair.fix_response(PARAGRAPH, both, [{"keywords": ["bees"]}, {"forbidden_words": ["bees"]}]) is None
     tiny = ["length_constraints:number_words", "detectable_format:number_bullet_lists", "detectable_format:title"]
     tiny_kwargs = [{"relation": "less than", "num_words": 4}, {"num_bullets": 4}, {}]
-    assert fixers.fix_response(PARAGRAPH, tiny, tiny_kwargs) is None
-    assert fixers.fix_response("", ["punctuation:no_comma"], [{}]) is None  # blank never passes strictly
+    assert repair.fix_response(PARAGRAPH, tiny, tiny_kwargs) is None
+    assert repair.fix_response("", ["punctuation:no_comma"], [{}]) is None  # blank never passes strictly
     with pytest.raises(ValueError, match="unsupported instruction id 'detectable_format:json_format'"):
-        fixers.fix_response(PARAGRAPH, ["detectable_format:json_format"], [{}])
+        repair.fix_response(PARAGRAPH, ["detectable_format:json_format"], [{}])
     with pytest.raises(ValueError, match="num_bullets"):
-        fixers.fix_response(PARAGRAPH, ["detectable_format:number_bullet_lists"], [{}])
+        repair.fix_response(PARAGRAPH, ["detectable_format:number_bullet_lists"], [{}])
 
 
 def test_critique_format_and_labels():
@@ -123,7 +123,7 @@ def test_critique_format_and_labels():
 
 @pytest.fixture(scope="module")
 def generated():
-    prompts = evolve.generate_constraint_prompts(200, seed=0)
+    prompts = constraint_prompts.generate_constraint_prompts(200, seed=0)
     responses = [bootstrap.synthetic_responses(p, 2, seed=0) for p in prompts]
     return prompts, responses
 
@@ -154,7 +154,7 @@ def test_fix_rate_on_generated_prompts(generated):
                 if passes(ids, kw, r):
                     continue
                 failing += 1
-                out = fixers.fix_response(r, ids, kw)
+                out = repair.fix_response(r, ids, kw)
                 if out is not None:
                     assert passes(ids, kw, out)
                     fixed += 1
@@ -218,7 +218,7 @@ def test_determinism(generated):
 
 
 def test_bad_input_is_named():
-    p = evolve.generate_constraint_prompts(2, seed=0)
+    p = constraint_prompts.generate_constraint_prompts(2, seed=0)
     with pytest.raises(ValueError, match="2 prompts but 1 response lists"):
         bootstrap.bootstrap_examples(p, [["x"]], seed=0)
     with pytest.raises(ValueError, match=r"prompts\[1\]: missing key 'kwargs'"):

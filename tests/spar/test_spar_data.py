@@ -14,9 +14,9 @@ from spar_jax.spar.data import (
     save_jsonl,
     tree_judgement_examples,
 )
-from spar_jax.spar.judging import Judgement
+from spar_jax.judge.votes import Judgement
 from spar_jax.spar.mining import PromptRecord, Sample, TreeRoot
-from spar_jax.spar.prompts import judge_messages, refine_messages
+from spar_jax.judge.templates import judge_messages, refine_messages
 from spar_jax.spar.tree_search import Node, SearchConfig, TreeRecord, search
 
 

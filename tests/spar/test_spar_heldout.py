@@ -6,10 +6,10 @@ import os
 import pytest
 
 from spar_jax import config as config_lib
-from spar_jax import io
+from spar_jax import files
 from spar_jax.spar import report, sources
 from spar_jax.spar.evaluation import score
-from spar_jax.spar.evolve import HELDOUT_TASKS, MAKERS, TASKS, generate_constraint_prompts
+from spar_jax.spar.constraint_prompts import HELDOUT_TASKS, MAKERS, TASKS, generate_constraint_prompts
 
 RESERVED = ("detectable_format:title", "startend:quotation")
 
@@ -70,10 +70,10 @@ def test_report_scores_the_splits_separately(tmp_path):
             _record(4, "change_case:english_lowercase", "out_of_distribution"),
             _record(5, "change_case:english_lowercase", "out_of_distribution")]  # fmt: skip
     responses = ["no commas at all", "one, two", "Capital", "Also Capital", "all lowercase"]
-    io.write_jsonl(os.path.join(wd, "prompts", "heldout.jsonl"), held)
+    files.write_jsonl(os.path.join(wd, "prompts", "heldout.jsonl"), held)
     eval_dir = os.path.join(wd, "iter_1", "eval")
     metrics = score(held, responses, os.path.join(eval_dir, "heldout"), "held-out")
-    io.write_json(os.path.join(eval_dir, "DONE.json"), {"heldout": metrics, "ifeval": None, "seconds": 1.0})
+    files.write_json(os.path.join(eval_dir, "DONE.json"), {"heldout": metrics, "ifeval": None, "seconds": 1.0})
     row = report.iteration_row(wd, 1)
     assert row["heldout_prompt_level_strict"] == pytest.approx(2 / 5)
     assert row["heldout_in_distribution_prompt_level_strict"] == pytest.approx(1 / 2)

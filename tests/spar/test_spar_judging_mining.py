@@ -3,8 +3,8 @@ import json
 import pytest
 
 from spar_fakes import TEMPLATES, Completion, Result, ScriptedEngine, vote_text
-from spar_jax.spar.engine_protocol import Engine, SamplingParams, derive_seed
-from spar_jax.spar.judging import Judgement, judge
+from spar_jax.judge.generation import Generator, SamplingParams, derive_seed
+from spar_jax.judge.votes import Judgement, judge
 from spar_jax.spar.mining import MiningConfig, PromptRecord, TreeRoot, choose_root, mine, roots
 
 SAMPLING = SamplingParams(max_new_tokens=16, temperature=0.7)
@@ -46,7 +46,7 @@ def test_judgement_validation():
 
 def test_judge_is_one_call_with_n_equal_k():
     engine = ScriptedEngine(judge=lambda i, r, n: [vote_text("y" if r == "good" else "n")] * n)
-    assert isinstance(engine, Engine)
+    assert isinstance(engine, Generator)
     items = [("i1", "good"), ("i2", "bad"), ("i3", "good")]
     out = judge(engine, items, k=4, sampling=SAMPLING, seed=7, templates=TEMPLATES)
     assert [j.label for j in out] == ["yes", "no", "yes"]

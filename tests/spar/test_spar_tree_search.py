@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from spar_fakes import TEMPLATES, ScriptedEngine, TreeWorld, vote_text
-from spar_jax.spar.judging import Judgement
+from spar_jax.judge.votes import Judgement
 from spar_jax.spar.mining import TreeRoot
 from spar_jax.spar.tree_search import SearchConfig, TreeRecord, search, success_by_depth
 

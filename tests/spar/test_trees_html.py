@@ -4,9 +4,9 @@ import html.parser
 import json
 import os
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.spar import trees_html
-from spar_jax.spar.judging import Judgement
+from spar_jax.judge.votes import Judgement
 from spar_jax.spar.tree_search import Node, TreeRecord
 
 EVIL = "<script>alert('x')</script>"
@@ -78,10 +78,10 @@ def test_the_page_shows_every_node_the_passing_path_and_escapes_model_text(tmp_p
 
 def test_write_page_reads_the_search_shards_and_dpo_pairs(tmp_path):
     it_dir = tmp_path / "iter_1"
-    io.write_jsonl(it_dir / "search" / "shard_00000.jsonl", [scripted_tree().to_dict()])
+    files.write_jsonl(it_dir / "search" / "shard_00000.jsonl", [scripted_tree().to_dict()])
     assert trees_html.write_page(str(it_dir), "t") is None  # search not finished
-    io.write_json(it_dir / "search" / "DONE.json", {"trees": 1})
-    io.write_jsonl(it_dir / "data" / "dpo.jsonl", [{"prompt": "x", "chosen": "a b", "rejected": "a c", "depth": 1}])
+    files.write_json(it_dir / "search" / "DONE.json", {"trees": 1})
+    files.write_jsonl(it_dir / "data" / "dpo.jsonl", [{"prompt": "x", "chosen": "a b", "rejected": "a c", "depth": 1}])
     path = trees_html.write_page(str(it_dir), "t")
     page = open(path).read()
     assert path == os.path.join(str(it_dir), "search", "trees.html")
@@ -93,8 +93,8 @@ def test_the_report_links_the_trees_pages(tmp_path):
     from spar_jax.spar import report
 
     it_dir = tmp_path / "iter_1"
-    io.write_jsonl(it_dir / "search" / "shard_00000.jsonl", [scripted_tree().to_dict()])
-    io.write_json(it_dir / "search" / "DONE.json", {
+    files.write_jsonl(it_dir / "search" / "shard_00000.jsonl", [scripted_tree().to_dict()])
+    files.write_json(it_dir / "search" / "DONE.json", {
         "trees": 1, "successes": 1, "success_rate": 1.0, "engine_calls": 4, "refinements": 4, "judgments": 12,
         "engine_calls_main_per_level": 2.0, "success_by_depth": {"2": 1.0}, "seconds": 1.0})  # fmt: skip
     trees_html.write_page(str(it_dir), "t")

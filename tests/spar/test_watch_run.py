@@ -11,7 +11,7 @@ import pytest
 
 from spar_jax import progress
 from spar_jax.config import default_config, parse
-from spar_jax.shards import sharded
+from spar_jax.resumable import sharded
 from spar_jax.spar import pipeline as P
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
@@ -34,7 +34,7 @@ def test_stage_and_shard_lines_with_elapsed_and_eta(tmp_path, capfd):
         records = sharded(directory, list(range(5)), 2, lambda items, s: [{"x": i} for i in items], keys=list(range(5)))
         return {"records": len(records)}
 
-    assert P.run_stage(directory, stage)["records"] == 5
+    assert P.run_step(directory, stage)["records"] == 5
     lines = _lines(capfd.readouterr().err)
     assert lines[0] == "iter_1/mine: start"
     assert lines[1] == "iter_1/mine: 5 items in 3 shards of 2, 1 already done"
@@ -43,7 +43,7 @@ def test_stage_and_shard_lines_with_elapsed_and_eta(tmp_path, capfd):
     assert lines[4] == "iter_1/mine shard 3/3 (1 items): start"
     assert re.fullmatch(r"iter_1/mine shard 3/3: done in .*; elapsed .*, ETA 0\.0 s", lines[5])
     assert re.fullmatch(r"iter_1/mine: done in \d+\.\d s", lines[6]) and len(lines) == 7
-    P.run_stage(directory, stage)  # finished: no lines
+    P.run_step(directory, stage)  # finished: no lines
     assert _lines(capfd.readouterr().err) == []
 
 
@@ -86,7 +86,7 @@ def _scripted_pipeline(workdir, iterations, **logging_keys):
     pipe.search = lambda it, mined, refiner: []
     pipe.data = lambda it, trees, mined: {"pairs": 0, "refiner_examples": 0}
     pipe.train = lambda it, name, kind, data, init, *a, **k: init
-    pipe.evaluate = lambda it, actor, heldout, **kw: P.run_stage(
+    pipe.evaluate = lambda it, actor, heldout, **kw: P.run_step(
         pipe.path(f"iter_{it}", "eval"), lambda: {"heldout": {"average": 0.25 * it}})
     return pipe
 

@@ -6,7 +6,7 @@ import pytest
 
 from spar_jax import main
 from spar_jax.config import default_config, parse
-from spar_jax.io import SourceUnavailableError
+from spar_jax.files import SourceUnavailableError
 from spar_jax.spar.runtime import DeferredEngine, Runtime
 
 from eval_fakes import IFEVAL_PROMPTS, write_jsonl

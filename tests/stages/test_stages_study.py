@@ -8,12 +8,12 @@ import os
 import pytest
 
 from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
-from spar_jax import io
+from spar_jax import files
 from spar_jax.config import default_config, parse
-from spar_jax.spar.evolve import generate_constraint_prompts
+from spar_jax.spar.constraint_prompts import generate_constraint_prompts
 from spar_jax.spar.judges import HybridJudge, ModelJudge, RulesJudge, make_judge
 from spar_jax.spar.runtime import Runtime
-from spar_jax.spar.study import run as run_study
+from spar_jax.stages.study import run as run_study
 
 TYPES = ("change_case:english_lowercase", "punctuation:no_comma")
 
@@ -65,7 +65,7 @@ class ScriptedRuntime(Runtime):
         super().__init__(cfg, engine_factory=factory)
 
     def train(self, kind, data_path, init_path, out_dir, *, role, seed, initial=False):
-        self.trained.append((kind, role, init_path, out_dir, len(list(io.read_jsonl(data_path)))))
+        self.trained.append((kind, role, init_path, out_dir, len(list(files.read_jsonl(data_path)))))
         return {"steps": 1, "examples": self.trained[-1][-1], "loss": 0.0}
 
 
@@ -74,7 +74,7 @@ def study_config(tmp_path):
     prompts = generate_constraint_prompts(5, seed=77, instruction_ids=TYPES, max_constraints=2)
     prompts.append({"key": 99, "prompt": "Write about a cat, in lowercase.",
                     "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]})
-    io.write_jsonl(ifeval_path, prompts)
+    files.write_jsonl(ifeval_path, prompts)
     templates = tmp_path / "templates.json"
     templates.write_text(json.dumps(TEMPLATES.to_dict()))
     c = default_config()
@@ -113,7 +113,7 @@ def _shard_records(directory):
     out = []
     for name in sorted(os.listdir(directory)):
         if name.startswith("shard_") and name.endswith(".jsonl"):
-            out.extend(io.read_jsonl(os.path.join(directory, name)))
+            out.extend(files.read_jsonl(os.path.join(directory, name)))
     return out
 
 
@@ -125,7 +125,7 @@ def test_every_row_is_written_and_the_trained_actor_improves(study):
     assert rows["iter2"]["prompt_level_strict"] == 1.0
     results = cfg.study.results_dir
     for row in rows:
-        lines = list(io.read_jsonl(os.path.join(results, row, "responses.jsonl")))
+        lines = list(files.read_jsonl(os.path.join(results, row, "responses.jsonl")))
         assert len(lines) == 6 and set(lines[0]) == {"prompt", "response"}
         s = json.load(open(os.path.join(results, row, "summary.json")))
         assert s["metrics"]["average"] == pytest.approx(rows[row]["average"])
@@ -140,7 +140,7 @@ def test_every_row_is_written_and_the_trained_actor_improves(study):
 def test_fresh_prompts_and_truncated_samples(study):
     cfg, _, _ = study
     wd = os.path.join(cfg.workdir, "spar")
-    pool = [str(p["key"]) for p in io.read_jsonl(os.path.join(wd, "prompts", "train.jsonl"))]
+    pool = [str(p["key"]) for p in files.read_jsonl(os.path.join(wd, "prompts", "train.jsonl"))]
     it1 = [r["prompt_id"] for r in _shard_records(os.path.join(wd, "iter_1", "mine"))]
     it2 = [r["prompt_id"] for r in _shard_records(os.path.join(wd, "iter_2", "mine"))]
     assert it1 == pool[:4] and it2 == pool[4:8]  # disjoint slices of the pool
@@ -160,7 +160,7 @@ def test_pairs_with_equal_texts_are_dropped_and_ablations_differ(study):
     no_tree = _shard_records(os.path.join(wd, "ablation_no_tree", "search"))
     assert [t["prompt_id"] for t in no_tree] == [t["prompt_id"] for t in trees]
     assert all(len(t["nodes"]) <= 2 and all(n["depth"] <= 1 for n in t["nodes"]) for t in no_tree)
-    pairs = list(io.read_jsonl(os.path.join(wd, "ablation_no_refine", "data", "dpo.jsonl")))
+    pairs = list(files.read_jsonl(os.path.join(wd, "ablation_no_refine", "data", "dpo.jsonl")))
     assert not os.path.exists(os.path.join(wd, "ablation_no_refine", "search"))
     mined = {r["prompt_id"]: r for r in _shard_records(os.path.join(wd, "mine"))}
     for p in pairs:  # independent samples of the same prompt, Yes over No
@@ -200,7 +200,7 @@ def test_judge_kinds():
     prompts = [{"prompt": "be lowercase", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
                {"prompt": "be nice"}]  # no checkable constraint
     engine = ScriptedEngine(judge=lambda i, r, n: [vote_text("y")] * n)
-    from spar_jax.spar.engine_protocol import SamplingParams
+    from spar_jax.judge.generation import SamplingParams
 
     sp = SamplingParams(max_new_tokens=8)
     rules = make_judge("rules", None, prompts)

@@ -1,7 +1,7 @@
 """One process of a multi-process (or the single-process reference) run of sampling, a DPO step, an Orbax
 checkpoint round trip and an HF export on a (data, fsdp, tensor) mesh over every global device.
 
-    python tests/multihost_driver.py MODEL_DIR OUT_DIR MESH          # MESH like 2,2,2
+    python tests/support/multihost_driver.py MODEL_DIR OUT_DIR MESH          # MESH like 2,2,2
 
 Multi-process: set ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` / ``JAX_PROCESS_ID`` (joined by
 ``spar_jax.parallel.maybe_initialize_distributed``) and ``XLA_FLAGS=--xla_force_host_platform_device_count=N``.

@@ -1,6 +1,6 @@
 """A scripted, deterministic engine for testing the SPaR stages without a model.
 
-`ScriptedEngine` satisfies `spar_jax.spar.engine_protocol.Engine`; it routes each request to a script by kind
+`ScriptedEngine` satisfies `spar_jax.judge.generation.Engine`; it routes each request to a script by kind
 (actor prompt, judge prompt, 3-turn refine prompt) and logs every call. `TreeWorld` scripts a refiner whose
 children are named after their parents ("r", "r.0", "r.0.2", ...) and whose votes are set per response name.
 """
@@ -12,7 +12,7 @@ import re
 from collections import Counter
 from typing import Callable, Sequence
 
-from spar_jax.spar.prompts import Templates
+from spar_jax.judge.templates import Templates
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The SPaR pipeline on a tiny random model (the actor, sampled by the real engine; both models trained for real)
 with a scripted, deterministic refiner engine. Used in-process by tests and as a subprocess for kill/resume:
 
-    python tests/spar_pipeline_driver.py WORKDIR MODEL_DIR [--scripted]
+    python tests/support/spar_pipeline_driver.py WORKDIR MODEL_DIR [--scripted]
 
 ``--scripted`` scripts the actor too and replaces training by a recording stand-in that writes a small checkpoint
 after ``SPAR_TEST_TRAIN_SECONDS`` (default 0): the pipeline's files and decisions without any model compute, for the
@@ -88,10 +88,10 @@ def runtime_for(cfg):
 
 def fake_checkpoint(directory: str, hidden: int = 8) -> str:
     """A stand-in checkpoint directory (config.json + a weights file), written by process 0 only."""
-    from spar_jax import io
+    from spar_jax import files
 
-    io.write_json(os.path.join(directory, "config.json"), {"hidden_size": hidden})
-    io.write_text(os.path.join(directory, "model.safetensors"), "0" * hidden)
+    files.write_json(os.path.join(directory, "config.json"), {"hidden_size": hidden})
+    files.write_text(os.path.join(directory, "model.safetensors"), "0" * hidden)
     return str(directory)
 
 

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from spar_jax.spar.prompts import Templates, judge_messages, parse_judgement, parse_refinement, refine_messages
+from spar_jax.judge.templates import Templates, judge_messages, parse_judgement, parse_refinement, refine_messages
 from spar_jax.tools.import_templates import ConversionError, convert_positional, import_templates, main
 
 JUDGE = (

@@ -2,7 +2,7 @@
 
 import json
 
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, judge_messages, refine_messages
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, judge_messages, refine_messages
 from spar_jax.tools.split_release_sft import judge_prefix, main
 from spar_jax.training.records import iter_records
 
