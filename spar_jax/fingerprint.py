@@ -1,4 +1,4 @@
-"""Stage and step fingerprints: a record of what each stage's (or loop step's) artifacts were made from, so one workdir never mixes two runs.
+"""Fingerprints of stages and loop steps: what their artifacts were made from, so one workdir never mixes two runs.
 
 A stage directory holds ``inputs.json`` (written when the stage starts) and, once finished, ``DONE.json`` (which
 repeats the inputs). The inputs are a flat ``{key: value}`` dict: the identity of every model checkpoint the stage

@@ -41,6 +41,18 @@ def test_defaults_are_the_paper_values():
         4000, 1500, 1000, 500, 2500)
 
 
+
+def test_the_default_config_builds_the_dataclass_defaults():
+    """The schema takes the loop's and the trainer's defaults from their dataclasses: one value per setting."""
+    from spar_jax import spar
+    from spar_jax.training.trainer import TrainConfig
+
+    cfg = C.parse(C.default_config())
+    assert cfg.mining == spar.MiningConfig()
+    assert cfg.search == spar.SearchConfig()
+    assert cfg.mixture == spar.MixtureConfig()
+    assert TrainConfig(kind="dpo", **cfg.dpo) == TrainConfig()
+
 def test_scan_layers_flows_into_the_model_spec():
     c = C.default_config()
     assert C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers

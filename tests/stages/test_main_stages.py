@@ -61,3 +61,16 @@ def test_deferred_engine_loads_once_on_first_use():
     assert not deferred.loaded and loads == []
     assert deferred.generate(["a", "b"]) == ["A", "B"]
     assert deferred.batch_size == 8 and deferred.loaded and loads == [1]
+
+
+def test_every_configurable_stage_is_registered_with_one_signature():
+    """``config.STAGES`` (what a config may name) and the registry main.py dispatches through are the same list, and
+    every stage module takes (cfg, runtime)."""
+    import inspect
+
+    from spar_jax import config, stages
+
+    assert tuple(stages.REGISTRY) == config.STAGES
+    for name, module in stages.REGISTRY.items():
+        assert list(inspect.signature(module.run).parameters) == ["cfg", "runtime"], name
+    assert set(config.EVAL_STAGES) <= set(stages.REGISTRY)
