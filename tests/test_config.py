@@ -70,7 +70,8 @@ def test_scan_layers_flows_into_the_model_spec():
     ("actor.dtype", "int8", "config key 'actor.dtype' must be float32, bfloat16 or float16"),
     ("mining.actor_top_p", 1.5, "config section 'mining': SamplingParams.top_p must be in"),
     ("prompts.constraint_types", "punctuation:no_comma,language:klingon",
-     "config key 'prompts.constraint_types' has types the generator cannot make: .'language:klingon'.; choose from"),
+     "config key 'prompts.constraint_types' has types the generator cannot make: "
+     ".'language:klingon'.; choose from"),
     ("prompts.max_constraints", 5, "config key 'prompts.max_constraints' must be between 1 and 4"),
 ])
 def test_bad_keys_and_values_name_the_key(key, value, message):

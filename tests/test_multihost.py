@@ -1,8 +1,9 @@
 """A real multi-process run on CPU: 2 processes x 4 fake devices joined by ``jax.distributed`` (gloo collectives),
 one (data, fsdp, tensor) mesh over all 8 devices, compared with 1 process x 8 devices on the same mesh shape.
 
-Each process runs ``tests/support/multihost_driver.py``: greedy ``Engine.generate``, one DPO step with ``Trainer`` (reference
-log-probs, an Orbax checkpoint at the step), a fresh ``Trainer`` restoring that checkpoint, and ``Trainer.export``.
+Each process runs ``tests/support/multihost_driver.py``: greedy ``Engine.generate``, one DPO step with ``Trainer``
+(reference log-probs, an Orbax checkpoint at the step), a fresh ``Trainer`` restoring that checkpoint, and
+``Trainer.export``.
 
 The mesh is (1, 4, 2): devices 0-3 belong to process 0 and 4-7 to process 1, so the fsdp axis crosses the process
 boundary; parameters, optimizer state and batch rows are then split between processes (nothing is fully
@@ -212,7 +213,8 @@ PIPELINE_ARTIFACTS = ("prompts/train.jsonl", "prompts/heldout.jsonl", "iter_1/mi
 
 
 def _launch_pipeline(workdir: str, model: str, train_seconds: float, tag: str) -> list:
-    """The scripted SPaR pipeline (tests/support/spar_pipeline_driver.py --scripted) on 2 processes sharing ``workdir``."""
+    """The scripted SPaR pipeline (``tests/support/spar_pipeline_driver.py --scripted``) on 2 processes sharing
+    ``workdir``."""
     import spar_pipeline_driver as driver
 
     port, children = _free_port(), []

@@ -35,8 +35,8 @@ def model_card(cfg: RunConfig, role: str, it: int, rows: list[dict]) -> str:
     front.append("---")
     return "\n".join([
         *front, "", f"# SPaR {role}, iteration {it}", "",
-        f"The {role} of a SPaR run (Self-Play with Tree-Search Refinement, Cheng et al. 2024) after iteration {it} of "
-        f"{cfg.spar.iterations}, trained with spar_jax: {trained}.", "",
+        f"The {role} of a SPaR run (Self-Play with Tree-Search Refinement, Cheng et al. 2024) "
+        f"after iteration {it} of {cfg.spar.iterations}, trained with spar_jax: {trained}.", "",
         f"- base model: `{base}`", f"- iteration: {it}", "", "## Metrics", "", table, "", "## Config", "",
         "```json", json.dumps(cfg.raw, indent=2, sort_keys=True, default=str), "```", "",
     ])  # fmt: skip

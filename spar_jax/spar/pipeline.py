@@ -3,7 +3,7 @@
 Layout::
 
     workdir/prompts/{train,heldout}.jsonl             the training pool (iteration t mines its t-th disjoint slice) and
-                                                       held-out prompts (IFEval schema: key, prompt, instruction_id_list, kwargs)
+                                                       held-out prompts (IFEval's schema)
     workdir/iter_0/{sft_actor,sft_refiner,eval}/      optional initial SFT; evaluation of the starting actor
     workdir/iter_N/mine/shard_00000.jsonl ...          actor samples + refiner votes + tree roots, per prompt shard
     workdir/iter_N/search/shard_00000.jsonl ...        refinement trees, per root shard (+ .calls.json)

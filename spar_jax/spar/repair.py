@@ -408,8 +408,8 @@ def fix_response(response: str, instruction_id_list: Sequence[str],
     """`response` rewritten by rule to satisfy every instruction, or None when the checker does not pass the
     result strictly. A response that already passes is returned unchanged.
 
-    Supports the ids in `SUPPORTED_IDS` (those of `constraint_prompts.MAKERS`); any other id raises ValueError, as do bad
-    kwargs (the checker's message names the id and key). Deterministic: depends only on the arguments.
+    Supports the ids in `SUPPORTED_IDS` (those of `constraint_prompts.MAKERS`); any other id raises ValueError, as do
+    bad kwargs (the checker's message names the id and key). Deterministic: depends only on the arguments.
     """
     if not isinstance(response, str):
         raise ValueError(f"fix_response: response must be a string, got {type(response).__name__}")

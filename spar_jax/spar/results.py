@@ -102,7 +102,8 @@ def _interval(d: dict[str, float], signed: bool = False) -> str:
 def render(rows: dict[str, dict], loops: dict[str, dict], title: str, notes: str = "") -> str:
     lines = [f"# {title}", "", "IFEval, all prompts, greedy, scored by spar_jax's checker. Values in points (%);",
              "intervals are 95% percentile bootstrap over prompts (10,000 resamples); Δ is paired against `base`.", "",
-             "| row | prompt strict | prompt loose | inst. strict | inst. loose | average [95% CI] | Δ average vs base [95% CI] |",
+             "| row | prompt strict | prompt loose | inst. strict | inst. loose | average [95% CI] "
+             "| Δ average vs base [95% CI] |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in rows.items():
         m = r["metrics"]

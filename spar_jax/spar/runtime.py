@@ -106,7 +106,8 @@ class Runtime:
               initial: bool = False) -> dict:
         """Train ``kind`` ("dpo" | "sft") from checkpoint ``init_path`` on ``data_path``; export to ``out_dir/hf``.
 
-        ``initial`` selects the Stage-0 SFT settings (``sft0``). Resumes from ``out_dir/checkpoints`` when present. Returns the last step's metrics and the step count.
+        ``initial`` selects the Stage-0 SFT settings (``sft0``). Resumes from ``out_dir/checkpoints`` when present.
+        Returns the last step's metrics and the step count.
         """
         from spar_jax.models import from_pretrained, load_tokenizer
         from spar_jax.training.trainer import TrainConfig, Trainer, load_data

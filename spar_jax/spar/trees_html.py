@@ -114,9 +114,9 @@ def render(trees: Sequence[TreeRecord], pairs: Sequence[dict[str, Any]], title: 
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>{len(trees)} trees, {passed} with a passing refinement; {len(pairs)} DPO pairs. Highlighted nodes: the "
-        "path from the actor's response to the passing refinement. <ins>added</ins> / <del>removed</del> words are "
-        "against the parent node.</p>",
+        f"<p>{len(trees)} trees, {passed} with a passing refinement; {len(pairs)} DPO pairs. "
+        "Highlighted nodes: the path from the actor's response to the passing refinement. "
+        "<ins>added</ins> / <del>removed</del> words are against the parent node.</p>",
         "<h2>Trees</h2>", *[render_tree(t) for t in trees],
         "<h2>DPO pairs</h2>", *[render_pair(p) for p in pairs],
         "</body></html>",

@@ -40,7 +40,7 @@ def test_pack_pair_keeps_the_shared_prefix_once():
     data = _pairs(100)
     shared = [7, 9, 6 + 3, 0]
     for i, n in enumerate(shared):
-        (c, r), (cm, rm) = data.ids[i], data.masks[i]
+        (c, r), (_, rm) = data.ids[i], data.masks[i]
         ids, mask, seg = pack_pair(data.ids[i], data.masks[i])
         assert len(ids) == len(c) + len(r) - n == data.packed_lengths()[i]
         np.testing.assert_array_equal(seg, [0] * n + [1] * (len(c) - n) + [2] * (len(r) - n))
