@@ -2,14 +2,16 @@
 uninterrupted run's. Prints one JSON object; ``equal`` is the verdict. Not part of CI (it runs the job 12+ times).
 
     python benchmarks/chaos_demo.py                       # the demo config, 10 kills
-    python benchmarks/chaos_demo.py --kills 3 --run "python tests/spar_pipeline_driver.py {workdir} MODEL --scripted"
+    python benchmarks/chaos_demo.py --kills 3 \
+        --run "python tests/support/spar_pipeline_driver.py {workdir} MODEL --scripted"
 
 ``--run`` is the command line of one attempt; ``{workdir}`` is replaced by the run's directory. Kill moments are drawn
 uniformly over the uninterrupted run's working time (its wall time less a finished rerun's, i.e. start-up; seeded by
 ``--seed``) and sorted; attempt i runs for the start-up time plus the progress between moments i-1 and i, so kills
-land in every stage in proportion to its length and each attempt makes some progress. Compared: every JSONL artifact and DONE.json (without wall times and workdir paths) byte for byte, every
-``*.safetensors`` tensor within ``--atol``. Logs, TensorBoard files, plots, Orbax step directories and inputs records
-(their start times) are not artifacts and are skipped.
+land in every stage in proportion to its length and each attempt makes some progress. Compared: every JSONL artifact
+and DONE.json (without wall times and workdir paths) byte for byte, every ``*.safetensors`` tensor within ``--atol``.
+Logs, TensorBoard files, plots, Orbax step directories and inputs records (their start times) are not artifacts and
+are skipped.
 """
 
 from __future__ import annotations

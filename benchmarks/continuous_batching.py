@@ -4,7 +4,7 @@ Usage: python benchmarks/continuous_batching.py [--prompts 96] [--n 1] [--slots 
                                                 [--repeats 3] [--refill 1] [--hidden 256] [--layers 4]
                                                 [--prompt-min 8] [--prompt-max 120]
 
-The model is a random LLaMA-architecture checkpoint (tests/tiny_checkpoints.py; sizes from the flags, vocabulary
+The model is a random LLaMA-architecture checkpoint (tests/support/tiny_checkpoints.py; sizes from the flags, vocabulary
 8192) whose next-token distribution is close to uniform, so at temperature 1 with ``V / mean`` stop ids a sample's
 length is geometric with the given mean and capped at ``max_new`` (top-k 64 of a near-uniform distribution keeps
 that): most answers are short, some run to the cap, as judgements and refinements mix. Both modes sample with the
@@ -32,7 +32,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 import numpy as np  # noqa: E402
 

@@ -37,8 +37,8 @@ def main():
 
     from spar_jax.models import from_pretrained, load_tokenizer
     from spar_jax.sampling import Engine
-    from spar_jax.spar.evolve import generate_constraint_prompts
-    from spar_jax.spar.prompts import actor_messages, judge_messages, refine_messages
+    from spar_jax.spar.constraint_prompts import generate_constraint_prompts
+    from spar_jax.judge.templates import actor_messages, judge_messages, refine_messages
 
     model, tokenizer = from_pretrained("demo"), load_tokenizer("demo")
     engines = {mode: Engine(model, tokenizer, batch_size=args.slots, batching=mode, progress=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spar_jax.eval import ifeval  # noqa: E402
+from spar_jax import ifeval  # noqa: E402
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[2] / "shared/data/ifeval/input_data.jsonl"
 VARIANTS = {

@@ -198,7 +198,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        from spar_jax.io import write_text
+        from spar_jax.files import write_text
 
         write_text(args.out, text + "\n")
 

@@ -2,7 +2,7 @@
 
     spar-jax run  --config=configs/demo.py [--config.key=value ...] [--print_config]   # python -m spar_jax.main
     spar-jax plan --config=configs/llama3_70b.py --topology=v5p-128                      # python -m spar_jax.plan
-    spar-jax eval --prompts=input_data.jsonl --responses=responses.jsonl --out=out/     # python -m spar_jax.eval.ifeval
+    spar-jax eval --prompts=input_data.jsonl --responses=responses.jsonl --out=out/     # python -m spar_jax.ifeval
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-COMMANDS = {"run": "spar_jax.main", "plan": "spar_jax.plan", "eval": "spar_jax.eval.ifeval"}
+COMMANDS = {"run": "spar_jax.main", "plan": "spar_jax.plan", "eval": "spar_jax.ifeval"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,16 @@ from typing import Any
 
 import ml_collections
 
+from spar_jax import spar
+from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
+from spar_jax.judge.generation import SamplingParams
+from spar_jax.kernels.attention import IMPLS as ATTENTION_IMPLS
+from spar_jax.models.transformer import REMAT_POLICIES
 from spar_jax.parallel import DEFAULT_RULES, Rules, normalize_rules
+from spar_jax.spar.constraint_prompts import parse_constraint_types
+from spar_jax.spar.judges import KINDS
+from spar_jax.spar.sources import training_types
+from spar_jax.training.trainer import TrainConfig
 
 STAGES = ("answer", "spar", "study", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
 EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
@@ -60,25 +69,28 @@ def _model_section(m: _Schema, path: str, path_doc: str) -> None:
 
 
 def _train_section(t: _Schema, **values) -> None:
-    t.key("learning_rate", 2e-7, "peak learning rate")
-    t.key("schedule", "linear", '"linear" decay or "constant"; both after a linear warm-up')
-    t.key("warmup_ratio", 0.1, "share of the steps spent warming up")
-    t.key("epochs", 1, "passes over the data")
-    t.key("max_steps", 0, "optimizer steps; 0 = run the epochs")
-    t.key("batch_size", 32, "examples (pairs for DPO) per optimizer step")
-    t.key("grad_accum_steps", 1, "micro-batches accumulated per optimizer step")
-    t.key("max_grad_norm", 1.0, "global gradient-norm clip; 0 = no clipping")
-    t.key("weight_decay", 0.0, "AdamW weight decay")
-    t.key("beta", 0.1, "DPO inverse temperature beta")
-    t.key("sft_weight", 0.1, "weight of the SFT (NLL) term on the chosen response added to the DPO loss")
-    t.key("loss_type", "sigmoid", 'DPO loss: "sigmoid" (the paper\'s), "ipo" or "hinge"')
-    t.key("label_smoothing", 0.0, "DPO label smoothing (conservative DPO); 0 = none")
-    t.key("max_length", 2048, "tokens per example, prompt + response; longer ones are truncated")
-    t.key("max_prompt_length", 1024, "tokens kept of the prompt")
-    t.key("logits_chunk_size", 256, "sequence positions per chunk of the vocabulary projection (bounds memory)")
-    t.key("share_prompt", True, "DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)")
-    t.key("save_every", 500, "optimizer steps between Orbax checkpoints")
-    t.key("keep_checkpoints", 2, "Orbax checkpoints kept on disk")
+    d = TrainConfig()  # the defaults live in the dataclass (SPaR's actor DPO); the descriptions here
+    t.key("learning_rate", d.learning_rate, "peak learning rate")
+    t.key("schedule", d.schedule, '"linear" decay or "constant"; both after a linear warm-up')
+    t.key("warmup_ratio", d.warmup_ratio, "share of the steps spent warming up")
+    t.key("epochs", d.epochs, "passes over the data")
+    t.key("max_steps", d.max_steps or 0, "optimizer steps; 0 = run the epochs")
+    t.key("batch_size", d.batch_size, "examples (pairs for DPO) per optimizer step")
+    t.key("grad_accum_steps", d.grad_accum_steps, "micro-batches accumulated per optimizer step")
+    t.key("max_grad_norm", d.max_grad_norm or 0.0, "global gradient-norm clip; 0 = no clipping")
+    t.key("weight_decay", d.weight_decay, "AdamW weight decay")
+    t.key("beta", d.beta, "DPO inverse temperature beta")
+    t.key("sft_weight", d.sft_weight, "weight of the SFT (NLL) term on the chosen response added to the DPO loss")
+    t.key("loss_type", d.loss_type, 'DPO loss: "sigmoid" (the paper\'s), "ipo" or "hinge"')
+    t.key("label_smoothing", d.label_smoothing, "DPO label smoothing (conservative DPO); 0 = none")
+    t.key("max_length", d.max_length, "tokens per example, prompt + response; longer ones are truncated")
+    t.key("max_prompt_length", d.max_prompt_length, "tokens kept of the prompt")
+    t.key("logits_chunk_size", d.logits_chunk_size,
+          "sequence positions per chunk of the vocabulary projection (bounds memory)")
+    t.key("share_prompt", d.share_prompt,
+          "DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)")
+    t.key("save_every", d.save_every, "optimizer steps between Orbax checkpoints")
+    t.key("keep_checkpoints", d.keep_checkpoints, "Orbax checkpoints kept on disk")
     t.dict.update(values)
 
 
@@ -147,36 +159,40 @@ def _schema() -> _Schema:
           'constraints; an upper bound), "hybrid" (the checker where every constraint is checkable)')
 
     m = root.section("mining", "Stage 1: actor samples judged by the refiner")
-    m.key("n_samples", 5, "actor responses per prompt")
-    m.key("k_votes", 5, "judge votes per response (majority decides)")
-    m.key("actor_temperature", 0.9, "actor sampling temperature")
-    m.key("actor_top_p", 0.9, "actor nucleus sampling top-p")
-    m.key("actor_max_new_tokens", 1024, "actor token budget per response")
-    m.key("judge_temperature", 0.7, "judge sampling temperature (mining and search)")
-    m.key("judge_top_p", 1.0, "judge nucleus sampling top-p (mining and search)")
-    m.key("judge_max_new_tokens", 1024, "judge token budget per vote in mining")
-    m.key("truncated_roots", False, "True lets samples cut by actor_max_new_tokens be roots (tiny test models)")
+    md = spar.MiningConfig()  # the method's defaults live in the dataclasses; the descriptions here
+    m.key("n_samples", md.n_samples, "actor responses per prompt")
+    m.key("k_votes", md.k_votes, "judge votes per response (majority decides)")
+    m.key("actor_temperature", md.actor_sampling.temperature, "actor sampling temperature")
+    m.key("actor_top_p", md.actor_sampling.top_p, "actor nucleus sampling top-p")
+    m.key("actor_max_new_tokens", md.actor_sampling.max_new_tokens, "actor token budget per response")
+    m.key("judge_temperature", md.judge_sampling.temperature, "judge sampling temperature (mining and search)")
+    m.key("judge_top_p", md.judge_sampling.top_p, "judge nucleus sampling top-p (mining and search)")
+    m.key("judge_max_new_tokens", md.judge_sampling.max_new_tokens, "judge token budget per vote in mining")
+    m.key("truncated_roots", md.truncated_roots,
+          "True lets samples cut by actor_max_new_tokens be roots (tiny test models)")
 
     t = root.section("search", "Stage 2: tree-search refinement of failing responses")
-    t.key("strategy", "bfs", '"bfs" (level by level) or "dfs"')
-    t.key("branch", 3, "children per expanded node")
-    t.key("keep", 2, "children kept for the next level (BFS) / recursed into (DFS)")
-    t.key("max_depth", 3, "deepest refinement level")
-    t.key("threshold", 0.5, "a child passes when its value V (share of yes votes) exceeds this")
-    t.key("k_votes", 5, "judge votes per child")
-    t.key("max_rejudges", 3, "re-judging rounds for a tied child before it is dropped")
-    t.key("max_refine_retries", 2, "extra rounds for unparseable refinements")
-    t.key("refine_temperature", 0.7, "refiner sampling temperature")
-    t.key("refine_top_p", 1.0, "refiner nucleus sampling top-p")
-    t.key("refine_max_new_tokens", 2048, "refiner token budget per refinement")
-    t.key("judge_max_new_tokens", 1024, "judge token budget per vote in the search")
+    sd = spar.SearchConfig()
+    t.key("strategy", sd.strategy, '"bfs" (level by level) or "dfs"')
+    t.key("branch", sd.branch, "children per expanded node")
+    t.key("keep", sd.keep, "children kept for the next level (BFS) / recursed into (DFS)")
+    t.key("max_depth", sd.max_depth, "deepest refinement level")
+    t.key("threshold", sd.threshold, "a child passes when its value V (share of yes votes) exceeds this")
+    t.key("k_votes", sd.k_votes, "judge votes per child")
+    t.key("max_rejudges", sd.max_rejudges, "re-judging rounds for a tied child before it is dropped")
+    t.key("max_refine_retries", sd.max_refine_retries, "extra rounds for unparseable refinements")
+    t.key("refine_temperature", sd.refine_sampling.temperature, "refiner sampling temperature")
+    t.key("refine_top_p", sd.refine_sampling.top_p, "refiner nucleus sampling top-p")
+    t.key("refine_max_new_tokens", sd.refine_sampling.max_new_tokens, "refiner token budget per refinement")
+    t.key("judge_max_new_tokens", sd.judge_sampling.max_new_tokens, "judge token budget per vote in the search")
 
     x = root.section("mixture", "Stage 3: caps of the refiner's five SFT pools")
-    x.key("cap_refine", 4000, "refinement examples (last step of each passing path)")
-    x.key("cap_tree_judge_yes", 1500, "judgments of passing tree nodes")
-    x.key("cap_tree_judge_no", 1000, "judgments of failing tree nodes")
-    x.key("cap_actor_judge_no", 500, "judgments of failing actor samples")
-    x.key("cap_actor_judge_yes", 2500, "judgments of passing actor samples")
+    xd = spar.MixtureConfig()
+    x.key("cap_refine", xd.cap_refine, "refinement examples (last step of each passing path)")
+    x.key("cap_tree_judge_yes", xd.cap_tree_judge_yes, "judgments of passing tree nodes")
+    x.key("cap_tree_judge_no", xd.cap_tree_judge_no, "judgments of failing tree nodes")
+    x.key("cap_actor_judge_no", xd.cap_actor_judge_no, "judgments of failing actor samples")
+    x.key("cap_actor_judge_yes", xd.cap_actor_judge_yes, "judgments of passing actor samples")
 
     _train_section(root.section("dpo", "DPO training of the actor on the tree pairs"))
     sft = dict(learning_rate=2e-6, schedule="constant", epochs=3, max_length=4096, max_prompt_length=3072)
@@ -231,8 +247,6 @@ _EVAL_SECTIONS = {
 
 
 def _eval_settings() -> dict[str, type]:
-    from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
-
     return {"ifeval": run_ifeval.IFEvalRunConfig, "calibration": calibration.CalibrationConfig,
             "llmbar": llmbar.LLMBarConfig, "followbench": followbench.FollowBenchConfig}  # fmt: skip
 
@@ -447,8 +461,6 @@ def _require(ok: bool, key: str, message: str):
 
 def parse(config: ml_collections.ConfigDict) -> RunConfig:
     """Validate ``config`` against the schema and return the typed RunConfig."""
-    from spar_jax import spar
-
     check_keys(config, default_config())
     c = default_config()
     flat = _flatten(config)
@@ -460,9 +472,6 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         _require(s in STAGES, "stages", f"names unknown stage {s!r}; known stages: {', '.join(STAGES)}")
     _require(c.on_change in ("stop", "rerun"), "on_change", f"must be 'stop' or 'rerun', got {c.on_change!r}")
     _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
-    from spar_jax.models.transformer import REMAT_POLICIES
-    from spar_jax.kernels.attention import IMPLS as ATTENTION_IMPLS
-
     for name in ("actor", "refiner"):
         _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
         _require(c[name].param_dtype in ("", "float32", "bfloat16", "float16"), f"{name}.param_dtype",
@@ -498,34 +507,28 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
              f"({c.prompts.num_train}): each iteration needs fresh prompts")
     for a in c.spar.ablations:
         _require(a in ("no_tree", "no_refine"), "spar.ablations", f"names unknown ablation {a!r}; known: no_tree, no_refine")
-    from spar_jax.spar.judges import KINDS
-
     _require(c.judge.kind in KINDS, "judge.kind", f"must be one of {', '.join(KINDS)}, got {c.judge.kind!r}")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
-    from spar_jax.spar.evolve import parse_constraint_types
-
     for key in ("constraint_types", "heldout_types"):
         try:
             parse_constraint_types(c.prompts[key])
         except ValueError as e:
             _require(False, f"prompts.{key}", str(e))
-    from spar_jax.spar.sources import training_types
-
     _require(not c.prompts.heldout_types.strip() or bool(training_types(c)), "prompts.heldout_types",
              "reserves every type of prompts.constraint_types: training prompts would have none left")
     m, s = c.mining, c.search
     mining = _build("mining", spar.MiningConfig,
         n_samples=m.n_samples, k_votes=m.k_votes,
-        actor_sampling=_build("mining", spar.SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
-        judge_sampling=_build("mining", spar.SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
+        actor_sampling=_build("mining", SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
+        judge_sampling=_build("mining", SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
         truncated_roots=m.truncated_roots,
     )  # fmt: skip
     search = _build("search", spar.SearchConfig,
         strategy=s.strategy, branch=s.branch, keep=s.keep, max_depth=s.max_depth, threshold=s.threshold,
         k_votes=s.k_votes, max_rejudges=s.max_rejudges, max_refine_retries=s.max_refine_retries,
-        refine_sampling=_build("search", spar.SamplingParams, s.refine_max_new_tokens, s.refine_temperature,
+        refine_sampling=_build("search", SamplingParams, s.refine_max_new_tokens, s.refine_temperature,
                                s.refine_top_p),
-        judge_sampling=_build("search", spar.SamplingParams, s.judge_max_new_tokens, m.judge_temperature,
+        judge_sampling=_build("search", SamplingParams, s.judge_max_new_tokens, m.judge_temperature,
                               m.judge_top_p),
     )  # fmt: skip
     mixture = _build("mixture", spar.MixtureConfig, **dict(c.mixture))
@@ -535,8 +538,6 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         return ModelSpec(x.path, x.dtype, x.param_dtype or None, x.remat, x.scan_layers, x.attention_impl)
 
     def train(name, kind):
-        from spar_jax.training.trainer import TrainConfig
-
         d = {k: c[name][k] for k in _TRAIN_KEYS}
         d["max_steps"] = d["max_steps"] or None
         d["max_grad_norm"] = d["max_grad_norm"] or None

@@ -1,4 +1,4 @@
-"""Stage fingerprints: a record of what each stage's artifacts were made from, so one workdir never mixes two runs.
+"""Fingerprints of stages and loop steps: what their artifacts were made from, so one workdir never mixes two runs.
 
 A stage directory holds ``inputs.json`` (written when the stage starts) and, once finished, ``DONE.json`` (which
 repeats the inputs). The inputs are a flat ``{key: value}`` dict: the identity of every model checkpoint the stage
@@ -31,7 +31,7 @@ import shutil
 import time
 from typing import Any
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.parallel import agree, sync_processes
 
 RECORD = "inputs.json"
@@ -273,11 +273,11 @@ def decide(directory: str, inputs: StageInputs | None) -> bool:
         if inputs.on_change != "rerun":
             raise InputsChangedError(message or f"{directory}: inputs changed (reported by process 0)")
         _log.warning("%s", message.replace("Use a new workdir, or pass --config.on_change=rerun to", "Rerunning:"))
-        if io.is_writer():
+        if files.is_writer():
             delete_from(directory, inputs.workdir if inputs.cascade else "")
         sync_processes(f"rerun:{directory}")
-    if io.is_writer() and read_record(os.path.join(directory, RECORD)) is None:
-        io.write_json(os.path.join(directory, RECORD), {"values": inputs.values, "started": time.time_ns()})
+    if files.is_writer() and read_record(os.path.join(directory, RECORD)) is None:
+        files.write_json(os.path.join(directory, RECORD), {"values": inputs.values, "started": time.time_ns()})
     sync_processes(f"inputs:{directory}")
     return False
 
@@ -317,13 +317,13 @@ def check_config(workdir: str, raw: dict[str, Any]) -> None:
     path = os.path.join(workdir, "config.json")
     old = read_record(path)
     if not old:
-        io.write_json(path, raw)
+        files.write_json(path, raw)
         return
     keys = changed_keys(_flatten(old), _flatten(json.loads(json.dumps(raw, default=str))))
     if keys:
         _log.warning("%s differs from this run's config in %s; this run's config is in config.latest.json",
                      path, ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))  # fmt: skip
-        io.write_json(os.path.join(workdir, "config.latest.json"), raw)
+        files.write_json(os.path.join(workdir, "config.latest.json"), raw)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -124,7 +124,7 @@ def paper_config(*, name: str, actor_path: str, mesh_shape: tuple[int, int, int]
             c[judge].judge.templates_file = release_path("templates")
         c.prompts.source = release_path("prompt_pool", name)
     else:
-        c.prompts.source = "generated"  # offline verifiable prompts (spar_jax.spar.evolve)
+        c.prompts.source = "generated"  # offline verifiable prompts (spar_jax.spar.constraint_prompts)
         c.spar.bootstrap_prompts = 8000  # rule-made Stage-0 data in place of the 8k strong-model samples
         c.spar.bootstrap_responses = "actor"
     c.eval.ifeval_source = "google/IFEval"

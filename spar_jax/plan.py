@@ -65,7 +65,7 @@ def _main(argv):
         raise app.UsageError("usage: python -m spar_jax.plan --config=configs/NAME.py --topology=v5p-128")
     from spar_jax.planning import lengths
     from spar_jax.planning.hardware import parse_topology
-    from spar_jax.planning.plan import Workload, make_plan
+    from spar_jax.planning.estimate import Workload, make_plan
     from spar_jax.planning.report import render
 
     try:
@@ -90,7 +90,7 @@ def _main(argv):
 def _compiled(plan, model_cfg, topology, workload, markdown: bool) -> None:
     from spar_jax import config as config_lib
     from spar_jax.planning import compiled
-    from spar_jax.planning.plan import sampling_shapes
+    from spar_jax.planning.estimate import sampling_shapes
 
     if plan.mesh_shape is None:
         print("error: --compile: the mesh does not fit this slice (see the flags above)", file=sys.stderr)

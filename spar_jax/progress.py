@@ -1,4 +1,4 @@
-"""One-line progress reports of stages and shards, printed whatever the progress-bar setting.
+"""One-line progress reports of stages, steps and shards, printed whatever the progress-bar setting.
 
 A multi-day pod run logs to files where tqdm bars are off; these lines (UTC time, what, how many, elapsed, ETA) are
 what tells how far it is. Only process 0 prints.
@@ -23,7 +23,7 @@ def duration(seconds: float) -> str:
 
 
 def label(directory: str) -> str:
-    """A stage directory as shown in progress lines: its last two path components (``iter_1/mine``)."""
+    """A stage or step directory as shown in progress lines: its last two path components (``iter_1/mine``)."""
     parts = os.path.normpath(directory).split(os.sep)
     return "/".join(parts[-2:])
 

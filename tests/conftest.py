@@ -18,11 +18,17 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _SESSION_CACHE = tempfile.mkdtemp(prefix="spar-jax-tests-xla-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
 
-# Child processes (kill/resume and multi-process tests) import the tree under test, not an installed copy.
+# Child processes (kill/resume and multi-process tests) import the tree under test, not an installed copy. The
+# shared helpers (tiny checkpoints, scripted engines, drivers) in tests/support import by module name, in this
+# process and in its children.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+_SUPPORT = os.path.join(_ROOT, "tests", "support")
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, _SUPPORT, os.environ.get("PYTHONPATH", "")) if p)
 
 import pathlib  # noqa: E402
+import sys  # noqa: E402
+
+sys.path.insert(0, _SUPPORT)
 
 import pytest  # noqa: E402
 

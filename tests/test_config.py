@@ -41,6 +41,18 @@ def test_defaults_are_the_paper_values():
         4000, 1500, 1000, 500, 2500)
 
 
+
+def test_the_default_config_builds_the_dataclass_defaults():
+    """The schema takes the loop's and the trainer's defaults from their dataclasses: one value per setting."""
+    from spar_jax import spar
+    from spar_jax.training.trainer import TrainConfig
+
+    cfg = C.parse(C.default_config())
+    assert cfg.mining == spar.MiningConfig()
+    assert cfg.search == spar.SearchConfig()
+    assert cfg.mixture == spar.MixtureConfig()
+    assert TrainConfig(kind="dpo", **cfg.dpo) == TrainConfig()
+
 def test_scan_layers_flows_into_the_model_spec():
     c = C.default_config()
     assert C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers
@@ -58,7 +70,8 @@ def test_scan_layers_flows_into_the_model_spec():
     ("actor.dtype", "int8", "config key 'actor.dtype' must be float32, bfloat16 or float16"),
     ("mining.actor_top_p", 1.5, "config section 'mining': SamplingParams.top_p must be in"),
     ("prompts.constraint_types", "punctuation:no_comma,language:klingon",
-     "config key 'prompts.constraint_types' has types the generator cannot make: .'language:klingon'.; choose from"),
+     "config key 'prompts.constraint_types' has types the generator cannot make: "
+     ".'language:klingon'.; choose from"),
     ("prompts.max_constraints", 5, "config key 'prompts.max_constraints' must be between 1 and 4"),
 ])
 def test_bad_keys_and_values_name_the_key(key, value, message):

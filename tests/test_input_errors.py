@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.config import default_config, parse
 from spar_jax.models import gguf
 from spar_jax.spar.sources import load_prompts
@@ -20,7 +20,7 @@ def test_a_line_that_is_not_utf8_is_named(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'{"prompt": "ok"}\n{"prompt": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"p\.jsonl:2: not UTF-8 text"):
-        list(io.read_jsonl(path))
+        list(files.read_jsonl(path))
     with pytest.raises(ValueError, match=r"p\.jsonl:2: not UTF-8 text"):
         load_prompts(str(path))
     whole = tmp_path / "d.json"

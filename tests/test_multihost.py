@@ -1,8 +1,9 @@
 """A real multi-process run on CPU: 2 processes x 4 fake devices joined by ``jax.distributed`` (gloo collectives),
 one (data, fsdp, tensor) mesh over all 8 devices, compared with 1 process x 8 devices on the same mesh shape.
 
-Each process runs ``tests/multihost_driver.py``: greedy ``Engine.generate``, one DPO step with ``Trainer`` (reference
-log-probs, an Orbax checkpoint at the step), a fresh ``Trainer`` restoring that checkpoint, and ``Trainer.export``.
+Each process runs ``tests/support/multihost_driver.py``: greedy ``Engine.generate``, one DPO step with ``Trainer``
+(reference log-probs, an Orbax checkpoint at the step), a fresh ``Trainer`` restoring that checkpoint, and
+``Trainer.export``.
 
 The mesh is (1, 4, 2): devices 0-3 belong to process 0 and 4-7 to process 1, so the fsdp axis crosses the process
 boundary; parameters, optimizer state and batch rows are then split between processes (nothing is fully
@@ -23,7 +24,7 @@ from safetensors.numpy import load_file
 
 from tiny_checkpoints import copy_demo_tokenizer, hf_config, random_tensors, write_checkpoint
 
-DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_driver.py")
+DRIVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "support", "multihost_driver.py")
 MESH = os.environ.get("SPAR_TEST_MULTIHOST_MESH", "1,4,2")  # (data, fsdp, tensor)
 NUM_PROCESSES, DEVICES = 2, 8
 TIMEOUT_S = 300  # per launch (the multi-process pair and the single process run side by side)
@@ -212,7 +213,8 @@ PIPELINE_ARTIFACTS = ("prompts/train.jsonl", "prompts/heldout.jsonl", "iter_1/mi
 
 
 def _launch_pipeline(workdir: str, model: str, train_seconds: float, tag: str) -> list:
-    """The scripted SPaR pipeline (tests/spar_pipeline_driver.py --scripted) on 2 processes sharing ``workdir``."""
+    """The scripted SPaR pipeline (``tests/support/spar_pipeline_driver.py --scripted``) on 2 processes sharing
+    ``workdir``."""
     import spar_pipeline_driver as driver
 
     port, children = _free_port(), []

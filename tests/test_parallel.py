@@ -54,12 +54,12 @@ def test_sharded_forward_matches_single_device(arch, tmp_path):
 
 
 def test_only_process_zero_writes_shared_files(tmp_path, monkeypatch):
-    from spar_jax import io
+    from spar_jax import files
 
-    io.write_json(tmp_path / "a.json", {"x": 1})
+    files.write_json(tmp_path / "a.json", {"x": 1})
     monkeypatch.setattr(jax, "process_index", lambda: 1)
-    assert not io.is_writer()
-    io.write_json(tmp_path / "b.json", {"x": 1})
-    io.write_jsonl(tmp_path / "c.jsonl", [{"x": 1}])
-    io.write_text(tmp_path / "d.txt", "x")
+    assert not files.is_writer()
+    files.write_json(tmp_path / "b.json", {"x": 1})
+    files.write_jsonl(tmp_path / "c.jsonl", [{"x": 1}])
+    files.write_text(tmp_path / "d.txt", "x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]

@@ -8,8 +8,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spar_jax.eval import ifeval
-from spar_jax.spar.prompts import Templates
+from spar_jax import ifeval
+from spar_jax.judge.templates import Templates
 from spar_jax.spar.sources import load_prompts
 from spar_jax.training.records import dpo_triple, iter_records, sft_messages
 

@@ -2,7 +2,7 @@
 
 Items are IFEval prompts × responses (from a file, or sampled from an actor). The truth of an item is "Yes" when the
 response passes every one of its instructions strictly, else "No". The judge uses the SPaR loop's judgment prompt
-and k-vote rules (``spar_jax.spar.judging``). "No" is the positive class: those are the negatives SPaR mines.
+and k-vote rules (``spar_jax.judge.votes``). "No" is the positive class: those are the negatives SPaR mines.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
-from spar_jax import io
-from spar_jax.eval import ifeval
-from spar_jax.eval.judge import JudgeConfig, run_judge, vote_counts
+from spar_jax import files
+from spar_jax import ifeval
+from spar_jax.judge.settings import JudgeConfig, run_judge, vote_counts
 from spar_jax.eval.summary import base_summary, markdown_table, pct, ratio, write_summary
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.judging import Judgement
-from spar_jax.spar.prompts import actor_messages
+from spar_jax.judge import generation as gen
+from spar_jax.judge.votes import Judgement
+from spar_jax.judge.templates import actor_messages
 
 JUDGEMENTS_FILE = "judgements.jsonl"
 
@@ -53,8 +53,8 @@ class CalibrationConfig:
                                  f"{1 if name == 'samples_per_prompt' else 0}, got {value!r}")  # fmt: skip
         self.actor_sampling()
 
-    def actor_sampling(self) -> ep.SamplingParams:
-        return ep.SamplingParams(max_new_tokens=self.actor_max_new_tokens, temperature=self.actor_temperature,
+    def actor_sampling(self) -> gen.SamplingParams:
+        return gen.SamplingParams(max_new_tokens=self.actor_max_new_tokens, temperature=self.actor_temperature,
                                  top_p=self.actor_top_p)  # fmt: skip
 
 
@@ -106,7 +106,7 @@ def read_responses(path: str, prompts: Sequence[ifeval.IFEvalPrompt]) -> tuple[l
     out, ignored = [], 0
     if not os.path.isfile(path):
         raise ValueError(f"calibration responses file not found: {path}")
-    for lineno, record in enumerate(io.read_jsonl(path, required=("prompt", "response")), 1):
+    for lineno, record in enumerate(files.read_jsonl(path, required=("prompt", "response")), 1):
         if not isinstance(record["prompt"], str) or not isinstance(record["response"], str):
             raise ValueError(f"{path}: record {lineno}: fields 'prompt' and 'response' must be strings")
         if record["prompt"] in index:
@@ -118,11 +118,11 @@ def read_responses(path: str, prompts: Sequence[ifeval.IFEvalPrompt]) -> tuple[l
     return out, ignored
 
 
-def sample_responses(engine: ep.Engine, prompts: Sequence[ifeval.IFEvalPrompt],
+def sample_responses(engine: gen.Generator, prompts: Sequence[ifeval.IFEvalPrompt],
                      settings: CalibrationConfig) -> list[tuple[int, str]]:
     """``samples_per_prompt`` actor samples per prompt (one engine call), as (prompt index, response) pairs."""
-    outputs = ep.generate(engine, [actor_messages(p.prompt) for p in prompts], n=settings.samples_per_prompt,
-                          sampling=settings.actor_sampling(), seed=ep.derive_seed(settings.seed, "calibration-actor"))
+    outputs = gen.generate(engine, [actor_messages(p.prompt) for p in prompts], n=settings.samples_per_prompt,
+                          sampling=settings.actor_sampling(), seed=gen.derive_seed(settings.seed, "calibration-actor"))
     return [(i, c.text) for i, completions in enumerate(outputs) for c in completions]
 
 
@@ -151,14 +151,14 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(engine: ep.Engine, settings: CalibrationConfig, out_dir: str | os.PathLike, *,
-        actor_engine: ep.Engine | None = None) -> dict[str, Any]:
+def run(engine: gen.Generator, settings: CalibrationConfig, out_dir: str | os.PathLike, *,
+        actor_engine: gen.Generator | None = None) -> dict[str, Any]:
     """Judges IFEval items with ``engine``; responses come from ``settings.responses_file`` or are sampled from
     ``actor_engine`` (default: ``engine``). Writes judgements.jsonl, summary.json and report.md; returns the summary."""
     prompts = ifeval.load_ifeval_prompts(settings.prompts_source, split=settings.split)
     prompts = prompts[: settings.limit] if settings.limit else prompts
     ignored = 0
-    with ep.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
+    with gen.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
         if settings.responses_file:
             items, ignored = read_responses(settings.responses_file, prompts)
         else:
@@ -168,7 +168,7 @@ def run(engine: ep.Engine, settings: CalibrationConfig, out_dir: str | os.PathLi
     for i, response in items:
         strict, _ = ifeval.check(prompts[i].instruction_id_list, prompts[i].kwargs, prompts[i].prompt, response)
         truth.append(all(strict))
-    io.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), [
+    files.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), [
         {"key": prompts[i].key, "prompt": prompts[i].prompt, "response": r, "truth": "yes" if t else "no",
          "judgement": j.to_dict()} for (i, r), t, j in zip(items, truth, judgements)])  # fmt: skip
     stats = calibration_metrics(truth, judgements)

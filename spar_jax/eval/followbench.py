@@ -16,14 +16,14 @@ import os
 from collections import Counter, defaultdict
 from typing import Any, Sequence
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.eval.followbench_data import (CATEGORIES, DEFAULT_SOURCE, LEVELS, Check, JudgeTemplates, Record,
                                             build_checks, load_followbench)  # fmt: skip
-from spar_jax.eval.judge import JudgeConfig, vote_counts
+from spar_jax.judge.settings import JudgeConfig, vote_counts
 from spar_jax.eval.summary import base_summary, markdown_table, pct, write_summary
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.judging import Judgement, Label
-from spar_jax.spar.prompts import actor_messages
+from spar_jax.judge import generation as gen
+from spar_jax.judge.votes import Judgement, Label
+from spar_jax.judge.templates import actor_messages
 
 PAPER_JUDGE = "GPT-4"
 RESPONSES_FILE = "responses.jsonl"
@@ -64,7 +64,7 @@ class FollowBenchConfig:
                              f"got {self.levels}")  # fmt: skip
         if not isinstance(self.limit, int) or self.limit < 0:
             raise ValueError(f"FollowBenchConfig.limit must be an int >= 0, got {self.limit!r}")
-        ep.SamplingParams(max_new_tokens=self.max_new_tokens)
+        gen.SamplingParams(max_new_tokens=self.max_new_tokens)
 
     def templates(self) -> JudgeTemplates:
         return JudgeTemplates.from_file(self.judge.templates_file) if self.judge.templates_file else JudgeTemplates()
@@ -102,11 +102,11 @@ def followbench_metrics(rows: Sequence[tuple[str, int, Sequence[Label | None]]])
             {str(lv): len(soft[lv]) for lv in levels}, "checks": checks, "unresolved_checks": unresolved}  # fmt: skip
 
 
-def generate_responses(engine: ep.Engine, records: Sequence[Record], settings: FollowBenchConfig) -> list[dict]:
+def generate_responses(engine: gen.Generator, records: Sequence[Record], settings: FollowBenchConfig) -> list[dict]:
     """Greedy answers (one user turn, chat template) as response records, in record order."""
-    sampling = ep.SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=0.0)
-    outputs = ep.generate(engine, [actor_messages(r.instruction) for r in records], n=1, sampling=sampling,
-                          seed=ep.derive_seed(settings.seed, "followbench-actor"))  # fmt: skip
+    sampling = gen.SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=0.0)
+    outputs = gen.generate(engine, [actor_messages(r.instruction) for r in records], n=1, sampling=sampling,
+                          seed=gen.derive_seed(settings.seed, "followbench-actor"))  # fmt: skip
     return [{"category": r.category, "example_id": r.example_id, "level": r.level, "instruction": r.instruction,
              "response": c.text, "finish_reason": c.finish_reason} for r, (c,) in zip(records, outputs)]  # fmt: skip
 
@@ -116,7 +116,7 @@ def read_responses(path: str, records: Sequence[Record]) -> list[str]:
     if not os.path.isfile(path):
         raise ValueError(f"FollowBench responses file not found: {path}")
     found: dict[tuple, str] = {}
-    for i, row in enumerate(io.read_jsonl(path, required=("category", "example_id", "level", "response")), 1):
+    for i, row in enumerate(files.read_jsonl(path, required=("category", "example_id", "level", "response")), 1):
         if not isinstance(row["response"], str):
             raise ValueError(f"{path}: record {i}: field 'response' must be a string")
         found[(row["category"], row["example_id"], row["level"])] = row["response"]
@@ -128,13 +128,13 @@ def read_responses(path: str, records: Sequence[Record]) -> list[str]:
     return [found[(r.category, r.example_id, r.level)] for r in records]
 
 
-def judge_checks(engine: ep.Engine, checks: Sequence[Check], responses: Sequence[str],
+def judge_checks(engine: gen.Generator, checks: Sequence[Check], responses: Sequence[str],
                  settings: FollowBenchConfig) -> list[Judgement]:
     """Every check judged with k votes in one engine call, parsed with the SPaR rules; in check order."""
     templates = settings.templates()
     requests = [[{"role": "user", "content": templates.render(c, r)}] for c, r in zip(checks, responses)]
-    outputs = ep.generate(engine, requests, n=settings.judge.k, sampling=settings.judge.sampling(),
-                          seed=ep.derive_seed(settings.judge.seed, "followbench-judge"))  # fmt: skip
+    outputs = gen.generate(engine, requests, n=settings.judge.k, sampling=settings.judge.sampling(),
+                          seed=gen.derive_seed(settings.judge.seed, "followbench-judge"))  # fmt: skip
     return [Judgement.from_texts([c.text for c in completions]) for completions in outputs]
 
 
@@ -167,8 +167,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(engine: ep.Engine | None, settings: FollowBenchConfig, out_dir: str | os.PathLike, *,
-        judge_engine: ep.Engine | None = None) -> dict[str, Any]:
+def run(engine: gen.Generator | None, settings: FollowBenchConfig, out_dir: str | os.PathLike, *,
+        judge_engine: gen.Generator | None = None) -> dict[str, Any]:
     """Answers (or reads) the level 1–5 responses with ``engine``, judges them with ``judge_engine`` (default:
     ``engine`` itself), writes responses.jsonl, judgements.jsonl, summary.json and report.md; returns the summary."""
     if judge_engine is None and engine is None:
@@ -179,7 +179,7 @@ def run(engine: ep.Engine | None, settings: FollowBenchConfig, out_dir: str | os
     if not evaluated:
         raise ValueError(f"FollowBench: no records at levels {list(settings.levels)} in {settings.source}")
     names = [(f"{r.category}/{r.example_id}/level {r.level}", r.instruction) for r in evaluated]
-    with ep.prompt_source(names, settings.source):
+    with gen.prompt_source(names, settings.source):
         if settings.responses_file:
             responses = read_responses(settings.responses_file, evaluated)
             finish = None
@@ -187,7 +187,7 @@ def run(engine: ep.Engine | None, settings: FollowBenchConfig, out_dir: str | os
             if engine is None:
                 raise ValueError("FollowBench run: no engine to generate with and no responses_file to judge")
             generated = generate_responses(engine, evaluated, settings)
-            io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), generated)
+            files.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), generated)
             responses = [g["response"] for g in generated]
             finish = dict(Counter(g["finish_reason"] for g in generated))
         flat = [(c, resp) for checks, resp in zip(per_record, responses) for c in checks]
@@ -200,7 +200,7 @@ def run(engine: ep.Engine | None, settings: FollowBenchConfig, out_dir: str | os
         rows.append((r.category, r.level, [j.label for j in js]))
         out_records.append({"category": r.category, "example_id": r.example_id, "level": r.level, "response": resp,
                             "checks": [{"constraint": c.index, "judgement": j.to_dict()} for c, j in zip(checks, js)]})
-    io.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), out_records)
+    files.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), out_records)
     stats = followbench_metrics(rows)
     name = settings.judge_name or ("the evaluated model itself" if judge_engine is None else "unnamed judge model")
     summary = base_summary("followbench", settings.label, stats.pop("metrics"), settings, judge=name,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from spar_jax.eval.remote import is_url, read_json
-from spar_jax.spar.prompts import JUDGEMENT_MARKER
+from spar_jax.judge.templates import JUDGEMENT_MARKER
 
 DEFAULT_SOURCE = ("https://raw.githubusercontent.com/YJiangcm/FollowBench/"
                   "6278f4c1377b4eafab737267b8b21acd52ea0e52/data")  # fmt: skip

@@ -25,12 +25,12 @@ import os
 from collections import defaultdict
 from typing import Any, Sequence
 
-from spar_jax import io
-from spar_jax.eval.judge import JudgeConfig, run_judge, vote_counts
+from spar_jax import files
+from spar_jax.judge.settings import JudgeConfig, run_judge, vote_counts
 from spar_jax.eval.remote import is_url, read_json
-from spar_jax.spar import engine_protocol as ep
+from spar_jax.judge import generation as gen
 from spar_jax.eval.summary import base_summary, markdown_table, pct, ratio, write_summary
-from spar_jax.spar.judging import Judgement
+from spar_jax.judge.votes import Judgement
 
 DEFAULT_SOURCE = ("https://raw.githubusercontent.com/princeton-nlp/LLMBar/"
                   "900616bff90b6c6c8e1681f7d079250637c55992/Dataset/LLMBar")  # fmt: skip
@@ -215,7 +215,7 @@ def run(engine, settings: LLMBarConfig, out_dir: str | os.PathLike) -> dict[str,
     """Judges every output of every pair in one engine call; writes judgements.jsonl, summary.json and report.md."""
     pairs = load_llmbar(settings.source, settings.subsets, settings.limit)
     items = [(p.instruction, out) for p in pairs for out in p.outputs]
-    with ep.prompt_source([(f"{p.subset}/{p.index}", p.instruction) for p in pairs], settings.source):
+    with gen.prompt_source([(f"{p.subset}/{p.index}", p.instruction) for p in pairs], settings.source):
         judgements = run_judge(engine, items, settings.judge, "llmbar")
     records, rows, points = [], [], []
     for p, j1, j2 in zip(pairs, judgements[0::2], judgements[1::2]):
@@ -226,7 +226,7 @@ def run(engine, settings: LLMBarConfig, out_dir: str | os.PathLike) -> dict[str,
         points.append((p.subset, *(yes if p.label == 1 else yes[::-1])))
         records.append({"subset": p.subset, "index": p.index, "label": p.label, "values": list(values),
                         "correct": pair_correct(better, worse), "judgements": [j1.to_dict(), j2.to_dict()]})
-    io.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), records)
+    files.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), records)
     stats, pointwise = llmbar_metrics(rows), pointwise_metrics(points)
     summary = base_summary("llmbar", settings.label, {**stats["metrics"], **pointwise["metrics"]}, settings,
                            source=settings.source, per_subset=stats["per_subset"], confusion=pointwise["confusion"],

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.eval.summary import load_summary
 
 
@@ -61,7 +61,7 @@ def plot_metrics(summaries: Sequence[Mapping[str, Any] | str | os.PathLike], pat
         ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         path = Path(path)
-        with io.atomic_open(path, "wb") as f:
+        with files.atomic_open(path, "wb") as f:
             fig.savefig(f, format="png", dpi=120)
     finally:
         plt.close(fig)

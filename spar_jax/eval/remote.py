@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from spar_jax.io import SourceUnavailableError
+from spar_jax.files import SourceUnavailableError
 
 
 def is_url(location: str) -> bool:
@@ -17,8 +17,8 @@ def is_url(location: str) -> bool:
 def read_json(location: str, what: str, *, timeout: float = 30.0) -> Any:
     """The parsed JSON at ``location`` (a file path or URL). ``what`` names the data in error messages.
 
-    Raises ValueError for a missing file or invalid JSON, SourceUnavailableError (a RuntimeError) when a URL cannot be fetched (with a hint
-    to pass a local copy instead).
+    Raises ValueError for a missing file or invalid JSON, SourceUnavailableError (a RuntimeError) when a URL cannot
+    be fetched (with a hint to pass a local copy instead).
     """
     if is_url(location):
         try:

@@ -8,12 +8,12 @@ import os
 from collections import Counter
 from typing import Any, Sequence
 
-from spar_jax import io
-from spar_jax.eval import ifeval
+from spar_jax import files
+from spar_jax import ifeval
 from spar_jax.eval.summary import base_summary
-from spar_jax.shards import sharded
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.prompts import actor_messages
+from spar_jax.resumable import sharded
+from spar_jax.judge import generation as gen
+from spar_jax.judge.answers import generate_responses
 
 RESPONSES_FILE = "responses.jsonl"
 
@@ -41,7 +41,7 @@ class IFEvalRunConfig:
             raise ValueError(f"IFEvalRunConfig.limit must be an int >= 0, got {self.limit!r}")
         if not isinstance(self.shard_size, int) or self.shard_size < 1:
             raise ValueError(f"IFEvalRunConfig.shard_size must be an int >= 1, got {self.shard_size!r}")
-        ep.SamplingParams(max_new_tokens=self.max_new_tokens)  # validates max_new_tokens
+        gen.SamplingParams(max_new_tokens=self.max_new_tokens)  # validates max_new_tokens
 
 
 def load_prompts(settings: IFEvalRunConfig) -> list[ifeval.IFEvalPrompt]:
@@ -49,19 +49,7 @@ def load_prompts(settings: IFEvalRunConfig) -> list[ifeval.IFEvalPrompt]:
     return prompts[: settings.limit] if settings.limit else prompts
 
 
-def generate_responses(engine: ep.Engine, prompts: Sequence[ifeval.IFEvalPrompt], *, max_new_tokens: int,
-                       seed: int = 0) -> list[dict[str, Any]]:
-    """Greedy answers, one user turn through the chat template (no system prompt added), in prompt order.
-
-    Returns IFEval response records: ``prompt``, ``response``, ``finish_reason``, ``num_tokens``.
-    """
-    sampling = ep.SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
-    outputs = ep.generate(engine, [actor_messages(p.prompt) for p in prompts], n=1, sampling=sampling, seed=seed)
-    return [{"prompt": p.prompt, "response": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
-            for p, (c,) in zip(prompts, outputs)]  # fmt: skip
-
-
-def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike,
+def run(engine: gen.Generator | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike,
         inputs=None) -> dict[str, Any]:
     """Generates (or reads) the responses, scores them and writes the outputs into ``out_dir``; returns the summary.
 
@@ -77,13 +65,13 @@ def run(engine: ep.Engine | None, settings: IFEvalRunConfig, out_dir: str | os.P
     else:
         if engine is None:
             raise ValueError("IFEval run: no engine to generate with and no responses_file to score")
-        with ep.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
+        with gen.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
             records = sharded(os.path.join(out_dir, "shards"), prompts, settings.shard_size,
                               lambda shard, _: generate_responses(engine, shard, max_new_tokens=settings.max_new_tokens,
                                                                   seed=settings.seed),
                               keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts],
                               inputs=inputs)  # fmt: skip
-        io.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
+        files.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
         report = ifeval.score_responses(prompts, [r["response"] for r in records])
         source = "generated (greedy)"
         reasons = Counter(r["finish_reason"] for r in records)

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from spar_jax import io
+from spar_jax import files
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
@@ -57,8 +57,8 @@ def write_summary(out_dir: str | os.PathLike, summary: Mapping[str, Any], markdo
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"summary": out / SUMMARY_FILE, "markdown": out / REPORT_FILE}
-    io.write_text(paths["markdown"], markdown if markdown.endswith("\n") else markdown + "\n")
-    io.write_json(paths["summary"], dict(summary))
+    files.write_text(paths["markdown"], markdown if markdown.endswith("\n") else markdown + "\n")
+    files.write_json(paths["summary"], dict(summary))
     return paths
 
 

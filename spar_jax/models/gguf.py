@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from spar_jax.io import atomic_open
+from spar_jax.files import atomic_open
 
 CONVERTER_VERSION = 1
 _LAYER_NAMES = {

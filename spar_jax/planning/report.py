@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spar_jax.planning.plan import Plan
+from spar_jax.planning.estimate import Plan
 
 GIB = float(1 << 30)
 

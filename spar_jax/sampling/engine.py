@@ -36,7 +36,7 @@ TRUNCATE_MODES = ("error", "left")
 class PromptTooLongError(ValueError):
     """Request ``index`` has a prompt of ``tokens`` tokens, more than the ``max_length - max_new_tokens`` that fit,
     with ``truncate="error"``. Callers that know the request's source (a prompt key, a file) re-raise it naming
-    them (``spar_jax.spar.engine_protocol.naming_prompts``)."""
+    them (``spar_jax.judge.generation.naming_prompts``)."""
 
     def __init__(self, index: int, tokens: int, max_length: int, max_new_tokens: int):
         self.index, self.tokens, self.max_length, self.max_new_tokens = index, tokens, max_length, max_new_tokens

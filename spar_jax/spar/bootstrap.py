@@ -1,9 +1,9 @@
 """Stage 0 offline: initial SFT data for the refiner and the actor from the IFEval rule checker, no strong model.
 
-For generated constraint prompts (`evolve.generate_constraint_prompts`, IFEval schema) every requirement is
+For generated constraint prompts (`constraint_prompts.generate_constraint_prompts`, IFEval schema) every requirement is
 checkable, so the checker plays the strong model's part:
 - judgment targets: a step-by-step verification, one line per requirement, ending "Final Judgement: Yes|No";
-- refinement targets: a short reflection, then the rule-fixed response (`fixers.fix_response`, verified) between
+- refinement targets: a short reflection, then the rule-fixed response (`repair.fix_response`, verified) between
   [[start]] / [[end]];
 - actor targets: the fixed (or already passing) response to the bare instruction.
 Targets are written in our own words and follow the protocol of `prompts.py`, so `parse_judgement` and
@@ -19,11 +19,11 @@ import re
 from collections import Counter
 from typing import Any, Mapping, Sequence
 
-from spar_jax.eval import ifeval
-from spar_jax.eval.ifeval.text import count_sentences, count_words
-from spar_jax.spar.engine_protocol import derive_seed
-from spar_jax.spar.fixers import SUPPORTED_IDS, fix_response
-from spar_jax.spar.prompts import (
+from spar_jax import ifeval
+from spar_jax.ifeval.text import count_sentences, count_words
+from spar_jax.judge.generation import derive_seed
+from spar_jax.spar.repair import SUPPORTED_IDS, fix_response
+from spar_jax.judge.templates import (
     DEFAULT_TEMPLATES, END_MARKER, START_MARKER, Templates, actor_messages, judge_messages, parse_judgement,
     parse_refinement, refine_messages,
 )  # fmt: skip
@@ -41,7 +41,7 @@ def _quoted(words: Sequence[str]) -> str:
 
 def describe(instruction_id: str, kwargs: Mapping[str, Any] | None) -> str:
     """A short description of one requirement, re-derived from (id, kwargs) the way the prompt sentence of
-    `evolve.MAKERS` states it. Raises ValueError for an id outside `fixers.SUPPORTED_IDS`."""
+    `constraint_prompts.MAKERS` states it. Raises ValueError for an id outside `repair.SUPPORTED_IDS`."""
     kw = {k: v for k, v in (kwargs or {}).items() if v is not None}
     i = instruction_id
     if i == "change_case:english_lowercase":

@@ -13,10 +13,10 @@ import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from spar_jax import io
-from spar_jax.spar import engine_protocol as ep
+from spar_jax import files
+from spar_jax.judge import generation as gen
 from spar_jax.spar.mining import PromptRecord
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, actor_messages, judge_messages, refine_messages
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, actor_messages, judge_messages, refine_messages
 from spar_jax.spar.tree_search import TreeRecord
 
 POOLS = ("refine", "tree_judge_yes", "tree_judge_no", "actor_judge_no", "actor_judge_yes")
@@ -79,7 +79,7 @@ def sample_pairs(records: Sequence[PromptRecord], *, seed: int) -> list[dict[str
         no = [s.response for s in r.samples if s.judgement.label == "no" and s.finish_reason != "length"]
         if not yes or not no:
             continue
-        rng = random.Random(ep.derive_seed(seed, "sample-pair", r.prompt_id))
+        rng = random.Random(gen.derive_seed(seed, "sample-pair", r.prompt_id))
         chosen, rejected = rng.choice(yes), rng.choice(no)
         if not same_text(chosen, rejected):
             out.append(_pair(r.instruction, chosen, rejected, r.prompt_id, depth=0))
@@ -120,7 +120,7 @@ def tree_judgement_examples(
     for t in trees:
         nodes = [n for n in t.nodes[1:] if n.status == "ok" and low < n.value < high]
         if per_tree is not None and len(nodes) > per_tree:
-            nodes = random.Random(ep.derive_seed(seed, pool, t.prompt_id)).sample(nodes, per_tree)
+            nodes = random.Random(gen.derive_seed(seed, pool, t.prompt_id)).sample(nodes, per_tree)
         for n in nodes:
             out.append(_example(judge_messages(t.instruction, n.response, templates), n.critique, pool, t.prompt_id))
     return out
@@ -186,18 +186,18 @@ def refiner_mixture(
         "actor_judge_yes": actor_judgement_examples(mined, label="yes", templates=templates),
     }
     seen: set[str] = set()
-    pools = {p: finalize_pool(raw[p], cap=config.cap(p), seed=ep.derive_seed(seed, "pool", p), seen=seen)
+    pools = {p: finalize_pool(raw[p], cap=config.cap(p), seed=gen.derive_seed(seed, "pool", p), seen=seen)
              for p in POOLS}  # fmt: skip
     mixture = [ex for p in POOLS for ex in pools[p]]
-    random.Random(ep.derive_seed(seed, "mixture")).shuffle(mixture)
+    random.Random(gen.derive_seed(seed, "mixture")).shuffle(mixture)
     return mixture, {p: len(pools[p]) for p in POOLS}
 
 
 def save_jsonl(records: Iterable[dict[str, Any]], path: str | Path) -> None:
-    """Writes one JSON object per line, atomically (`spar_jax.io.write_jsonl`)."""
-    io.write_jsonl(path, records)
+    """Writes one JSON object per line, atomically (`spar_jax.files.write_jsonl`)."""
+    files.write_jsonl(path, records)
 
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Reads a JSONL file of objects; bad lines raise ValueError naming file and line (`spar_jax.io.read_jsonl`)."""
-    return list(io.read_jsonl(path))
+    """Reads a JSONL file of objects; bad lines raise ValueError naming file and line (`spar_jax.files.read_jsonl`)."""
+    return list(files.read_jsonl(path))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from spar_jax import io
+from spar_jax import files
 
 _TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
          "system_tag": "system"}  # fmt: skip
@@ -57,14 +57,14 @@ def _write_parquet(path: str, rows: list[dict[str, Any]]) -> None:
 def export_directory(directory: str) -> dict[str, dict[str, Any]]:
     """Write the Parquet copies and ``dataset_info.json`` of every JSONL in ``directory``; Parquet files newer than
     their JSONL are kept. Returns the dataset_info entries."""
-    if not os.path.isdir(directory) or not io.is_writer():
+    if not os.path.isdir(directory) or not files.is_writer():
         return {}
     info: dict[str, dict[str, Any]] = {}
     for name in sorted(os.listdir(directory)):
         if not name.endswith(".jsonl"):
             continue
         stem, source = name[: -len(".jsonl")], os.path.join(directory, name)
-        records = list(io.read_jsonl(source))
+        records = list(files.read_jsonl(source))
         if not records:
             continue
         target = os.path.join(directory, f"{stem}.parquet")
@@ -72,5 +72,5 @@ def export_directory(directory: str) -> dict[str, dict[str, Any]]:
             _write_parquet(target, [_row(r) for r in records])
         info[stem] = dataset_info_entry(stem, records[0])
     if info:
-        io.write_json(os.path.join(directory, "dataset_info.json"), info)
+        files.write_json(os.path.join(directory, "dataset_info.json"), info)
     return info

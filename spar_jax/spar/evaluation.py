@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import os
 
-from spar_jax import io
-from spar_jax.eval import ifeval
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.prompts import actor_messages
+from spar_jax import files, ifeval
+from spar_jax.judge import generation as gen
+from spar_jax.judge.answers import generate_responses
+from spar_jax.judge.templates import actor_messages
+from spar_jax.resumable import sharded
 
 _log = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ _log = logging.getLogger(__name__)
 def answer(engine, prompts: list[dict], *, max_new_tokens: int, seed: int) -> list[str]:
     """Greedy answers of the actor (one user turn, no system prompt), in prompt order."""
     requests = [actor_messages(p["prompt"]) for p in prompts]
-    with ep.naming_prompts(requests):
+    with gen.naming_prompts(requests):
         results = engine.generate(requests, max_new_tokens=max_new_tokens, temperature=0.0, seed=seed)
     return [r.completions[0].text for r in results]
 
@@ -25,7 +26,7 @@ def answer(engine, prompts: list[dict], *, max_new_tokens: int, seed: int) -> li
 def sample_responses(engine, prompts: list[dict], *, n: int, sampling, seed: int) -> list[list[str]]:
     """``n`` sampled answers per prompt (one engine call), for Stage-0 data from the actor's own outputs."""
     requests = [actor_messages(p["prompt"]) for p in prompts]
-    with ep.naming_prompts(requests):
+    with gen.naming_prompts(requests):
         results = engine.generate(requests, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
                                   top_p=sampling.top_p, n=n, seed=seed)  # fmt: skip
     return [[c.text for c in r.completions] for r in results]
@@ -34,7 +35,7 @@ def sample_responses(engine, prompts: list[dict], *, n: int, sampling, seed: int
 def score(prompts: list[dict], responses: list[str], directory: str, title: str) -> dict:
     report = ifeval.score_responses(prompts, responses)
     ifeval.write_report(report, directory, title=title)
-    io.write_jsonl(os.path.join(directory, "responses.jsonl"),
+    files.write_jsonl(os.path.join(directory, "responses.jsonl"),
                    [{"prompt": p["prompt"], "response": r} for p, r in zip(prompts, responses)])  # fmt: skip
     return dict(report.metrics)
 
@@ -42,9 +43,6 @@ def score(prompts: list[dict], responses: list[str], directory: str, title: str)
 def ifeval_responses(engine, prompts: list, directory: str, *, max_new_tokens: int) -> list[str]:
     """Greedy IFEval answers generated in resumable shards of 64 prompts under ``directory/shards`` (greedy: the
     seed is fixed at 0, so the shards match those of the ``ifeval`` stage for the same model and settings)."""
-    from spar_jax.eval.run_ifeval import generate_responses
-    from spar_jax.shards import sharded
-
     records = sharded(os.path.join(directory, "shards"), prompts, 64,
                       lambda shard, _: generate_responses(engine, shard, max_new_tokens=max_new_tokens, seed=0),
                       keys=[(p.key, p.prompt, max_new_tokens, 0) for p in prompts])  # fmt: skip
@@ -64,7 +62,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
     if cfg.eval.ifeval_source and with_ifeval:
         try:
             prompts = ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)
-        except (ValueError, OSError, io.SourceUnavailableError) as e:
+        except (ValueError, OSError, files.SourceUnavailableError) as e:
             out["ifeval_note"] = f"IFEval not evaluated: {e}"
             _log.warning(out["ifeval_note"])
             return out
@@ -73,7 +71,7 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
         records = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
                     "kwargs": [dict(k) for k in p.kwargs]} for p in prompts]  # fmt: skip
         target = os.path.join(directory, "ifeval")
-        with ep.prompt_source([(p.key, p.prompt) for p in prompts], cfg.eval.ifeval_source):
+        with gen.prompt_source([(p.key, p.prompt) for p in prompts], cfg.eval.ifeval_source):
             responses = ifeval_responses(engine, prompts, target, max_new_tokens=cfg.eval.max_new_tokens)
         out["ifeval"] = score(records, responses, target, "IFEval")
     return out

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
-from spar_jax import io, progress
-from spar_jax.config import RunConfig
+from spar_jax import files, progress
+
+if TYPE_CHECKING:  # the loop is driven by the run config; config.py builds on spar, not the reverse
+    from spar_jax.config import RunConfig
 
 STATE = "hub_state.json"
 
@@ -33,8 +35,8 @@ def model_card(cfg: RunConfig, role: str, it: int, rows: list[dict]) -> str:
     front.append("---")
     return "\n".join([
         *front, "", f"# SPaR {role}, iteration {it}", "",
-        f"The {role} of a SPaR run (Self-Play with Tree-Search Refinement, Cheng et al. 2024) after iteration {it} of "
-        f"{cfg.spar.iterations}, trained with spar_jax: {trained}.", "",
+        f"The {role} of a SPaR run (Self-Play with Tree-Search Refinement, Cheng et al. 2024) "
+        f"after iteration {it} of {cfg.spar.iterations}, trained with spar_jax: {trained}.", "",
         f"- base model: `{base}`", f"- iteration: {it}", "", "## Metrics", "", table, "", "## Config", "",
         "```json", json.dumps(cfg.raw, indent=2, sort_keys=True, default=str), "```", "",
     ])  # fmt: skip
@@ -49,7 +51,7 @@ def data_card(cfg: RunConfig, it: int) -> str:
 
 def push_iteration(cfg: RunConfig, it: int, rows: list[dict], api: Any = None) -> list[str]:
     """Push iteration ``it`` unless done before; returns the repo ids pushed to now."""
-    if not cfg.hub.push_to or not io.is_writer():
+    if not cfg.hub.push_to or not files.is_writer():
         return []
     if api is None:
         from huggingface_hub import HfApi
@@ -64,13 +66,13 @@ def push_iteration(cfg: RunConfig, it: int, rows: list[dict], api: Any = None) -
         folder = os.path.join(cfg.workdir, f"iter_{it}", role, "hf")
         if key in state or not os.path.isdir(folder):  # no export: the role had no training data this iteration
             continue
-        io.write_text(os.path.join(folder, "README.md"), model_card(cfg, role, it, rows))
+        files.write_text(os.path.join(folder, "README.md"), model_card(cfg, role, it, rows))
         api.create_repo(repo, repo_type="model", private=cfg.hub.private, exist_ok=True)
         api.upload_folder(repo_id=repo, repo_type="model", folder_path=folder, commit_message=message)
         api.create_tag(repo, tag=f"iter-{it}", repo_type="model", exist_ok=True)
         state[key] = repo
         pushed.append(repo)
-        io.write_json(path, state)
+        files.write_json(path, state)
     data = os.path.join(cfg.workdir, f"iter_{it}", "data")
     if cfg.hub.push_data and f"data:{it}" not in state and os.path.isdir(data):
         repo = f"{cfg.hub.push_to}-data"
@@ -81,7 +83,7 @@ def push_iteration(cfg: RunConfig, it: int, rows: list[dict], api: Any = None) -
                         path_in_repo="README.md", commit_message=message)  # fmt: skip
         state[f"data:{it}"] = repo
         pushed.append(repo)
-        io.write_json(path, state)
+        files.write_json(path, state)
     for repo in pushed:
         progress.line(f"iteration {it}: pushed to the hub repo {repo}")
     return pushed

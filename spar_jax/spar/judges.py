@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Protocol, Sequence
 
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.judging import Judgement, judge
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
+from spar_jax.judge import generation as gen
+from spar_jax.judge.votes import Judgement, judge
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
 
 KINDS = ("model", "rules", "hybrid")
 
@@ -28,7 +28,7 @@ class Judge(Protocol):
 
     kind: str
 
-    def judge(self, items: Sequence[tuple[str, str]], *, k: int, sampling: ep.SamplingParams,
+    def judge(self, items: Sequence[tuple[str, str]], *, k: int, sampling: gen.SamplingParams,
               seed: int) -> list[Judgement]: ...  # fmt: skip
 
 
@@ -56,7 +56,7 @@ def constraints_by_instruction(prompts: Sequence[Mapping[str, Any]]) -> dict[str
 
 def rule_judgement(instruction: str, response: str, constraints: Constraints) -> Judgement:
     """One checker vote (strict: every constraint met = "yes") with a checker-written critique."""
-    from spar_jax.eval import ifeval
+    from spar_jax import ifeval
     from spar_jax.spar.bootstrap import critique_text
 
     ids, kwargs = constraints
@@ -66,8 +66,8 @@ def rule_judgement(instruction: str, response: str, constraints: Constraints) ->
 
 
 def checkable(constraints: Constraints | None) -> bool:
-    """True when the checker can verify and describe every constraint (`fixers.SUPPORTED_IDS`)."""
-    from spar_jax.spar.fixers import SUPPORTED_IDS
+    """True when the checker can verify and describe every constraint (`repair.SUPPORTED_IDS`)."""
+    from spar_jax.spar.repair import SUPPORTED_IDS
 
     return constraints is not None and bool(constraints[0]) and all(i in SUPPORTED_IDS for i in constraints[0])
 
@@ -121,7 +121,7 @@ def make_judge(kind: str, refiner: Any, prompts: Sequence[Mapping[str, Any]] = (
 
 def checker_verdicts(items: Sequence[tuple[str, str]], constraints: Mapping[str, Constraints]) -> list[bool | None]:
     """The checker's strict verdict per item (None where the prompt carries no constraints), for judge agreement."""
-    from spar_jax.eval import ifeval
+    from spar_jax import ifeval
 
     out: list[bool | None] = []
     for instruction, response in items:

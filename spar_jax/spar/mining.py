@@ -10,18 +10,18 @@ import dataclasses
 import random
 from typing import Any, Sequence
 
-from spar_jax.spar import engine_protocol as ep
+from spar_jax.judge import generation as gen
 from spar_jax.spar.judges import Judge, ModelJudge
-from spar_jax.spar.judging import Judgement
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, actor_messages
+from spar_jax.judge.votes import Judgement
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, actor_messages
 
 
 @dataclasses.dataclass(frozen=True)
 class MiningConfig:
     n_samples: int = 5
     k_votes: int = 5
-    actor_sampling: ep.SamplingParams = ep.SamplingParams(max_new_tokens=1024, temperature=0.9, top_p=0.9)
-    judge_sampling: ep.SamplingParams = ep.SamplingParams(max_new_tokens=1024, temperature=0.7, top_p=1.0)
+    actor_sampling: gen.SamplingParams = gen.SamplingParams(max_new_tokens=1024, temperature=0.9, top_p=0.9)
+    judge_sampling: gen.SamplingParams = gen.SamplingParams(max_new_tokens=1024, temperature=0.7, top_p=1.0)
     truncated_roots: bool = False  # True: samples cut by the length limit may be roots (tiny test models only)
 
     def __post_init__(self):
@@ -120,12 +120,12 @@ def choose_root(labels: Sequence[str | None], *, seed: int, prompt_id: str,
     failing = [i for i, label in enumerate(labels) if label == "no" and not cut[i]]
     if not failing:
         return None
-    return random.Random(ep.derive_seed(seed, "root", prompt_id)).choice(failing)
+    return random.Random(gen.derive_seed(seed, "root", prompt_id)).choice(failing)
 
 
 def mine(
-    actor: ep.Engine,
-    refiner: ep.Engine,
+    actor: gen.Generator,
+    refiner: gen.Generator,
     instructions: Sequence[str],
     *,
     ids: Sequence[str] | None = None,
@@ -147,16 +147,16 @@ def mine(
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"mine: prompt ids must be unique, {dup!r} repeats")
     n = config.n_samples
-    sampled = ep.generate(
+    sampled = gen.generate(
         actor,
         [actor_messages(x) for x in instructions],
         n=n,
         sampling=config.actor_sampling,
-        seed=ep.derive_seed(seed, "actor"),
+        seed=gen.derive_seed(seed, "actor"),
     )
     items = [(instr, c.text) for instr, completions in zip(instructions, sampled) for c in completions]
     judge = judge or ModelJudge(refiner, templates)
-    judgements = judge.judge(items, k=config.k_votes, sampling=config.judge_sampling, seed=ep.derive_seed(seed, "judge"))
+    judgements = judge.judge(items, k=config.k_votes, sampling=config.judge_sampling, seed=gen.derive_seed(seed, "judge"))
     records = []
     for p, (pid, instr, completions) in enumerate(zip(ids, instructions, sampled)):
         samples = tuple(

@@ -1,9 +1,9 @@
-"""SPaR iterations as resumable stages under one workdir. Knows stages and files, not math.
+"""SPaR iterations as resumable steps under one workdir. Knows steps and files, not math.
 
 Layout::
 
     workdir/prompts/{train,heldout}.jsonl             the training pool (iteration t mines its t-th disjoint slice) and
-                                                       held-out prompts (IFEval schema: key, prompt, instruction_id_list, kwargs)
+                                                       held-out prompts (IFEval's schema)
     workdir/iter_0/{sft_actor,sft_refiner,eval}/      optional initial SFT; evaluation of the starting actor
     workdir/iter_N/mine/shard_00000.jsonl ...          actor samples + refiner votes + tree roots, per prompt shard
     workdir/iter_N/search/shard_00000.jsonl ...        refinement trees, per root shard (+ .calls.json)
@@ -13,8 +13,8 @@ Layout::
     workdir/iter_1/ablation_{no_tree,no_refine}/       the paper's ablations: {search,} data, actor, eval
     workdir/report.md, metrics.jsonl, tensorboard/, metrics.png
 
-Every stage writes its artifacts atomically and ends with ``DONE.json`` (its statistics and wall time). A rerun skips
-finished stages, resumes sampling stages from the next unwritten shard (each shard has its own derived seed, so the
+Every step writes its artifacts atomically and ends with ``DONE.json`` (its statistics and wall time). A rerun skips
+finished steps, resumes sampling steps from the next unwritten shard (each shard has its own derived seed, so the
 result does not depend on where a run was interrupted) and training from its last Orbax checkpoint.
 """
 
@@ -25,28 +25,30 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TYPE_CHECKING
 
-from spar_jax import fingerprint, io, progress
-from spar_jax.config import RunConfig
+from spar_jax import files, fingerprint, progress
 from spar_jax.parallel import sync_processes
-from spar_jax.shards import sharded
+from spar_jax.resumable import sharded
 from spar_jax.spar import stats as S
 from spar_jax.spar.data import dpo_pairs, refiner_mixture, same_text, sample_pairs
-from spar_jax.spar import engine_protocol as ep
-from spar_jax.spar.engine_protocol import derive_seed
+from spar_jax.judge import generation as gen
+from spar_jax.judge.generation import derive_seed
 from spar_jax.spar.judges import checker_verdicts, constraints_by_instruction, make_judge
 from spar_jax.spar.mining import PromptRecord, mine, roots
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
 from spar_jax.spar.runtime import Runtime
 from spar_jax.spar.tree_search import TreeRecord, search
+
+if TYPE_CHECKING:  # the loop is driven by the run config; config.py builds on spar, not the reverse
+    from spar_jax.config import RunConfig
 
 DONE = "DONE.json"
 _log = logging.getLogger(__name__)
 
 
-def stage_info(directory: str) -> dict | None:
-    """The DONE record of a finished stage, or None."""
+def step_info(directory: str) -> dict | None:
+    """The DONE record of a finished step, or None."""
     path = os.path.join(directory, DONE)
     if not os.path.exists(path):
         return None
@@ -54,12 +56,12 @@ def stage_info(directory: str) -> dict | None:
         return json.load(f)
 
 
-def run_stage(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageInputs | None = None) -> dict:
+def run_step(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageInputs | None = None) -> dict:
     """Run ``fn`` unless ``directory`` holds a DONE record made from the same ``inputs``; record its statistics,
-    inputs and wall time. Changed inputs stop the run or rerun the stage (see ``spar_jax.fingerprint``)."""
+    inputs and wall time. Changed inputs stop the run or rerun the step (see ``spar_jax.fingerprint``)."""
     if fingerprint.decide(directory, inputs):
-        _log.info("skip finished stage %s", directory)
-        return stage_info(directory)
+        _log.info("skip finished step %s", directory)
+        return step_info(directory)
     os.makedirs(directory, exist_ok=True)
     progress.line(f"{progress.label(directory)}: start")
     start = time.time()
@@ -68,8 +70,8 @@ def run_stage(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageI
     progress.line(f"{progress.label(directory)}: done in {progress.duration(info['seconds'])}")
     if inputs is not None:
         info["inputs"] = inputs.values
-    io.write_json(os.path.join(directory, DONE), info)
-    sync_processes(f"done:{directory}")  # process 0 wrote the stage's files; the next stage reads them everywhere
+    files.write_json(os.path.join(directory, DONE), info)
+    sync_processes(f"done:{directory}")  # process 0 wrote the step's files; the next step reads them everywhere
     return info
 
 
@@ -86,17 +88,17 @@ class Pipeline:
     def path(self, *parts) -> str:
         return os.path.join(self.wd, *[str(p) for p in parts])
 
-    # -- stages -------------------------------------------------------------------------------------------------
+    # -- steps --------------------------------------------------------------------------------------------------
 
     def prompts(self) -> tuple[list[dict], list[dict]]:
         from spar_jax.spar import sources
 
         directory = self.path("prompts")
-        run_stage(directory, lambda: sources.prepare(self.cfg, self.runtime, directory),
+        run_step(directory, lambda: sources.prepare(self.cfg, self.runtime, directory),
                   fingerprint.stage_inputs(self.cfg, "prompts"))
-        train = list(io.read_jsonl(os.path.join(directory, "train.jsonl")))
+        train = list(files.read_jsonl(os.path.join(directory, "train.jsonl")))
         heldout_path = os.path.join(directory, "heldout.jsonl")
-        heldout = list(io.read_jsonl(heldout_path)) if os.path.exists(heldout_path) else []
+        heldout = list(files.read_jsonl(heldout_path)) if os.path.exists(heldout_path) else []
         self.constraints = constraints_by_instruction(train + heldout)
         return train, heldout
 
@@ -119,16 +121,16 @@ class Pipeline:
                                       for k, v in self.constraints.items()], self.templates)  # fmt: skip
 
     def sampling(self, fn: Callable[[], dict]) -> Callable[[], dict]:
-        """``fn`` (a sampling stage) whose record also gets ``sampling``: the engines' counters over the stage and
-        their slot utilization (``stats.sampling_use``). A resumed stage counts the shards sampled by this process."""
+        """``fn`` (a sampling step) whose record also gets ``sampling``: the engines' counters over the step and
+        their slot utilization (``stats.sampling_use``). A resumed step counts the shards sampled by this process."""
 
-        def stage():
+        def counted():
             before = self.runtime.engine_counters()
             info = fn()
             use = S.sampling_use(before, self.runtime.engine_counters())
             return {**info, "sampling": use} if use else info
 
-        return stage
+        return counted
 
     def verdict(self, instruction: str, response: str) -> bool | None:
         """The checker's strict verdict, None for prompts without checkable constraints."""
@@ -145,14 +147,14 @@ class Pipeline:
             )  # fmt: skip
             return [r.to_dict() for r in recs]
 
-        def stage():
+        def step():
             recs = [PromptRecord.from_dict(r) for r in
                     sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])]
             verdicts = [[self.verdict(r.instruction, s.response) for s in r.samples] for r in recs]
             return S.mining_stats(recs, verdicts)
 
         inputs = fingerprint.stage_inputs(self.cfg, "mine", models={"actor": actor, "refiner": refiner})
-        run_stage(directory, self.sampling(stage), inputs)
+        run_step(directory, self.sampling(step), inputs)
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
     def search(self, it: int, mined: list[PromptRecord], refiner: str, *, sub: str = "",
@@ -168,10 +170,10 @@ class Pipeline:
                              judge=self.judge(refiner))  # fmt: skip
             calls = [dict(kind=c.kind, step=c.step, attempt=c.attempt, n_requests=c.n_requests, n=c.n)
                      for c in outcome.calls]  # fmt: skip
-            io.write_json(os.path.join(directory, f"shard_{s:05d}.calls.json"), calls)
+            files.write_json(os.path.join(directory, f"shard_{s:05d}.calls.json"), calls)
             return [t.to_dict() for t in outcome.trees]
 
-        def stage():
+        def step():
             recs = sharded(directory, tree_roots, self.cfg.spar.shard_size, shard, [r.prompt_id for r in tree_roots])
             calls = []
             for s in range(math.ceil(len(tree_roots) / self.cfg.spar.shard_size)):
@@ -181,14 +183,14 @@ class Pipeline:
             return {**S.search_stats(trees, calls), "checker": S.tree_checker_stats(trees, self.verdict)}
 
         inputs = fingerprint.stage_inputs(self.cfg, "search", models={"refiner": refiner})
-        run_stage(directory, self.sampling(stage), inputs)
+        run_step(directory, self.sampling(step), inputs)
         return [TreeRecord.from_dict(r) for r in _read_shards(directory)]
 
     def data(self, it: int, trees: list[TreeRecord], mined: list[PromptRecord], *, sub: str = "") -> dict:
         """DPO pairs (from the trees; ``sub="ablation_no_refine"``: from independent samples) and the refiner mix."""
         directory = self.path(f"iter_{it}", sub, "data")
 
-        def stage():
+        def step():
             if sub.endswith("no_refine"):
                 pairs, equal = sample_pairs(mined, seed=derive_seed(self.cfg.seed, it, "sample-pairs")), None
             else:
@@ -196,20 +198,20 @@ class Pipeline:
                 equal = sum(t.success and same_text(t.nodes[t.success_index].response, t.root.response) for t in trees)
             mixture, per_pool = refiner_mixture(trees, mined, config=self.cfg.mixture,
                                                 seed=derive_seed(self.cfg.seed, it, "mixture"), templates=self.templates)
-            io.write_jsonl(os.path.join(directory, "dpo.jsonl"), pairs)
-            io.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), mixture)
+            files.write_jsonl(os.path.join(directory, "dpo.jsonl"), pairs)
+            files.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), mixture)
             return {"pairs": len(pairs), "equal_pairs_dropped": equal, "refiner_examples": len(mixture),
                     "per_pool": per_pool, "edit_similarity": S.mean_edit_similarity(pairs),
                     "checker": S.pair_checker_stats(pairs, self.verdict)}  # fmt: skip
 
-        return run_stage(directory, stage, fingerprint.stage_inputs(self.cfg, "data"))
+        return run_step(directory, step, fingerprint.stage_inputs(self.cfg, "data"))
 
     def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int,
               initial: bool = False, sub: str = "") -> str:  # fmt: skip
         """Train and return the new checkpoint path (``init`` unchanged when there is no data)."""
         directory = self.path(f"iter_{it}", sub, name)
 
-        def stage():
+        def step():
             if n_examples == 0:
                 return {"skipped": "no training examples", "checkpoint": init}
             out = self.runtime.train(kind, data_path, init, directory, role=role,
@@ -218,13 +220,13 @@ class Pipeline:
 
         section = "dpo" if kind == "dpo" else "sft0" if initial else "sft"
         inputs = fingerprint.stage_inputs(self.cfg, section, models={role: init}, data=data_path)
-        return run_stage(directory, stage, inputs)["checkpoint"]
+        return run_step(directory, step, inputs)["checkpoint"]
 
     def evaluate(self, it: int, actor: str, heldout: list[dict], *, sub: str = "", ifeval: bool = True) -> dict:
         from spar_jax.spar import evaluation
 
         directory = self.path(f"iter_{it}", sub, "eval")
-        return run_stage(directory, self.sampling(lambda: evaluation.evaluate_actor(
+        return run_step(directory, self.sampling(lambda: evaluation.evaluate_actor(
             self.runtime.engine("actor", actor), heldout, self.cfg, directory,
             seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval)),
             fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}))  # fmt: skip
@@ -254,7 +256,7 @@ class Pipeline:
         directory = self.path("iter_0", "bootstrap")
         cfg = self.cfg.spar
 
-        def stage():
+        def step():
             prompts = sources.generate_excluding(
                 self.cfg, cfg.bootstrap_prompts, seed=derive_seed(self.cfg.seed, "bootstrap-prompts"),
                 exclude=[p["prompt"] for p in avoid])  # fmt: skip
@@ -266,23 +268,23 @@ class Pipeline:
                 responses = [bootstrap.synthetic_responses(p, cfg.bootstrap_per_prompt, seed=seed) for p in prompts]
             pools, counts = bootstrap.bootstrap_examples(prompts, responses, self.templates, seed=seed)
             refiner = bootstrap.refiner_mixture(pools, cfg.bootstrap_refine_share, seed=seed)
-            io.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), refiner)
-            io.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
+            files.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), refiner)
+            files.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
             return {**counts, "refiner_examples": len(refiner), "actor_examples": len(pools["actor"])}
 
-        return run_stage(directory, self.sampling(stage),
-                         fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
+        return run_step(directory, self.sampling(step),
+                        fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def run(self, on_eval: Callable[[str, str], None] | None = None) -> dict:
         """The loop; ``on_eval(name, eval_dir)`` is called after each evaluation ("iter_N" or "iter_1/ablation_X").
-        An engine error about an over-long prompt names the prompt's key and file (``engine_protocol.prompt_source``)."""
+        An engine error about an over-long prompt names the prompt's key and file (``judge.generation.prompt_source``)."""
         fingerprint.check_config(self.wd, self.cfg.raw)
         pool, heldout = self.prompts()
         train_file, heldout_file = self.path("prompts", "train.jsonl"), self.path("prompts", "heldout.jsonl")
-        with ep.prompt_source([(p["key"], p["prompt"]) for p in pool], train_file), \
-                ep.prompt_source([(p["key"], p["prompt"]) for p in heldout], heldout_file):
+        with gen.prompt_source([(p["key"], p["prompt"]) for p in pool], train_file), \
+                gen.prompt_source([(p["key"], p["prompt"]) for p in heldout], heldout_file):
             return self._loop(pool, heldout, on_eval)
 
     def _loop(self, pool: list[dict], heldout: list[dict], on_eval) -> dict:
@@ -332,5 +334,5 @@ def _read_shards(directory: str) -> list[dict]:
     out = []
     for name in sorted(os.listdir(directory)):
         if name.startswith("shard_") and name.endswith(".jsonl"):
-            out.extend(io.read_jsonl(os.path.join(directory, name)))
+            out.extend(files.read_jsonl(os.path.join(directory, name)))
     return out

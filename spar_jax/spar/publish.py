@@ -6,10 +6,14 @@ never touched again."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
 from spar_jax import progress
-from spar_jax.config import RunConfig
+
+if TYPE_CHECKING:  # the loop is driven by the run config; config.py builds on spar, not the reverse
+    from spar_jax.config import RunConfig
 
 
 def after_iteration(cfg: RunConfig, it: int) -> dict:

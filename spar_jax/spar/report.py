@@ -1,4 +1,4 @@
-"""The run report: per-iteration statistics from the stages' DONE records → report.md, metrics.jsonl,
+"""The run report: per-iteration statistics from the steps' DONE records → report.md, metrics.jsonl,
 TensorBoard scalars and a PNG plot across iterations. Rewritten whole after every iteration (idempotent), so a
 running loop always has a current report."""
 
@@ -8,14 +8,14 @@ import json
 import os
 from typing import Any
 
-from spar_jax import io
+from spar_jax import files
 
-STAGES = ("bootstrap", "sft_actor", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
-SAMPLING_STAGES = ("bootstrap", "mine", "search", "eval")  # their DONE records carry the engines' counters
+STEPS = ("bootstrap", "sft_actor", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
+SAMPLING_STEPS = ("bootstrap", "mine", "search", "eval")  # their DONE records carry the engines' counters
 
 
-def _info(workdir: str, it: int, stage: str) -> dict | None:
-    path = os.path.join(workdir, f"iter_{it}", stage, "DONE.json")
+def _info(workdir: str, it: int, step: str) -> dict | None:
+    path = os.path.join(workdir, f"iter_{it}", step, "DONE.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -25,15 +25,15 @@ def _info(workdir: str, it: int, stage: str) -> dict | None:
 def heldout_splits(workdir: str, it: int) -> dict[str, dict[str, float]]:
     """{split: IFEval metrics} of iteration ``it``'s held-out results, grouped by the prompts' ``split`` label
     ("in_distribution" / "out_of_distribution", set when ``prompts.heldout_types`` reserves types); {} without."""
-    from spar_jax.eval.ifeval import PromptResult, Report
+    from spar_jax.ifeval import PromptResult, Report
 
     prompts = os.path.join(workdir, "prompts", "heldout.jsonl")
     results = os.path.join(workdir, f"iter_{it}", "eval", "heldout", "results.jsonl")
     if not (os.path.exists(prompts) and os.path.exists(results)):
         return {}
-    split_of = {str(p["key"]): p["split"] for p in io.read_jsonl(prompts) if "split" in p}
+    split_of = {str(p["key"]): p["split"] for p in files.read_jsonl(prompts) if "split" in p}
     groups: dict[str, list] = {}
-    for r in io.read_jsonl(results) if split_of else ():
+    for r in files.read_jsonl(results) if split_of else ():
         if str(r["key"]) in split_of:
             groups.setdefault(split_of[str(r["key"])], []).append(PromptResult(
                 r["key"], r["prompt"], r["response"], tuple(r["instruction_id_list"]),
@@ -43,7 +43,7 @@ def heldout_splits(workdir: str, it: int) -> dict[str, dict[str, float]]:
 
 def iteration_row(workdir: str, it: int) -> dict[str, Any]:
     """One flat row of the report for iteration ``it`` (0 = the starting models)."""
-    s = {stage: _info(workdir, it, stage) for stage in STAGES}
+    s = {step: _info(workdir, it, step) for step in STEPS}
     row: dict[str, Any] = {"iteration": it}
     if s["mine"]:
         m = s["mine"]
@@ -77,14 +77,14 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
             row.update({f"heldout_{split}_{k}": v for k, v in metrics.items()})
         if s["eval"].get("ifeval_note"):
             row["note"] = s["eval"]["ifeval_note"]
-    for stage in SAMPLING_STAGES:
-        use = (s[stage] or {}).get("sampling")
+    for step in SAMPLING_STEPS:
+        use = (s[step] or {}).get("sampling")
         if use:
-            row[f"utilization_{stage}"] = use["utilization"]
-            row[f"generated_tokens_{stage}"] = use["generated_tokens"]
-    for stage in STAGES:
-        if s[stage]:
-            row[f"seconds_{stage}"] = s[stage]["seconds"]
+            row[f"utilization_{step}"] = use["utilization"]
+            row[f"generated_tokens_{step}"] = use["generated_tokens"]
+    for step in STEPS:
+        if s[step]:
+            row[f"seconds_{step}"] = s[step]["seconds"]
     return row
 
 
@@ -112,7 +112,7 @@ def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
              "|---|" + "---|" * len(rows)]  # fmt: skip
     lines += [f"| {k} | " + " | ".join(_fmt(r.get(k)) for r in rows) + " |" for k in keys]
     total = sum(v for r in rows for k, v in r.items() if k.startswith("seconds_") and v)
-    lines += ["", f"Total stage wall time: {total:.1f} s.", ""]
+    lines += ["", f"Total step wall time: {total:.1f} s.", ""]
     lines += [f"Iteration {r['iteration']}: {r['note']}" for r in rows if r.get("note")]
     if any(k.startswith("heldout_out_of_distribution_") for r in rows for k in r):
         lines += ["", "Held-out prompts: heldout_in_distribution_* use the training prompts' constraint types and "
@@ -122,7 +122,7 @@ def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
         lines += ["", "Held-out prompts come from the training prompts' generator (in distribution only); set "
                   "prompts.heldout_types for an out-of-distribution split."]
     if any(k.startswith("utilization_") for r in rows for k in r):
-        lines += ["", "utilization_<stage>: generated tokens / decode slot-steps of the stage's engines (the share of "
+        lines += ["", "utilization_<step>: generated tokens / decode slot-steps of the step's engines (the share of "
                   "decode rows x steps that produced a token; low when rows sit finished while others decode)."]
     if links:
         lines += ["", "Refinement trees and DPO pairs: " + ", ".join(
@@ -149,7 +149,7 @@ def plot(rows: list[dict], path: str) -> None:
     if series:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with io.atomic_open(path, "wb") as f:  # a unique temp name beside ``path``, renamed over it
+    with files.atomic_open(path, "wb") as f:  # a unique temp name beside ``path``, renamed over it
         fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
 
@@ -177,9 +177,9 @@ def write_report(workdir: str, iterations: int) -> dict:
     rows = [r for r in rows if len(r) > 1]
     links = {it: f"iter_{it}/search/trees.html" for it in range(iterations + 1)
              if os.path.exists(os.path.join(workdir, f"iter_{it}", "search", "trees.html"))}  # fmt: skip
-    io.write_text(os.path.join(workdir, "report.md"), render(rows, links))
-    io.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
-    if io.is_writer():  # the event file and the plot, like every shared file, come from process 0 only
+    files.write_text(os.path.join(workdir, "report.md"), render(rows, links))
+    files.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
+    if files.is_writer():  # the event file and the plot, like every shared file, come from process 0 only
         _write_tensorboard(rows, os.path.join(workdir, "tensorboard"))
         plot(rows, os.path.join(workdir, "metrics.png"))
     return {"iterations": rows, "report": os.path.join(workdir, "report.md")}

@@ -17,9 +17,9 @@ import json
 import os
 from typing import Any
 
-from spar_jax import io
-from spar_jax.eval import ifeval
-from spar_jax.eval.paired import METRICS, bootstrap, components, paired_bootstrap
+from spar_jax import files
+from spar_jax import ifeval
+from spar_jax.ifeval.paired import METRICS, bootstrap, components, paired_bootstrap
 
 # row -> (loop run directory under the study workdir, evaluation directory inside it)
 ROWS: dict[str, tuple[str, str]] = {
@@ -33,7 +33,7 @@ ROWS: dict[str, tuple[str, str]] = {
     "rules_iter2": ("rules", "iter_2/eval"),
     "rules_iter3": ("rules", "iter_3/eval"),
 }
-LOOP_STAGES = ("bootstrap", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
+LOOP_STEPS = ("bootstrap", "sft_refiner", "mine", "search", "data", "actor", "refiner", "eval")
 
 
 def _read_json(path: str) -> dict | None:
@@ -55,14 +55,14 @@ def available_rows(workdir: str) -> dict[str, str]:
 
 
 def loop_statistics(workdir: str, run: str, iteration: int, sub: str = "") -> dict[str, Any]:
-    """The loop's own numbers for one iteration (from its stages' DONE records): the judge's Yes rate and agreement
+    """The loop's own numbers for one iteration (from its steps' DONE records): the judge's Yes rate and agreement
     with the checker on the actor's samples, tree success (overall and per depth), pairs and how many of them the
-    checker calls right, held-out accuracy, and wall time per stage (seconds)."""
+    checker calls right, held-out accuracy, and wall time per step (seconds)."""
     base = os.path.join(workdir, run, f"iter_{iteration}")
-    own = ("search", "data", "actor", "eval")  # an ablation's own stages; it shares the iteration's mining
+    own = ("search", "data", "actor", "eval")  # an ablation's own steps; it shares the iteration's mining
     info = {s: _read_json(os.path.join(base, sub if s in own else "", s, "DONE.json"))
-            for s in LOOP_STAGES if not (sub and s not in own + ("mine",))}  # fmt: skip
-    info = {s: info.get(s) for s in LOOP_STAGES}
+            for s in LOOP_STEPS if not (sub and s not in own + ("mine",))}  # fmt: skip
+    info = {s: info.get(s) for s in LOOP_STEPS}
     row: dict[str, Any] = {}
     if info["mine"]:
         m = info["mine"]
@@ -121,7 +121,8 @@ def answers_changed(base: list[str], other: list[str]) -> float:
 def render(rows: dict[str, dict], loops: dict[str, dict], title: str, notes: str = "") -> str:
     lines = [f"# {title}", "", "IFEval, all prompts, greedy, scored by spar_jax's checker. Values in points (%);",
              "intervals are 95% percentile bootstrap over prompts (10,000 resamples); Δ is paired against `base`.", "",
-             "| row | prompt strict | prompt loose | inst. strict | inst. loose | average [95% CI] | Δ average vs base [95% CI] |",
+             "| row | prompt strict | prompt loose | inst. strict | inst. loose | average [95% CI] "
+             "| Δ average vs base [95% CI] |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for name, r in rows.items():
         m = r["metrics"]
@@ -154,8 +155,8 @@ def render(rows: dict[str, dict], loops: dict[str, dict], title: str, notes: str
             lines.append(f"| {labels[k]} | " + " | ".join(_fmt(loops[c].get(k), pct) for c in loops) + " |")
         lines.append("| success rate at depth 1/2/3 | " + " | ".join(
             "/".join(_fmt(v) for v in (loops[c].get("success_at_depth") or {}).values()) or "–" for c in loops) + " |")
-        stages = sorted({s for c in loops for s in loops[c]["seconds"]}, key=LOOP_STAGES.index)
-        for s in stages:
+        steps = sorted({s for c in loops for s in loops[c]["seconds"]}, key=LOOP_STEPS.index)
+        for s in steps:
             lines.append(f"| wall time: {s} (min) | " + " | ".join(
                 _fmt(loops[c]["seconds"].get(s, 0) / 60 if s in loops[c]["seconds"] else None, False)
                 for c in loops) + " |")  # fmt: skip
@@ -192,7 +193,7 @@ def plot(rows: dict[str, dict], path: str) -> None:
     ax.set_title("IFEval average per iteration")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    if io.is_writer():
+    if files.is_writer():
         tmp = path + ".tmp.png"
         fig.savefig(tmp, dpi=100)
         os.replace(tmp, path)
@@ -211,14 +212,14 @@ def write_results(workdir: str, results_dir: str, ifeval_source: str, *, title: 
         answers[name] = [r.response for r in report.results]
         rows[name] = {"metrics": dict(report.metrics), "num_prompts": report.num_prompts,
                       "interval": bootstrap(comps[name], n_resamples=n_resamples)}  # fmt: skip
-        io.write_jsonl(os.path.join(results_dir, name, "responses.jsonl"),
+        files.write_jsonl(os.path.join(results_dir, name, "responses.jsonl"),
                        [{"prompt": r.prompt, "response": r.response} for r in report.results])  # fmt: skip
     for name in rows:
         rows[name]["mean_words"] = sum(len(a.split()) for a in answers[name]) / max(1, len(answers[name]))
         if name != "base" and "base" in comps:
             rows[name]["vs_base"] = paired_bootstrap(comps["base"], comps[name], n_resamples=n_resamples)
             rows[name]["changed_vs_base"] = answers_changed(answers["base"], answers[name])
-        io.write_json(os.path.join(results_dir, name, "summary.json"), {"row": name, **rows[name]})
+        files.write_json(os.path.join(results_dir, name, "summary.json"), {"row": name, **rows[name]})
     loops = {}
     for run, prefix in (("spar", "iter"), ("rules", "rules_iter")):
         for it in range(1, iterations + 1):
@@ -235,8 +236,8 @@ def write_results(workdir: str, results_dir: str, ifeval_source: str, *, title: 
         loops = {"stage0": stage0, **loops}
     notes_path = os.path.join(results_dir, "notes.md")
     notes = open(notes_path, encoding="utf-8").read() if os.path.exists(notes_path) else ""
-    io.write_text(os.path.join(results_dir, "summary.md"), render(rows, loops, title, notes))
-    io.write_json(os.path.join(results_dir, "summary.json"), {"rows": rows, "loop": loops})
+    files.write_text(os.path.join(results_dir, "summary.md"), render(rows, loops, title, notes))
+    files.write_json(os.path.join(results_dir, "summary.json"), {"rows": rows, "loop": loops})
     if rows:
         plot(rows, os.path.join(results_dir, "ifeval.png"))
     return {"rows": rows, "loop": loops, "results_dir": results_dir}

@@ -9,13 +9,15 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, TYPE_CHECKING
 
-from spar_jax.config import ModelSpec, RunConfig
+if TYPE_CHECKING:  # the loop is driven by the run config; config.py builds on spar, not the reverse
+    from spar_jax.config import ModelSpec, RunConfig
+
 
 _log = logging.getLogger(__name__)
 
-EngineFactory = Callable[[str, str, ModelSpec], Any]  # (role, checkpoint path, spec) -> engine, or None = default
+EngineFactory = Callable[[str, str, "ModelSpec"], Any]  # (role, checkpoint path, spec) -> engine, or None = default
 ENGINE_COUNTERS = ("calls", "prompts", "prefill_rows", "decode_rows", "generated_tokens", "decode_slot_steps")
 
 
@@ -115,7 +117,8 @@ class Runtime:
               initial: bool = False) -> dict:
         """Train ``kind`` ("dpo" | "sft") from checkpoint ``init_path`` on ``data_path``; export to ``out_dir/hf``.
 
-        ``initial`` selects the Stage-0 SFT settings (``sft0``). Resumes from ``out_dir/checkpoints`` when present. Returns the last step's metrics and the step count.
+        ``initial`` selects the Stage-0 SFT settings (``sft0``). Resumes from ``out_dir/checkpoints`` when present.
+        Returns the last step's metrics and the step count.
         """
         from spar_jax.models import from_pretrained, load_tokenizer
         from spar_jax.training.trainer import TrainConfig, Trainer, load_data

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable
 
-from spar_jax import io
-from spar_jax.spar.engine_protocol import derive_seed
-from spar_jax.spar.evolve import (HELDOUT_TASKS, MAKERS, TASKS, evolve_instructions,  # noqa: F401
-                                  generate_constraint_prompts, parse_constraint_types)
+from spar_jax import files
+from spar_jax.judge.generation import derive_seed
+from spar_jax.spar.constraint_prompts import (HELDOUT_TASKS, MAKERS, TASKS,  # noqa: F401
+                                              generate_constraint_prompts, parse_constraint_types)
+from spar_jax.spar.instruction_evolution import evolve_instructions
 
 
 HELDOUT_KEY_OFFSET = 1_000_000  # held-out keys never collide with generated training keys
@@ -158,6 +159,6 @@ def prepare(cfg, runtime, directory: str) -> dict:
                   "main_constraint": k["main_constraint"]} for k in kept]  # fmt: skip
         evolved = len(train)
     heldout = heldout_prompts(cfg, exclude=[t["prompt"] for t in train])
-    io.write_jsonl(os.path.join(directory, "train.jsonl"), train)
-    io.write_jsonl(os.path.join(directory, "heldout.jsonl"), heldout)
+    files.write_jsonl(os.path.join(directory, "train.jsonl"), train)
+    files.write_jsonl(os.path.join(directory, "heldout.jsonl"), heldout)
     return {"train": len(train), "heldout": len(heldout), "source": p.source, "evolved": evolved}

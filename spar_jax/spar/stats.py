@@ -1,4 +1,4 @@
-"""Pure statistics of the SPaR stages, for DONE records and the run report."""
+"""Pure statistics of the SPaR steps, for DONE records and the run report."""
 
 from __future__ import annotations
 

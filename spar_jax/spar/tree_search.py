@@ -12,11 +12,11 @@ import dataclasses
 from collections import Counter
 from typing import Any, Sequence
 
-from spar_jax.spar import engine_protocol as ep
+from spar_jax.judge import generation as gen
 from spar_jax.spar.judges import Judge, ModelJudge
-from spar_jax.spar.judging import Judgement
+from spar_jax.judge.votes import Judgement
 from spar_jax.spar.mining import TreeRoot
-from spar_jax.spar.prompts import DEFAULT_TEMPLATES, Templates, parse_refinement, refine_messages
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, parse_refinement, refine_messages
 
 STRATEGIES = ("bfs", "dfs")
 
@@ -33,8 +33,8 @@ class SearchConfig:
     k_votes: int = 5
     max_rejudges: int = 3  # re-judging rounds for a tied child before it is dropped
     max_refine_retries: int = 2  # extra rounds for unparseable refinements
-    refine_sampling: ep.SamplingParams = ep.SamplingParams(max_new_tokens=2048, temperature=0.7, top_p=1.0)
-    judge_sampling: ep.SamplingParams = ep.SamplingParams(max_new_tokens=1024, temperature=0.7, top_p=1.0)
+    refine_sampling: gen.SamplingParams = gen.SamplingParams(max_new_tokens=2048, temperature=0.7, top_p=1.0)
+    judge_sampling: gen.SamplingParams = gen.SamplingParams(max_new_tokens=1024, temperature=0.7, top_p=1.0)
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -201,9 +201,9 @@ def _refine(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, s
         if not slots:
             break
         n = cfg.branch if attempt == 0 else 1
-        outs = ep.generate(
+        outs = gen.generate(
             refiner, [requests[j] for j in slots], n=n, sampling=cfg.refine_sampling,
-            seed=ep.derive_seed(seed, "refine", step, attempt),
+            seed=gen.derive_seed(seed, "refine", step, attempt),
         )
         calls.append(EngineCall("refine", step, attempt, len(slots), n))
         for j, completions in zip(slots, outs):
@@ -236,7 +236,7 @@ def _judge_new(judge: Judge, jobs, candidates, cfg: SearchConfig, seed: int, ste
             break
         judgements = judge.judge(
             [(pending[key].root.instruction, key[1]) for key in todo], k=cfg.k_votes,
-            sampling=cfg.judge_sampling, seed=ep.derive_seed(seed, "judge", step, attempt),
+            sampling=cfg.judge_sampling, seed=gen.derive_seed(seed, "judge", step, attempt),
         )
         if judge.kind != "rules":
             calls.append(EngineCall("judge", step, attempt, len(todo), cfg.k_votes))
@@ -306,7 +306,7 @@ def _dfs(refiner, judge, trees: list[_Tree], cfg: SearchConfig, templates: Templ
 
 
 def search(
-    refiner: ep.Engine,
+    refiner: gen.Generator,
     roots: Sequence[TreeRoot],
     *,
     config: SearchConfig = SearchConfig(),

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Sequence
 
-from spar_jax import io
+from spar_jax import files
 from spar_jax.spar.tree_search import Node, TreeRecord
 
 _CSS = """
@@ -114,9 +114,9 @@ def render(trees: Sequence[TreeRecord], pairs: Sequence[dict[str, Any]], title: 
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>{len(trees)} trees, {passed} with a passing refinement; {len(pairs)} DPO pairs. Highlighted nodes: the "
-        "path from the actor's response to the passing refinement. <ins>added</ins> / <del>removed</del> words are "
-        "against the parent node.</p>",
+        f"<p>{len(trees)} trees, {passed} with a passing refinement; {len(pairs)} DPO pairs. "
+        "Highlighted nodes: the path from the actor's response to the passing refinement. "
+        "<ins>added</ins> / <del>removed</del> words are against the parent node.</p>",
         "<h2>Trees</h2>", *[render_tree(t) for t in trees],
         "<h2>DPO pairs</h2>", *[render_pair(p) for p in pairs],
         "</body></html>",
@@ -130,9 +130,9 @@ def write_page(iteration_dir: str, title: str) -> str | None:
     if not os.path.exists(os.path.join(search, "DONE.json")):
         return None
     shards = [n for n in sorted(os.listdir(search)) if n.startswith("shard_") and n.endswith(".jsonl")]
-    trees = [TreeRecord.from_dict(r) for name in shards for r in io.read_jsonl(os.path.join(search, name))]
+    trees = [TreeRecord.from_dict(r) for name in shards for r in files.read_jsonl(os.path.join(search, name))]
     dpo = os.path.join(iteration_dir, "data", "dpo.jsonl")
-    pairs = list(io.read_jsonl(dpo)) if os.path.exists(dpo) else []
+    pairs = list(files.read_jsonl(dpo)) if os.path.exists(dpo) else []
     path = os.path.join(search, "trees.html")
-    io.write_text(path, render(trees, pairs, title))
+    files.write_text(path, render(trees, pairs, title))
     return path

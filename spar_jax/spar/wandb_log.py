@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import Any
 
-from spar_jax import io
+from spar_jax import files
 
 STATE = "wandb_state.json"
 
@@ -47,5 +47,5 @@ def log_rows(workdir: str, project: str, rows: list[dict], config: dict[str, Any
             state["logged"].append(r["iteration"])
     finally:
         run.finish()
-        io.write_json(path, state)
+        files.write_json(path, state)
     return [r["iteration"] for r in todo]

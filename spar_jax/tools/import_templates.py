@@ -28,8 +28,8 @@ import string
 import sys
 from pathlib import Path
 
-from spar_jax import io
-from spar_jax.spar.prompts import Templates
+from spar_jax import files
+from spar_jax.judge.templates import Templates
 
 JUDGE_SOURCES = (("src/tasks/prompts.py", "variable", "judge_template"),
                  ("src/judge.py", "function", "build_judge_template"))
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    io.write_json(args.out, templates)
+    files.write_json(args.out, templates)
     print(f"wrote {args.out}: judge {len(templates['judge'])} chars, refine {len(templates['refine'])} chars; "
           f"set spar.templates_file (and eval judges' templates_file) to it")
     return 0

@@ -22,8 +22,8 @@ import string
 import sys
 from typing import Any, Iterable
 
-from spar_jax import io
-from spar_jax.spar.prompts import Templates
+from spar_jax import files
+from spar_jax.judge.templates import Templates
 from spar_jax.training.records import iter_records
 
 USER_ROLES = ("user", "human")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = (args.actor or os.path.join(base, "actor.jsonl"), args.refiner or os.path.join(base, "refiner.jsonl"))
     for path, records in zip(paths, (actor, refiner)):
-        io.write_jsonl(path, records)
+        files.write_jsonl(path, records)
     print(f"{args.data}: {len(actor)} actor records -> {paths[0]}; {len(refiner)} refiner records -> {paths[1]}")
     return 0
 

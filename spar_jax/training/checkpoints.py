@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from spar_jax.io import atomic_open, is_writer
+from spar_jax.files import atomic_open, is_writer
 
 _log = logging.getLogger(__name__)
 REFERENCE_FILE = "reference_logps.npz"

@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 
 import jax
 
-from spar_jax.io import atomic_open
+from spar_jax.files import atomic_open
 
 JSONL_NAME = "metrics.jsonl"
 BAR_KEYS = ("loss", "rewards/accuracy", "nll", "tokens_per_s")

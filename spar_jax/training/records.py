@@ -16,7 +16,7 @@ import json
 import os
 from typing import Any, Iterable, Iterator
 
-from spar_jax.io import read_jsonl_numbered
+from spar_jax.files import read_jsonl_numbered
 
 ROLE_ALIASES = {
     "system": "system", "user": "user", "human": "user",
