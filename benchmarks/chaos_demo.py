@@ -124,21 +124,47 @@ def main(argv=None) -> dict:
     work = max(uninterrupted["seconds"] - startup, 1.0)
     rng = random.Random(args.seed)
     moments = sorted(rng.uniform(0.0, work) for _ in range(args.kills))  # points of progress through the run
-    print(json.dumps({"reference_seconds": uninterrupted["seconds"], "startup_seconds": startup,
-                      "moments": [round(m, 1) for m in moments]}), file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "reference_seconds": uninterrupted["seconds"],
+                "startup_seconds": startup,
+                "moments": [round(m, 1) for m in moments],
+            }
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     attempts = []
     for i, (previous, moment) in enumerate(zip([0.0, *moments], [*moments, None])):
         attempts.append(run_once(args.run, chaos, None if moment is None else startup + moment - previous))
         # Progress, so that an interrupted check still tells something: the stages finished so far against the
         # reference's.
         done = finished_stages(chaos)
-        print(json.dumps({"attempt": i + 1, **attempts[-1], "finished_stages": done,
-                          "differing": compare(reference, chaos, args.atol, done)[:5]}), file=sys.stderr, flush=True)
+        print(
+            json.dumps(
+                {
+                    "attempt": i + 1,
+                    **attempts[-1],
+                    "finished_stages": done,
+                    "differing": compare(reference, chaos, args.atol, done)[:5],
+                }
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
     problems = compare(reference, chaos, args.atol)
-    result = {"equal": not problems, "problems": problems[:20], "kills": args.kills,
-              "killed_attempts": sum(a["killed"] for a in attempts), "reference_seconds": uninterrupted["seconds"],
-              "startup_seconds": startup,
-              "attempts": attempts, "compared_files": len(artifacts(reference)), "root": root}  # fmt: skip
+    result = {
+        "equal": not problems,
+        "problems": problems[:20],
+        "kills": args.kills,
+        "killed_attempts": sum(a["killed"] for a in attempts),
+        "reference_seconds": uninterrupted["seconds"],
+        "startup_seconds": startup,
+        "attempts": attempts,
+        "compared_files": len(artifacts(reference)),
+        "root": root,
+    }
     print(json.dumps(result, indent=1))
     return result
 

@@ -35,8 +35,12 @@ def measure(layers: int, hidden: int = 256) -> dict:
     t1 = time.perf_counter()
     lowered.compile()
     t2 = time.perf_counter()
-    return {"layers": layers, "lower_s": round(t1 - t0, 3), "compile_s": round(t2 - t1, 3),
-            "hlo_chars": len(lowered.as_text())}
+    return {
+        "layers": layers,
+        "lower_s": round(t1 - t0, 3),
+        "compile_s": round(t2 - t1, 3),
+        "hlo_chars": len(lowered.as_text()),
+    }
 
 
 if __name__ == "__main__":

@@ -54,14 +54,22 @@ def main():
 
     from spar_jax.models import from_pretrained
     from spar_jax.sampling import Engine
+
     from tiny_checkpoints import write_checkpoint
 
     vocab = 8192
     directory = write_checkpoint(
-        Path(tempfile.mkdtemp()) / "model", "llama", seed=0, vocab_size=vocab, hidden_size=args.hidden,
-        intermediate_size=3 * args.hidden, num_hidden_layers=args.layers, num_attention_heads=8,
-        num_key_value_heads=4, max_position_embeddings=1024,
-    )  # fmt: skip
+        Path(tempfile.mkdtemp()) / "model",
+        "llama",
+        seed=0,
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        intermediate_size=3 * args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+    )
     model = from_pretrained(directory)
     stops = list(range(vocab - vocab // args.mean, vocab))
     rng = np.random.default_rng(0)
@@ -69,8 +77,16 @@ def main():
     prompts = [rng.integers(3, vocab - len(stops), int(n)).tolist() for n in prompt_lengths]
     kwargs = dict(max_new_tokens=args.max_new, temperature=1.0, top_k=64, n=args.n, seed=0)
     engines = {
-        mode: Engine(model, None, batch_size=args.slots, batching=mode, refill=args.refill, eos_token_ids=stops,
-                     max_length=1024, progress=False)  # fmt: skip
+        mode: Engine(
+            model,
+            None,
+            batch_size=args.slots,
+            batching=mode,
+            refill=args.refill,
+            eos_token_ids=stops,
+            max_length=1024,
+            progress=False,
+        )
         for mode in ("continuous", "static")
     }
     load_before = os.getloadavg()[0]
@@ -86,8 +102,10 @@ def main():
             t0 = time.perf_counter()
             engine.generate(prompts, **kwargs)
             times[mode].append(time.perf_counter() - t0)
-            counters[mode] = {k: engine.stats.__dict__[k] - before[k] for k in
-                              ("generated_tokens", "decode_slot_steps", "prefill_rows")}  # fmt: skip
+            counters[mode] = {
+                k: engine.stats.__dict__[k] - before[k]
+                for k in ("generated_tokens", "decode_slot_steps", "prefill_rows")
+            }
     lengths = [len(t) for sample in tokens["static"] for t in sample]
     modelled = _modelled(engines, prompts, tokens["static"], args)
     out = {}
@@ -95,20 +113,33 @@ def main():
         c = counters[mode]
         seconds = statistics.median(times[mode])
         out[mode] = {
-            "mode": mode, "slots": args.slots, "samples": args.prompts * args.n, "max_new": args.max_new,
-            "mean_length": round(float(np.mean(lengths)), 1), "median_length": float(np.median(lengths)),
+            "mode": mode,
+            "slots": args.slots,
+            "samples": args.prompts * args.n,
+            "max_new": args.max_new,
+            "mean_length": round(float(np.mean(lengths)), 1),
+            "median_length": float(np.median(lengths)),
             "utilization": round(c["generated_tokens"] / c["decode_slot_steps"], 3),
             "utilization_model": modelled[mode],
-            "tok_s": round(c["generated_tokens"] / seconds, 1), "seconds": round(seconds, 3),
-            "seconds_all": [round(t, 3) for t in times[mode]], **c, "compiles": engine.compiles,
+            "tok_s": round(c["generated_tokens"] / seconds, 1),
+            "seconds": round(seconds, 3),
+            "seconds_all": [round(t, 3) for t in times[mode]],
+            **c,
+            "compiles": engine.compiles,
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        }  # fmt: skip
+        }
         print(json.dumps(out[mode]))
-    print(json.dumps({
-        "utilization_continuous_over_static": round(out["continuous"]["utilization"] / out["static"]["utilization"], 2),
-        "tok_s_continuous_over_static": round(out["continuous"]["tok_s"] / out["static"]["tok_s"], 2),
-        "identical_samples": f"{same}/{len(lengths)}",
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "utilization_continuous_over_static": round(
+                    out["continuous"]["utilization"] / out["static"]["utilization"], 2
+                ),
+                "tok_s_continuous_over_static": round(out["continuous"]["tok_s"] / out["static"]["tok_s"], 2),
+                "identical_samples": f"{same}/{len(lengths)}",
+            }
+        )
+    )
 
 
 def _modelled(engines, prompts, samples, args) -> dict[str, float]:
@@ -118,8 +149,7 @@ def _modelled(engines, prompts, samples, args) -> dict[str, float]:
 
     lengths = {i: [len(t) for t in sample] for i, sample in enumerate(samples)}
     engine = engines["continuous"]
-    queue = buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets,
-                                 max_rows=len(prompts))  # fmt: skip
+    queue = buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets, max_rows=len(prompts))
     order = [x for i in (i for b in queue for i in b.indices) for x in lengths[i]]
     out = {"continuous": slot_model.continuous_slot_steps(order, args.slots)}
     rows = max(args.slots // args.n, 1)

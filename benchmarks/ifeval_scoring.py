@@ -39,15 +39,19 @@ def main() -> None:
         report = ifeval.score_responses(prompts, [make(p.prompt) for p in prompts])
         averages[name] = round(report.metrics["average"], 4)
     end = time.perf_counter()
-    print(json.dumps({
-        "benchmark": "ifeval_scoring",
-        "prompts": len(prompts),
-        "responses": len(prompts) * len(VARIANTS),
-        "instructions_checked": sum(len(p.instruction_id_list) for p in prompts) * len(VARIANTS),
-        "seconds_total": round(end - start, 3),
-        "seconds_scoring": round(end - loaded, 3),
-        "average_by_variant": averages,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "ifeval_scoring",
+                "prompts": len(prompts),
+                "responses": len(prompts) * len(VARIANTS),
+                "instructions_checked": sum(len(p.instruction_id_list) for p in prompts) * len(VARIANTS),
+                "seconds_total": round(end - start, 3),
+                "seconds_scoring": round(end - loaded, 3),
+                "average_by_variant": averages,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

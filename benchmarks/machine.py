@@ -32,8 +32,14 @@ def cpu_info() -> dict[str, str]:
                     flags = set(value.split())
     except OSError:
         pass
-    simd = next((name for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"), ("neon", "asimd"))
-                 if flag in flags), "other")  # fmt: skip
+    simd = next(
+        (
+            name
+            for name, flag in (("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"), ("neon", "asimd"))
+            if flag in flags
+        ),
+        "other",
+    )
     return {"cpu": model, "simd": simd}
 
 

@@ -29,6 +29,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
+
 from machine import cpu_info, matmul_peak  # noqa: E402  (benchmarks/machine.py)
 
 
@@ -77,9 +78,13 @@ def run_config(engine, hf, tokenizer, batch, prompt, new, repeats, seed):
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = hf.generate(
-                input_ids=t_ids, attention_mask=t_mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                input_ids=t_ids,
+                attention_mask=t_mask,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
-            )  # fmt: skip
+            )
         elapsed = time.perf_counter() - t0
         assert out.shape == (batch, prompt + new)
         return elapsed, out[:, prompt:].tolist()
@@ -139,7 +144,10 @@ def main(argv=None):
         matmul = matmul_peak()
         roofline = step_bytes(model.config, batch, prompt + new / 2) / bandwidth
         line = {
-            "batch": batch, "prompt": prompt, "new": new, "repeats": args.repeats,
+            "batch": batch,
+            "prompt": prompt,
+            "new": new,
+            "repeats": args.repeats,
             **{k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()},
             "roofline_step_ms": round(1e3 * roofline, 3),
             "step_vs_roofline": round(result["ours_step_ms"] / (1e3 * roofline), 3),
@@ -149,7 +157,7 @@ def main(argv=None):
             **cpu_info(),
             "matmul_gflops": {k.removesuffix("_gflops"): round(v, 1) for k, v in matmul.items()},
             "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # the machine is shared
-        }  # fmt: skip
+        }
         print(json.dumps(line), flush=True)
 
 

@@ -29,10 +29,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from machine import cpu_info, matmul_peak, timed  # noqa: E402  (benchmarks/machine.py)
 from spar_jax.models import from_pretrained, resolve_checkpoint  # noqa: E402
 from spar_jax.training.batches import TokenizedData, TruncationStats, collate  # noqa: E402
 from spar_jax.training.trainer import TrainConfig, Trainer  # noqa: E402
+
+from machine import cpu_info, matmul_peak, timed  # noqa: E402  (benchmarks/machine.py)
 
 BETA, SFT_WEIGHT, LR = 0.1, 0.1, 1e-7
 
@@ -43,8 +44,10 @@ def synthetic_pairs(batch: int, length: int, vocab: int, seed: int = 0) -> Token
     ids, masks = [], []
     for _ in range(batch):
         prompt = rng.integers(3, vocab, size=length // 2)
-        seqs = tuple(np.concatenate([prompt, rng.integers(3, vocab, size=length - length // 2)]).astype(np.int32)
-                     for _ in range(2))
+        seqs = tuple(
+            np.concatenate([prompt, rng.integers(3, vocab, size=length - length // 2)]).astype(np.int32)
+            for _ in range(2)
+        )
         ids.append(seqs)
         masks.append(tuple(np.arange(length) >= length // 2 for _ in range(2)))
     ref = rng.normal(-3.0 * length / 2, 10.0, size=(batch, 2)).astype(np.float32)
@@ -65,10 +68,22 @@ def model_flops(cfg, rows: int, length: int) -> float:
 class JaxStep:
     def __init__(self, model, batch: int, length: int, chunk: int, packed: bool):
         data = synthetic_pairs(batch, length, model.config.vocab_size)
-        cfg = TrainConfig(kind="dpo", learning_rate=LR, schedule="constant", warmup_ratio=0.0, batch_size=batch,
-                          max_steps=10_000, max_length=length, max_prompt_length=length // 2, beta=BETA,
-                          sft_weight=SFT_WEIGHT, logits_chunk_size=chunk, progress_bar=False, group_by_length=False,
-                          share_prompt=packed)
+        cfg = TrainConfig(
+            kind="dpo",
+            learning_rate=LR,
+            schedule="constant",
+            warmup_ratio=0.0,
+            batch_size=batch,
+            max_steps=10_000,
+            max_length=length,
+            max_prompt_length=length // 2,
+            beta=BETA,
+            sft_weight=SFT_WEIGHT,
+            logits_chunk_size=chunk,
+            progress_bar=False,
+            group_by_length=False,
+            share_prompt=packed,
+        )
         self.trainer = Trainer(model, data, cfg)
         self.rows, self.length = (batch, int(data.packed_lengths().max())) if packed else (2 * batch, length)
         self.batch = collate(data, np.arange(batch), batch, self.length, packed=packed)
@@ -126,8 +141,9 @@ def timed_with_faults(fn, faults: list[int]) -> float:
 LAYOUT_NAMES = {"packed": "spar_jax", "rows": "spar_jax_rows"}
 
 
-def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int, scan_layers: bool,
-              layouts: list[str]) -> dict:
+def run_shape(
+    directory: str, batch: int, length: int, repeats: int, remat: str, chunk: int, scan_layers: bool, layouts: list[str]
+) -> dict:
     steps, flops = {}, {}
     for layout in layouts:
         model = from_pretrained(directory, dtype="float32", remat=remat, scan_layers=scan_layers)
@@ -146,17 +162,25 @@ def run_shape(directory: str, batch: int, length: int, repeats: int, remat: str,
             times[name].append(timed_with_faults(fn, faults[name]))
     tokens = 2 * batch * length
     med = {name: statistics.median(t) for name, t in times.items()}
-    out = {"batch": batch, "length": length, "tokens_per_step": tokens, "remat": remat, "scan_layers": scan_layers,
-           "logits_chunk": chunk, "first_loss": first_loss, "step_s": med,
-           "min_step_s": {name: min(t) for name, t in times.items()},
-           "minor_page_faults_per_step": {name: statistics.median(f) for name, f in faults.items()},
-           "tokens_per_s": {name: tokens / m for name, m in med.items()},
-           "computed_tflop_per_step": {name: f / 1e12 for name, f in flops.items()},
-           "gflops": {name: flops[name] / m / 1e9 for name, m in med.items()},
-           "all_step_s": times}
+    out = {
+        "batch": batch,
+        "length": length,
+        "tokens_per_step": tokens,
+        "remat": remat,
+        "scan_layers": scan_layers,
+        "logits_chunk": chunk,
+        "first_loss": first_loss,
+        "step_s": med,
+        "min_step_s": {name: min(t) for name, t in times.items()},
+        "minor_page_faults_per_step": {name: statistics.median(f) for name, f in faults.items()},
+        "tokens_per_s": {name: tokens / m for name, m in med.items()},
+        "computed_tflop_per_step": {name: f / 1e12 for name, f in flops.items()},
+        "gflops": {name: flops[name] / m / 1e9 for name, m in med.items()},
+        "all_step_s": times,
+    }
     for name in steps:
         if name != "pytorch":
-            out[f"speedup_vs_pytorch{name[len('spar_jax'):]}"] = med["pytorch"] / med[name]
+            out[f"speedup_vs_pytorch{name[len('spar_jax') :]}"] = med["pytorch"] / med[name]
     return out
 
 
@@ -167,7 +191,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--remat", default="dots_no_batch", help="model remat policy (none, dots, dots_no_batch, full)")
     parser.add_argument("--chunk", type=int, default=256)
-    parser.add_argument("--unroll-layers", action="store_true", help="model scan_layers=False (the layer loop unrolled)")
+    parser.add_argument(
+        "--unroll-layers", action="store_true", help="model scan_layers=False (the layer loop unrolled)"
+    )
     parser.add_argument("--layouts", default="packed,rows", help="our DPO layouts: packed (share_prompt), rows")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
@@ -177,15 +203,21 @@ def main() -> None:
     directory = resolve_checkpoint(args.checkpoint)
     import torch
 
-    result = {"device": str(jax.devices()[0]), **cpu_info(), "jax": jax.__version__, "torch": torch.__version__,
-              "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-              "ld_preload": os.environ.get("LD_PRELOAD", ""),
-              "load_average_before": os.getloadavg(), "shapes": []}
+    result = {
+        "device": str(jax.devices()[0]),
+        **cpu_info(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "ld_preload": os.environ.get("LD_PRELOAD", ""),
+        "load_average_before": os.getloadavg(),
+        "shapes": [],
+    }
     result["matmul_peak"] = matmul_peak()
     for shape in args.shapes.split(","):
         b, t = (int(x) for x in shape.split("x"))
-        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk, not args.unroll_layers,
-                      layouts)
+        r = run_shape(directory, b, t, args.repeats, args.remat, args.chunk, not args.unroll_layers, layouts)
         result["shapes"].append(r)
         print(json.dumps(r), flush=True)
     result["matmul_peak_after"] = matmul_peak()

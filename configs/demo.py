@@ -24,10 +24,16 @@ def get_config():
     c.prompts.num_heldout = 12
     # Two constraints per prompt, of the kinds a 135M refiner can learn to fix in a few SFT steps (wrap, append,
     # prefix, delete commas, lowercase). Larger models use every type (the default).
-    c.prompts.constraint_types = ",".join((
-        "startend:quotation", "detectable_content:postscript", "startend:end_checker", "detectable_format:title",
-        "punctuation:no_comma", "change_case:english_lowercase",
-    ))  # fmt: skip
+    c.prompts.constraint_types = ",".join(
+        (
+            "startend:quotation",
+            "detectable_content:postscript",
+            "startend:end_checker",
+            "detectable_format:title",
+            "punctuation:no_comma",
+            "change_case:english_lowercase",
+        )
+    )
     c.prompts.max_constraints = 2
 
     c.spar.iterations = 1

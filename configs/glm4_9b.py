@@ -37,5 +37,7 @@ def get_config(variant: str = "release"):
         actor_path="models/glm-4-9b-chat-hf",
         mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
         engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
-        shard_size=512, dpo_grad_accum=2, sft_grad_accum=4,
+        shard_size=512,
+        dpo_grad_accum=2,
+        sft_grad_accum=4,
     )

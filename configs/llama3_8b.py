@@ -26,8 +26,12 @@ HF_CONFIG = {
     "eos_token_id": 128009, "torch_dtype": "bfloat16",
 }  # fmt: skip
 
-PAPER = dict(PAPER_SETTINGS, base_model=HF_REPO, topology="v5p-8",
-             ifeval_avg=dict(base=77.9, iter1=80.3, iter2=81.1, iter3=81.8, iter3_with_tree_search=83.7))
+PAPER = dict(
+    PAPER_SETTINGS,
+    base_model=HF_REPO,
+    topology="v5p-8",
+    ifeval_avg=dict(base=77.9, iter1=80.3, iter2=81.1, iter3=81.8, iter3_with_tree_search=83.7),
+)
 
 
 def get_config(variant: str = "release"):
@@ -37,5 +41,7 @@ def get_config(variant: str = "release"):
         actor_path="models/Meta-Llama-3-8B-Instruct",
         mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
         engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
-        shard_size=512, dpo_grad_accum=2, sft_grad_accum=4,
+        shard_size=512,
+        dpo_grad_accum=2,
+        sft_grad_accum=4,
     )

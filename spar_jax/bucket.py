@@ -42,9 +42,19 @@ def hierarchical_namespace(bucket: str) -> bool | None:
     if shutil.which("gcloud") is None:
         return None
     try:
-        out = subprocess.run(["gcloud", "storage", "buckets", "describe", f"gs://{bucket}",
-                              "--format=value(hierarchical_namespace.enabled)"],
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            [
+                "gcloud",
+                "storage",
+                "buckets",
+                "describe",
+                f"gs://{bucket}",
+                "--format=value(hierarchical_namespace.enabled)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -59,10 +69,15 @@ def check_workdir(workdir: str, mounts: str = MOUNTS) -> None:
         return
     hns = hierarchical_namespace(bucket)
     if hns is None:
-        _log.warning("workdir %s is on gcsfuse bucket %s whose hierarchical namespace setting could not be read; "
-                     "without it a preempted checkpoint save can leave a half-copied step", workdir, bucket)
+        _log.warning(
+            "workdir %s is on gcsfuse bucket %s whose hierarchical namespace setting could not be read; "
+            "without it a preempted checkpoint save can leave a half-copied step",
+            workdir,
+            bucket,
+        )
     elif not hns:
         raise ValueError(
             f"workdir {workdir} is on gcsfuse bucket gs://{bucket} without hierarchical namespace: directory renames "
             "there are copies, so a preempted checkpoint or export can leave a half-written step that looks final. "
-            "Use a bucket created with --enable-hierarchical-namespace (see docs/robustness.md).")
+            "Use a bucket created with --enable-hierarchical-namespace (see docs/robustness.md)."
+        )

@@ -1,8 +1,8 @@
 """The ``spar-jax`` console script: ``spar-jax run|plan|eval ARGS`` runs the module entry point with ARGS.
 
-    spar-jax run  --config=configs/demo.py [--config.key=value ...] [--print_config]   # python -m spar_jax.main
-    spar-jax plan --config=configs/llama3_70b.py --topology=v5p-128                      # python -m spar_jax.plan
-    spar-jax eval --prompts=input_data.jsonl --responses=responses.jsonl --out=out/     # python -m spar_jax.ifeval
+spar-jax run  --config=configs/demo.py [--config.key=value ...] [--print_config]   # python -m spar_jax.main
+spar-jax plan --config=configs/llama3_70b.py --topology=v5p-128                      # python -m spar_jax.plan
+spar-jax eval --prompts=input_data.jsonl --responses=responses.jsonl --out=out/     # python -m spar_jax.ifeval
 """
 
 from __future__ import annotations

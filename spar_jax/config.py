@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from spar_jax import spar
+from spar_jax import mesh_check, spar
 from spar_jax.eval import calibration, followbench, llmbar, run_ifeval
 from spar_jax.judge.generation import SamplingParams
 from spar_jax.kernels.attention import IMPLS as ATTENTION_IMPLS
@@ -61,11 +61,17 @@ def _model_section(m: _Schema, path: str, path_doc: str) -> None:
     m.key("path", path, path_doc)
     m.key("dtype", "float32", "compute dtype: float32, bfloat16 or float16")
     m.key("param_dtype", "", 'parameter dtype; "" = same as dtype')
-    m.key("remat", "none",
-          'activation checkpointing in training: "none", "full" (keep only layer inputs), "dots", "dots_no_batch"')
-    m.key("attention_impl", "auto", 'attention kernel: "xla", "splash" (TPU Pallas), "cudnn" (GPU), "auto" (per backend)')
-    m.key("scan_layers", True,
-          "scan over layers; False: training unrolls the layer loop (faster on CPU, longer compiles)")
+    m.key(
+        "remat",
+        "none",
+        'activation checkpointing in training: "none", "full" (keep only layer inputs), "dots", "dots_no_batch"',
+    )
+    m.key(
+        "attention_impl", "auto", 'attention kernel: "xla", "splash" (TPU Pallas), "cudnn" (GPU), "auto" (per backend)'
+    )
+    m.key(
+        "scan_layers", True, "scan over layers; False: training unrolls the layer loop (faster on CPU, longer compiles)"
+    )
 
 
 def _train_section(t: _Schema, **values) -> None:
@@ -85,10 +91,14 @@ def _train_section(t: _Schema, **values) -> None:
     t.key("label_smoothing", d.label_smoothing, "DPO label smoothing (conservative DPO); 0 = none")
     t.key("max_length", d.max_length, "tokens per example, prompt + response; longer ones are truncated")
     t.key("max_prompt_length", d.max_prompt_length, "tokens kept of the prompt")
-    t.key("logits_chunk_size", d.logits_chunk_size,
-          "sequence positions per chunk of the vocabulary projection (bounds memory)")
-    t.key("share_prompt", d.share_prompt,
-          "DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)")
+    t.key(
+        "logits_chunk_size",
+        d.logits_chunk_size,
+        "sequence positions per chunk of the vocabulary projection (bounds memory)",
+    )
+    t.key(
+        "share_prompt", d.share_prompt, "DPO: a pair as one row, its shared prompt computed once (exact; fewer tokens)"
+    )
     t.key("save_every", d.save_every, "optimizer steps between Orbax checkpoints")
     t.key("keep_checkpoints", d.keep_checkpoints, "Orbax checkpoints kept on disk")
     t.dict.update(values)
@@ -99,24 +109,41 @@ def _schema() -> _Schema:
     root.key("workdir", "runs/default", "directory of every artifact of the run (a rerun resumes there)")
     root.key("seed", 0, "seed every stage derives its own seed from")
     root.key("stages", ("spar",), f"stages to run, in order: {', '.join(STAGES)}")
-    root.key("on_change", "stop", 'a finished stage whose recorded inputs differ: "stop" (exit 2, naming the keys) '
-             "or \"rerun\" it and every later stage")
+    root.key(
+        "on_change",
+        "stop",
+        'a finished stage whose recorded inputs differ: "stop" (exit 2, naming the keys) '
+        'or "rerun" it and every later stage',
+    )
 
-    _model_section(root.section("actor", "the actor (policy) model"), "demo",
-                   'HF directory, .gguf file, hub id (org/name[@revision]), or "demo" (SmolLM2-135M-Instruct)')
-    _model_section(root.section("refiner", "the refiner (judge and reviser) model"), "",
-                   '"" = start from the actor\'s checkpoint; else as actor.path')
+    _model_section(
+        root.section("actor", "the actor (policy) model"),
+        "demo",
+        'HF directory, .gguf file, hub id (org/name[@revision]), or "demo" (SmolLM2-135M-Instruct)',
+    )
+    _model_section(
+        root.section("refiner", "the refiner (judge and reviser) model"),
+        "",
+        '"" = start from the actor\'s checkpoint; else as actor.path',
+    )
 
     mesh = root.section("mesh", "device mesh and parameter sharding")
     mesh.key("shape", (-1, 1, 1), "(data, fsdp, tensor) axis sizes; -1 = the remaining devices")
-    mesh.key("rules", tuple((name, tuple(axes)) for name, axes in DEFAULT_RULES),
-             "logical axis name -> mesh axes, for parameters and activations")
+    mesh.key(
+        "rules",
+        tuple((name, tuple(axes)) for name, axes in DEFAULT_RULES),
+        "logical axis name -> mesh axes, for parameters and activations",
+    )
 
     e = root.section("engine", "the batched sampler")
     e.key("batch_size", 32, "sequences per decode batch (decode slots with continuous batching)")
-    e.key("batching", "static", '"static" bucketed batches, or "continuous": a finished row\'s slot takes the next '
-          "sample (opt-in until measured on pod-scale workloads)")
-    e.key("dtype", "auto", 'the engine\'s weight copy: "auto" = bfloat16 on TPU/GPU, the model\'s dtype on CPU')
+    e.key(
+        "batching",
+        "static",
+        '"static" bucketed batches, or "continuous": a finished row\'s slot takes the next '
+        "sample (opt-in until measured on pod-scale workloads)",
+    )
+    e.key("dtype", "auto", "the engine's weight copy: \"auto\" = bfloat16 on TPU/GPU, the model's dtype on CPU")
     e.key("max_length", 0, "context limit, prompt + new tokens; 0 = the model's max_position_embeddings")
     e.key("truncate", "error", 'over-long prompts: "error", or "left" (drop the oldest tokens; counted)')
     e.key("progress", True, "tqdm bars for sampling and training (stage and shard lines print regardless)")
@@ -125,8 +152,12 @@ def _schema() -> _Schema:
     p.key("source", "generated", '"generated" (offline verifiable prompts) or a JSONL path / datasets name')
     p.key("field", "prompt", "the instruction field of source records")
     p.key("num_train", 1000, "the training pool; 0 = every prompt of the source")
-    p.key("per_iteration", 0, "prompts mined per iteration: iteration t takes the t-th disjoint slice of the pool, "
-          "as the method draws fresh prompts each iteration; 0 = the pool split evenly over the iterations")
+    p.key(
+        "per_iteration",
+        0,
+        "prompts mined per iteration: iteration t takes the t-th disjoint slice of the pool, "
+        "as the method draws fresh prompts each iteration; 0 = the pool split evenly over the iterations",
+    )
     p.key("num_heldout", 100, "generated held-out prompts scored by the IFEval checker (0 = none)")
     p.key("constraint_types", "", 'generated prompts: comma-separated IFEval ids to draw from ("" = every type)')
     p.key("max_constraints", 4, "generated prompts: the most constraints per prompt (1-4)")
@@ -139,24 +170,37 @@ def _schema() -> _Schema:
     s.key("iterations", 3, "SPaR iterations (mine, search, data, train, evaluate)")
     s.key("shard_size", 64, "prompts per resumable shard of the sampling stages")
     s.key("templates_file", "", 'JSON with "judge"/"refine" templates overriding ours; "" = ours')
-    s.key("initial_sft_actor", "",
-          'SFT data (JSONL file or hub dataset id) for the actor before iteration 1; "" = skip')
+    s.key(
+        "initial_sft_actor", "", 'SFT data (JSONL file or hub dataset id) for the actor before iteration 1; "" = skip'
+    )
     s.key("initial_sft_refiner", "", 'SFT data for the refiner before iteration 1 (as initial_sft_actor); "" = skip')
     s.key("eval_base", True, "evaluate the starting actor as iteration 0")
-    s.key("ablations", (), 'the paper\'s ablations run at iteration 1 beside the loop (same mined samples and '
-          'starting models): "no_tree" (one refinement per root, kept if judged a pass), "no_refine" (pairs of '
-          'independent samples, judged Yes > judged No); each trains its own actor, evaluated like an iteration')
-    s.key("bootstrap_prompts", 0,
-          "offline Stage 0: generated prompts whose checker-fixed responses give initial SFT data; 0 = off")
-    s.key("bootstrap_responses", "synthetic",
-          'Stage 0 drafts: "synthetic" (rule-made) or "actor" (samples of the actor)')
+    s.key(
+        "ablations",
+        (),
+        "the paper's ablations run at iteration 1 beside the loop (same mined samples and "
+        'starting models): "no_tree" (one refinement per root, kept if judged a pass), "no_refine" (pairs of '
+        "independent samples, judged Yes > judged No); each trains its own actor, evaluated like an iteration",
+    )
+    s.key(
+        "bootstrap_prompts",
+        0,
+        "offline Stage 0: generated prompts whose checker-fixed responses give initial SFT data; 0 = off",
+    )
+    s.key(
+        "bootstrap_responses", "synthetic", 'Stage 0 drafts: "synthetic" (rule-made) or "actor" (samples of the actor)'
+    )
     s.key("bootstrap_per_prompt", 2, "Stage 0 drafts per prompt")
     s.key("bootstrap_actor", False, "also SFT the actor on the Stage 0 fixed responses")
     s.key("bootstrap_refine_share", 0.5, "refinements' share of the refiner's Stage 0 examples (rest: judgments)")
 
     j = root.section("judge", "who labels answers and tree nodes")
-    j.key("kind", "model", '"model" (the refiner, k votes), "rules" (the IFEval checker; needs prompts with checkable '
-          'constraints; an upper bound), "hybrid" (the checker where every constraint is checkable)')
+    j.key(
+        "kind",
+        "model",
+        '"model" (the refiner, k votes), "rules" (the IFEval checker; needs prompts with checkable '
+        'constraints; an upper bound), "hybrid" (the checker where every constraint is checkable)',
+    )
 
     m = root.section("mining", "Stage 1: actor samples judged by the refiner")
     md = spar.MiningConfig()  # the method's defaults live in the dataclasses; the descriptions here
@@ -168,8 +212,11 @@ def _schema() -> _Schema:
     m.key("judge_temperature", md.judge_sampling.temperature, "judge sampling temperature (mining and search)")
     m.key("judge_top_p", md.judge_sampling.top_p, "judge nucleus sampling top-p (mining and search)")
     m.key("judge_max_new_tokens", md.judge_sampling.max_new_tokens, "judge token budget per vote in mining")
-    m.key("truncated_roots", md.truncated_roots,
-          "True lets samples cut by actor_max_new_tokens be roots (tiny test models)")
+    m.key(
+        "truncated_roots",
+        md.truncated_roots,
+        "True lets samples cut by actor_max_new_tokens be roots (tiny test models)",
+    )
 
     t = root.section("search", "Stage 2: tree-search refinement of failing responses")
     sd = spar.SearchConfig()
@@ -221,8 +268,9 @@ def _schema() -> _Schema:
     g.key("wandb_project", "", 'Weights & Biases project the report scalars are logged to; "" = off (extra "wandb")')
 
     h = root.section("hub", "pushing each iteration's models (and data) to the Hugging Face Hub")
-    h.key("push_to", "",
-          'repo prefix "org/name": pushes org/name-actor, org/name-refiner after each iteration; "" = off')
+    h.key(
+        "push_to", "", 'repo prefix "org/name": pushes org/name-actor, org/name-refiner after each iteration; "" = off'
+    )
     h.key("push_data", False, "also push the DPO and refiner SFT data to the dataset repo org/name-data")
     h.key("private", True, "create the repositories private")
     return root
@@ -247,8 +295,12 @@ _EVAL_SECTIONS = {
 
 
 def _eval_settings() -> dict[str, type]:
-    return {"ifeval": run_ifeval.IFEvalRunConfig, "calibration": calibration.CalibrationConfig,
-            "llmbar": llmbar.LLMBarConfig, "followbench": followbench.FollowBenchConfig}  # fmt: skip
+    return {
+        "ifeval": run_ifeval.IFEvalRunConfig,
+        "calibration": calibration.CalibrationConfig,
+        "llmbar": llmbar.LLMBarConfig,
+        "followbench": followbench.FollowBenchConfig,
+    }
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -406,6 +458,7 @@ class RunConfig:
     logging: LoggingSpec
     hub: HubSpec
     raw: dict[str, Any]  # the full resolved config, for the record
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # the schema's, as raw's layout
 
 
 def check_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str = "") -> None:
@@ -473,40 +526,79 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
     _require(c.on_change in ("stop", "rerun"), "on_change", f"must be 'stop' or 'rerun', got {c.on_change!r}")
     _require(len(c.mesh.shape) == 3, "mesh.shape", f"must have 3 entries (data, fsdp, tensor), got {c.mesh.shape!r}")
     for name in ("actor", "refiner"):
-        _require(c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16")
-        _require(c[name].param_dtype in ("", "float32", "bfloat16", "float16"), f"{name}.param_dtype",
-                 "must be '' (same as dtype), float32, bfloat16 or float16")
-        _require(c[name].remat in REMAT_POLICIES, f"{name}.remat",
-                 f"is {c[name].remat!r}; choose one of {', '.join(sorted(REMAT_POLICIES))}")
-        _require(c[name].attention_impl in ATTENTION_IMPLS, f"{name}.attention_impl",
-                 f"is {c[name].attention_impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
+        _require(
+            c[name].dtype in ("float32", "bfloat16", "float16"), f"{name}.dtype", "must be float32, bfloat16 or float16"
+        )
+        _require(
+            c[name].param_dtype in ("", "float32", "bfloat16", "float16"),
+            f"{name}.param_dtype",
+            "must be '' (same as dtype), float32, bfloat16 or float16",
+        )
+        _require(
+            c[name].remat in REMAT_POLICIES,
+            f"{name}.remat",
+            f"is {c[name].remat!r}; choose one of {', '.join(sorted(REMAT_POLICIES))}",
+        )
+        _require(
+            c[name].attention_impl in ATTENTION_IMPLS,
+            f"{name}.attention_impl",
+            f"is {c[name].attention_impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}",
+        )
     _require(c.engine.max_length >= 0, "engine.max_length", "must be >= 0 (0 = the model's context length)")
-    _require(all(int(x) >= 1 or int(x) == -1 for x in c.mesh.shape), "mesh.shape",
-             f"entries must be >= 1 or -1 (the remaining devices), got {tuple(c.mesh.shape)}")
+    _require(
+        all(int(x) >= 1 or int(x) == -1 for x in c.mesh.shape),
+        "mesh.shape",
+        f"entries must be >= 1 or -1 (the remaining devices), got {tuple(c.mesh.shape)}",
+    )
     _require(c.engine.batch_size > 0, "engine.batch_size", "must be > 0")
     _require(c.engine.truncate in ("error", "left"), "engine.truncate", "must be 'error' or 'left'")
     _require(c.engine.batching in ("continuous", "static"), "engine.batching", "must be 'continuous' or 'static'")
-    _require(c.engine.dtype in ("auto", "float32", "bfloat16", "float16"), "engine.dtype",
-             "must be auto, float32, bfloat16 or float16")
+    _require(
+        c.engine.dtype in ("auto", "float32", "bfloat16", "float16"),
+        "engine.dtype",
+        "must be auto, float32, bfloat16 or float16",
+    )
     _require(c.spar.iterations >= 1, "spar.iterations", "must be >= 1")
     _require(c.spar.shard_size >= 1, "spar.shard_size", "must be >= 1")
-    _require(c.spar.bootstrap_responses in ("synthetic", "actor"), "spar.bootstrap_responses",
-             "must be 'synthetic' or 'actor'")
-    _require(not (c.spar.bootstrap_prompts and c.spar.initial_sft_refiner), "spar.bootstrap_prompts",
-             "and spar.initial_sft_refiner both give the refiner's initial SFT data: set one")
+    _require(
+        c.spar.bootstrap_responses in ("synthetic", "actor"),
+        "spar.bootstrap_responses",
+        "must be 'synthetic' or 'actor'",
+    )
+    _require(
+        not (c.spar.bootstrap_prompts and c.spar.initial_sft_refiner),
+        "spar.bootstrap_prompts",
+        "and spar.initial_sft_refiner both give the refiner's initial SFT data: set one",
+    )
     _require(0.0 < c.spar.bootstrap_refine_share <= 1.0, "spar.bootstrap_refine_share", "must be in (0, 1]")
-    _require(not (c.spar.bootstrap_actor and c.spar.initial_sft_actor), "spar.bootstrap_actor",
-             "and spar.initial_sft_actor both give the actor's initial SFT data: set one")
-    _require(c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0")
-    _require(not c.hub.push_to or re.fullmatch(r"[\w.-]+/[\w.-]+", c.hub.push_to) is not None, "hub.push_to",
-             f"must be a repo prefix 'org/name' or '', got {c.hub.push_to!r}")
+    _require(
+        not (c.spar.bootstrap_actor and c.spar.initial_sft_actor),
+        "spar.bootstrap_actor",
+        "and spar.initial_sft_actor both give the actor's initial SFT data: set one",
+    )
+    _require(
+        c.prompts.num_train >= 0 and c.prompts.num_heldout >= 0, "prompts.num_train", "and num_heldout must be >= 0"
+    )
+    _require(
+        not c.hub.push_to or re.fullmatch(r"[\w.-]+/[\w.-]+", c.hub.push_to) is not None,
+        "hub.push_to",
+        f"must be a repo prefix 'org/name' or '', got {c.hub.push_to!r}",
+    )
     _require(c.prompts.per_iteration >= 0, "prompts.per_iteration", "must be >= 0")
-    _require(not (c.prompts.source == "generated" and c.prompts.per_iteration and
-                  c.prompts.per_iteration * c.spar.iterations > c.prompts.num_train), "prompts.per_iteration",
-             f"x spar.iterations ({c.prompts.per_iteration} x {c.spar.iterations}) exceeds prompts.num_train "
-             f"({c.prompts.num_train}): each iteration needs fresh prompts")
+    _require(
+        not (
+            c.prompts.source == "generated"
+            and c.prompts.per_iteration
+            and c.prompts.per_iteration * c.spar.iterations > c.prompts.num_train
+        ),
+        "prompts.per_iteration",
+        f"x spar.iterations ({c.prompts.per_iteration} x {c.spar.iterations}) exceeds prompts.num_train "
+        f"({c.prompts.num_train}): each iteration needs fresh prompts",
+    )
     for a in c.spar.ablations:
-        _require(a in ("no_tree", "no_refine"), "spar.ablations", f"names unknown ablation {a!r}; known: no_tree, no_refine")
+        _require(
+            a in ("no_tree", "no_refine"), "spar.ablations", f"names unknown ablation {a!r}; known: no_tree, no_refine"
+        )
     _require(c.judge.kind in KINDS, "judge.kind", f"must be one of {', '.join(KINDS)}, got {c.judge.kind!r}")
     _require(1 <= c.prompts.max_constraints <= 4, "prompts.max_constraints", "must be between 1 and 4")
     for key in ("constraint_types", "heldout_types"):
@@ -514,23 +606,35 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
             parse_constraint_types(c.prompts[key])
         except ValueError as e:
             _require(False, f"prompts.{key}", str(e))
-    _require(not c.prompts.heldout_types.strip() or bool(training_types(c)), "prompts.heldout_types",
-             "reserves every type of prompts.constraint_types: training prompts would have none left")
+    _require(
+        not c.prompts.heldout_types.strip() or bool(training_types(c)),
+        "prompts.heldout_types",
+        "reserves every type of prompts.constraint_types: training prompts would have none left",
+    )
     m, s = c.mining, c.search
-    mining = _build("mining", spar.MiningConfig,
-        n_samples=m.n_samples, k_votes=m.k_votes,
+    mining = _build(
+        "mining",
+        spar.MiningConfig,
+        n_samples=m.n_samples,
+        k_votes=m.k_votes,
         actor_sampling=_build("mining", SamplingParams, m.actor_max_new_tokens, m.actor_temperature, m.actor_top_p),
         judge_sampling=_build("mining", SamplingParams, m.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
         truncated_roots=m.truncated_roots,
-    )  # fmt: skip
-    search = _build("search", spar.SearchConfig,
-        strategy=s.strategy, branch=s.branch, keep=s.keep, max_depth=s.max_depth, threshold=s.threshold,
-        k_votes=s.k_votes, max_rejudges=s.max_rejudges, max_refine_retries=s.max_refine_retries,
-        refine_sampling=_build("search", SamplingParams, s.refine_max_new_tokens, s.refine_temperature,
-                               s.refine_top_p),
-        judge_sampling=_build("search", SamplingParams, s.judge_max_new_tokens, m.judge_temperature,
-                              m.judge_top_p),
-    )  # fmt: skip
+    )
+    search = _build(
+        "search",
+        spar.SearchConfig,
+        strategy=s.strategy,
+        branch=s.branch,
+        keep=s.keep,
+        max_depth=s.max_depth,
+        threshold=s.threshold,
+        k_votes=s.k_votes,
+        max_rejudges=s.max_rejudges,
+        max_refine_retries=s.max_refine_retries,
+        refine_sampling=_build("search", SamplingParams, s.refine_max_new_tokens, s.refine_temperature, s.refine_top_p),
+        judge_sampling=_build("search", SamplingParams, s.judge_max_new_tokens, m.judge_temperature, m.judge_top_p),
+    )
     mixture = _build("mixture", spar.MixtureConfig, **dict(c.mixture))
 
     def model(name):
@@ -569,10 +673,9 @@ def parse(config: ml_collections.ConfigDict) -> RunConfig:
         logging=LoggingSpec(**dict(c.logging)),
         hub=HubSpec(**dict(c.hub)),
         raw=c.to_dict(),
+        defaults=default_config().to_dict(),
     )
-    from spar_jax import mesh_check  # the device count is checked later: mesh_check.validate_against_devices
-
-    mesh_check.check_static(run_config)
+    mesh_check.check_static(run_config)  # the device count is checked later: mesh_check.validate_against_devices
     return run_config
 
 

@@ -84,8 +84,14 @@ def define_config_flag(name: str, help_string: str):
     from absl import flags
 
     flag = config_flags._ConfigFlag(  # the flag class DEFINE_config_file builds, with our parser
-        parser=_FileParser(name=name, lock_config=True), serializer=flags.ArgumentSerializer(), name=name,
-        default=None, help_string=help_string, flag_values=flags.FLAGS, accept_new_attributes=False)  # fmt: skip
+        parser=_FileParser(name=name, lock_config=True),
+        serializer=flags.ArgumentSerializer(),
+        name=name,
+        default=None,
+        help_string=help_string,
+        flag_values=flags.FLAGS,
+        accept_new_attributes=False,
+    )
     return flags.DEFINE_flag(flag, flags.FLAGS)
 
 

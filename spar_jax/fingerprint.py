@@ -44,8 +44,14 @@ _log = logging.getLogger(__name__)
 _ENGINE = ("engine.max_length", "engine.truncate")
 STAGE_KEYS: dict[str, tuple[str, ...]] = {
     "prompts": ("seed", "prompts."),
-    "bootstrap": ("seed", "prompts.constraint_types", "prompts.max_constraints", "spar.bootstrap_", "mining.actor_",
-                  *_ENGINE),
+    "bootstrap": (
+        "seed",
+        "prompts.constraint_types",
+        "prompts.max_constraints",
+        "spar.bootstrap_",
+        "mining.actor_",
+        *_ENGINE,
+    ),
     "mine": ("seed", "mining.", "judge.kind", "spar.shard_size", *_ENGINE),
     "search": ("seed", "search.", "mining.judge_", "judge.kind", "spar.shard_size", *_ENGINE),
     "data": ("seed", "mixture."),
@@ -75,6 +81,7 @@ class StageInputs:
     on_change: str
     values: dict[str, Any]
     cascade: bool = True  # False: no later stage reads this one's output (an evaluation); a rerun deletes it alone
+    defaults: dict[str, Any] = dataclasses.field(default_factory=dict)  # schema defaults of ``values``' config keys
 
 
 def file_digest(path: str, chunk: int = 1 << 20) -> str:
@@ -130,13 +137,16 @@ def config_values(raw: dict[str, Any], kind: str) -> dict[str, Any]:
     """The flattened config keys that shape a stage of ``kind`` (see ``STAGE_KEYS``)."""
     flat = _flatten(raw)
     wanted = STAGE_KEYS[kind]
-    return {k: v for k, v in flat.items()
-            if any(k == w or (w.endswith(".") and k.startswith(w)) for w in wanted)
-            and k.rpartition(".")[2] not in _IGNORED}  # fmt: skip
+    return {
+        k: v
+        for k, v in flat.items()
+        if any(k == w or (w.endswith(".") and k.startswith(w)) for w in wanted) and k.rpartition(".")[2] not in _IGNORED
+    }
 
 
-def stage_inputs(cfg, kind: str, *, models: dict[str, str] | None = None, data: str = "", cascade: bool = True,
-                 **extra) -> StageInputs:
+def stage_inputs(
+    cfg, kind: str, *, models: dict[str, str] | None = None, data: str = "", cascade: bool = True, **extra
+) -> StageInputs:
     """The fingerprint of a stage of ``kind`` run with ``cfg`` (a RunConfig): ``models`` maps a role ("actor",
     "refiner", "judge") to the checkpoint the stage reads; ``data`` is a training data file; ``extra`` adds values
     that are not config keys. ``cascade=False`` marks a stage whose output no later stage reads."""
@@ -160,8 +170,10 @@ def stage_inputs(cfg, kind: str, *, models: dict[str, str] | None = None, data: 
     if data:
         values["data"] = data_identity(data, cfg.workdir)
     values.update({f"stage.{k}": v for k, v in extra.items()})
-    return StageInputs(cfg.workdir, raw.get("on_change", "stop"), json.loads(json.dumps(values, default=str)),
-                       cascade)
+    values = json.loads(json.dumps(values, default=str))
+    schema = json.loads(json.dumps(_flatten(getattr(cfg, "defaults", None) or {}), default=str))
+    defaults = {k: schema[k] for k in values if k in schema}
+    return StageInputs(cfg.workdir, raw.get("on_change", "stop"), values, cascade, defaults)
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -197,11 +209,14 @@ def _local_decision(directory: str, inputs: StageInputs) -> tuple[int, str]:
     keys = changed_keys(record, inputs.values)
     if not keys:
         return (1 if done is not None else 0), ""
-    shown = ", ".join(f"{k} (was {record.get(k, '<absent>')!r}, now {inputs.values.get(k, '<absent>')!r})"
-                      for k in keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")  # fmt: skip
+    shown = ", ".join(
+        f"{k} (was {record.get(k, '<absent>')!r}, now {inputs.values.get(k, '<absent>')!r})" for k in keys[:6]
+    ) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
     stage = os.path.relpath(directory, inputs.workdir) if inputs.workdir else directory
-    return 2, (f"{inputs.workdir}: the inputs of stage {stage!r} changed since it ran: {shown}. Use a new workdir, "
-               f"or pass --config.on_change=rerun to delete {stage!r} and every later stage and rerun them.")
+    return 2, (
+        f"{inputs.workdir}: the inputs of stage {stage!r} changed since it ran: {shown}. Use a new workdir, "
+        f"or pass --config.on_change=rerun to delete {stage!r} and every later stage and rerun them."
+    )
 
 
 def _has_work(directory: str) -> bool:
@@ -211,8 +226,12 @@ def _has_work(directory: str) -> bool:
 
 def _legacy_started(directory: str) -> int:
     """When a stage without an inputs record started, as well as it can be told: its oldest file's mtime (ns)."""
-    times = [os.stat(os.path.join(root, n)).st_mtime_ns for root, _, files in os.walk(directory) for n in files
-             if not n.startswith(".tmp")]  # fmt: skip
+    times = [
+        os.stat(os.path.join(root, n)).st_mtime_ns
+        for root, _, files in os.walk(directory)
+        for n in files
+        if not n.startswith(".tmp")
+    ]
     return min(times, default=time.time_ns())
 
 
@@ -226,32 +245,41 @@ def _legacy_decision(directory: str, inputs: StageInputs, *, finished: bool) -> 
     A key an older config.json lacks counts with its schema default (what that run used)."""
     stage = os.path.relpath(directory, inputs.workdir) if inputs.workdir else directory
     old = read_record(os.path.join(inputs.workdir, "config.json")) if inputs.workdir else None
-    hint = (f"Use a new workdir, or pass --config.on_change=rerun to delete {stage!r} and every later stage and "
-            f"rerun them.")  # fmt: skip
+    hint = (
+        f"Use a new workdir, or pass --config.on_change=rerun to delete {stage!r} and every later stage and rerun them."
+    )
     if not old:
-        return 2, (f"{inputs.workdir}: stage {stage!r} was made before stage fingerprints, and the workdir has no "
-                   f"readable config.json to check it against. {hint}")
-    from spar_jax.config import default_config
-
-    recorded = {**_flatten(default_config().to_dict()), **_flatten(old)}
-    recorded = json.loads(json.dumps(recorded, default=str))
+        return 2, (
+            f"{inputs.workdir}: stage {stage!r} was made before stage fingerprints, and the workdir has no "
+            f"readable config.json to check it against. {hint}"
+        )
+    recorded = json.loads(json.dumps({**inputs.defaults, **_flatten(old)}, default=str))
     keys = sorted(k for k, v in inputs.values.items() if _is_config_key(k) and recorded.get(k, _MISSING) != v)
     if not keys:
         return (3 if finished else 4), ""
     shown = ", ".join(f"{k} (was {recorded.get(k, '<absent>')!r}, now {inputs.values[k]!r})" for k in keys[:6]) + (
-        f" and {len(keys) - 6} more" if len(keys) > 6 else "")
-    return 2, (f"{inputs.workdir}: stage {stage!r} was made before stage fingerprints, and the workdir's config.json "
-               f"differs from this run in its settings: {shown}. {hint}")
+        f" and {len(keys) - 6} more" if len(keys) > 6 else ""
+    )
+    return 2, (
+        f"{inputs.workdir}: stage {stage!r} was made before stage fingerprints, and the workdir's config.json "
+        f"differs from this run in its settings: {shown}. {hint}"
+    )
 
 
 def _adopt(directory: str, inputs: StageInputs, finished: bool) -> None:
     stage = os.path.relpath(directory, inputs.workdir) if inputs.workdir else directory
-    _log.warning("%s: stage %r was made before stage fingerprints; config.json has this run's values for its "
-                 "settings, so it is adopted (%s) and its inputs are recorded now", inputs.workdir, stage,
-                 "finished" if finished else "to resume")  # fmt: skip
-    if io.is_writer():
-        io.write_json(os.path.join(directory, RECORD), {"values": inputs.values, "started": _legacy_started(directory),
-                                                        "adopted": time.time_ns()})  # fmt: skip
+    _log.warning(
+        "%s: stage %r was made before stage fingerprints; config.json has this run's values for its "
+        "settings, so it is adopted (%s) and its inputs are recorded now",
+        inputs.workdir,
+        stage,
+        "finished" if finished else "to resume",
+    )
+    if files.is_writer():
+        files.write_json(
+            os.path.join(directory, RECORD),
+            {"values": inputs.values, "started": _legacy_started(directory), "adopted": time.time_ns()},
+        )
 
 
 def decide(directory: str, inputs: StageInputs | None) -> bool:
@@ -306,8 +334,9 @@ def _stage_directories(workdir: str) -> list[str]:
     DONE.json, a plan.json or a checkpoints directory."""
     found = set()
     for marker in (RECORD, DONE, "plan.json", "checkpoints"):
-        found.update(os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(workdir), "**", marker),
-                                                           recursive=True))  # fmt: skip
+        found.update(
+            os.path.dirname(p) for p in glob.glob(os.path.join(glob.escape(workdir), "**", marker), recursive=True)
+        )
     return sorted(found)
 
 
@@ -321,8 +350,11 @@ def check_config(workdir: str, raw: dict[str, Any]) -> None:
         return
     keys = changed_keys(_flatten(old), _flatten(json.loads(json.dumps(raw, default=str))))
     if keys:
-        _log.warning("%s differs from this run's config in %s; this run's config is in config.latest.json",
-                     path, ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""))  # fmt: skip
+        _log.warning(
+            "%s differs from this run's config in %s; this run's config is in config.latest.json",
+            path,
+            ", ".join(keys[:10]) + (" ..." if len(keys) > 10 else ""),
+        )
         files.write_json(os.path.join(workdir, "config.latest.json"), raw)
 
 

@@ -18,8 +18,10 @@ from absl import logging as absl_logging
 from spar_jax import config_io, progress
 
 _CONFIG = config_io.define_config_flag(
-    "config", "Path to a config: an ml-collections Python file (get_config()), or a JSON/YAML file such as a past "
-    "run's WORKDIR/config.json. Override keys with --config.SECTION.KEY=VALUE; list them with --print_config.")
+    "config",
+    "Path to a config: an ml-collections Python file (get_config()), or a JSON/YAML file such as a past "
+    "run's WORKDIR/config.json. Override keys with --config.SECTION.KEY=VALUE; list them with --print_config.",
+)
 _PRINT = flags.DEFINE_bool("print_config", False, "Print every config key with its value and description, then exit.")
 
 

@@ -64,9 +64,11 @@ def _check_batches(cfg, shape: tuple[int, ...], devices: str) -> None:
     for key, rows, how in sharded_batches(cfg):
         if rows % size:
             value = f"{rows}" if not how else f"{rows} rows ({key.split('.')[0]}.batch_size {how})"
-            raise ValueError(f"config key {key!r}: {value} does not divide over the batch axis ({axis_text} = {size}) "
-                             f"of mesh.shape {tuple(cfg.mesh.shape)}{devices}; pick a multiple of {size} or change "
-                             f"mesh.shape")
+            raise ValueError(
+                f"config key {key!r}: {value} does not divide over the batch axis ({axis_text} = {size}) "
+                f"of mesh.shape {tuple(cfg.mesh.shape)}{devices}; pick a multiple of {size} or change "
+                f"mesh.shape"
+            )
 
 
 def check_static(cfg) -> None:

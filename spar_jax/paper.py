@@ -75,9 +75,17 @@ def release_path(key: str, model: str = "llama3_8b") -> str:
     return f"{RELEASE['local_dir']}/{rel}"
 
 
-def paper_config(*, name: str, actor_path: str, mesh_shape: tuple[int, int, int], engine_batch_size: int,
-                 shard_size: int, dpo_grad_accum: int = 1, sft_grad_accum: int = 1,
-                 variant: str = "release") -> ml_collections.ConfigDict:
+def paper_config(
+    *,
+    name: str,
+    actor_path: str,
+    mesh_shape: tuple[int, int, int],
+    engine_batch_size: int,
+    shard_size: int,
+    dpo_grad_accum: int = 1,
+    sft_grad_accum: int = 1,
+    variant: str = "release",
+) -> ml_collections.ConfigDict:
     """A paper-scale SPaR run of one backbone (actor and refiner start from ``actor_path``).
 
     Training keeps float32 master weights with bfloat16 compute: at the paper's DPO learning rate (2e-7) an Adam step

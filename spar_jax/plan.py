@@ -31,11 +31,19 @@ _HBM = flags.DEFINE_float("hbm_efficiency", 0.7, "Achieved fraction of HBM bandw
 _INSTR = flags.DEFINE_integer("instruction_tokens", 256, "Tokens of a chat-templated instruction.")
 _TEMPLATE = flags.DEFINE_integer("template_tokens", 320, "Tokens of the judge/refine template text.")
 _FAIL = flags.DEFINE_float("fail_fraction", 0.5, "Share of prompts that become refinement trees.")
-_LENGTHS = flags.DEFINE_string("lengths_from", "", "A run's workdir: output lengths measured from its mining and "
-                               "search shards (default: stated exponential defaults).")
-_COMPILE = flags.DEFINE_bool("compile", False, "Also compile the training steps and the sampling program for the "
-                             "slice (TPU ahead-of-time with libtpu, else fake CPU devices) and print XLA's memory "
-                             "analysis next to the estimate.")
+_LENGTHS = flags.DEFINE_string(
+    "lengths_from",
+    "",
+    "A run's workdir: output lengths measured from its mining and "
+    "search shards (default: stated exponential defaults).",
+)
+_COMPILE = flags.DEFINE_bool(
+    "compile",
+    False,
+    "Also compile the training steps and the sampling program for the "
+    "slice (TPU ahead-of-time with libtpu, else fake CPU devices) and print XLA's memory "
+    "analysis next to the estimate.",
+)
 _ONLY = flags.DEFINE_list("compile_only", [], "With --compile: only these programs (dpo, sft, sampling).")
 
 
@@ -64,16 +72,22 @@ def _main(argv):
     if _CONFIG.value is None or not _TOPOLOGY.value:
         raise app.UsageError("usage: python -m spar_jax.plan --config=configs/NAME.py --topology=v5p-128")
     from spar_jax.planning import lengths
-    from spar_jax.planning.hardware import parse_topology
     from spar_jax.planning.estimate import Workload, make_plan
+    from spar_jax.planning.hardware import parse_topology
     from spar_jax.planning.report import render
 
     try:
         topology = parse_topology(_TOPOLOGY.value)
         model_cfg = model_config_for(config_flags.get_config_filename(flags.FLAGS["config"]), _CONFIG.value)
         profile = lengths.from_run(_LENGTHS.value) if _LENGTHS.value else lengths.DEFAULTS
-        workload = Workload(instruction_tokens=_INSTR.value, template_tokens=_TEMPLATE.value,
-                            fail_fraction=_FAIL.value, mfu=_MFU.value, hbm_efficiency=_HBM.value, lengths=profile)
+        workload = Workload(
+            instruction_tokens=_INSTR.value,
+            template_tokens=_TEMPLATE.value,
+            fail_fraction=_FAIL.value,
+            mfu=_MFU.value,
+            hbm_efficiency=_HBM.value,
+            lengths=profile,
+        )
         plan = make_plan(_CONFIG.value, model_cfg, topology, workload)
         unknown = set(_ONLY.value) - {"dpo", "sft", "sampling"}
         if unknown:
@@ -102,8 +116,7 @@ def _compiled(plan, model_cfg, topology, workload, markdown: bool) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     stage = compiled.largest_sampling_stage(sampling_shapes(cfg, workload), cfg.engine.batch_size)
-    programs = compiled.compile_programs(cfg, model_cfg, plan, devices, sampling_stage=stage,
-                                         only=tuple(_ONLY.value))
+    programs = compiled.compile_programs(cfg, model_cfg, plan, devices, sampling_stage=stage, only=tuple(_ONLY.value))
     print("\n" + compiled.render(programs, what, markdown=markdown), end="")
 
 

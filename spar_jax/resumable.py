@@ -26,8 +26,14 @@ def fingerprint(items: Sequence[Any]) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[[list, int], list[dict]],
-            keys: Sequence[Any], inputs: StageInputs | None = None) -> list[dict]:  # fmt: skip
+def sharded(
+    directory: str,
+    items: Sequence[Any],
+    shard_size: int,
+    fn: Callable[[list, int], list[dict]],
+    keys: Sequence[Any],
+    inputs: StageInputs | None = None,
+) -> list[dict]:
     """Apply ``fn(shard_items, shard_index) -> records`` shard by shard, writing ``shard_XXXXX.jsonl`` atomically and
     skipping shards already on disk. ``keys`` identify the items and ``inputs`` (optional) what the records are made
     from (the model, its settings): a rerun over other items fails clearly, and one with other inputs stops or
@@ -44,19 +50,23 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
     if old and inputs is not None and "inputs" not in old and old == {k: v for k, v in plan.items() if k != "inputs"}:
         # A plan from before fingerprints, over the same items: its stage's inputs were checked (and recorded) by
         # fingerprint.decide before this call, so its shards are adopted.
-        _log.warning("%s: plan from before stage fingerprints; its shards are adopted and this run's inputs recorded",
-                     plan_path)
+        _log.warning(
+            "%s: plan from before stage fingerprints; its shards are adopted and this run's inputs recorded", plan_path
+        )
         old = None
     state = agree(0 if old is None else 1 if old == plan else 2)
     if state == 2:
         changed = changed_keys(old.get("inputs", {}), plan.get("inputs", {})) if old else []
         only_inputs = old is not None and {k: v for k, v in old.items() if k != "inputs"} == {
-            k: v for k, v in plan.items() if k != "inputs"}
+            k: v for k, v in plan.items() if k != "inputs"
+        }
         if not (only_inputs and inputs is not None and inputs.on_change == "rerun"):
             what = f"changed inputs {', '.join(changed)}" if only_inputs and changed else "other inputs or shard size"
             hint = " or pass --config.on_change=rerun" if only_inputs else ""
-            raise InputsChangedError(f"{plan_path}: this directory was produced from {what} ({old}); now {plan}. "
-                                     f"Use a new workdir{hint}, or delete {directory}.")  # fmt: skip
+            raise InputsChangedError(
+                f"{plan_path}: this directory was produced from {what} ({old}); now {plan}. "
+                f"Use a new workdir{hint}, or delete {directory}."
+            )
         if files.is_writer():
             for name in os.listdir(directory):
                 if name.startswith("shard_"):
@@ -87,4 +97,3 @@ def sharded(directory: str, items: Sequence[Any], shard_size: int, fn: Callable[
         records.extend(out)
         progress.line(f"{what} shard {s + 1}/{n}: done in {progress.duration(time.time() - start)}; {clock.done()}")
     return records
-

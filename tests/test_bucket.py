@@ -19,7 +19,7 @@ def _gcloud(tmp_path, monkeypatch, answer, code=0):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     script = bindir / "gcloud"
-    script.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/gcloud_args\necho {answer}\nexit {code}\n")
+    script.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/gcloud_args\necho {answer}\nexit {code}\n')
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
 

@@ -32,14 +32,31 @@ def test_defaults_are_the_paper_values():
     assert (cfg.mining.actor_sampling.temperature, cfg.mining.actor_sampling.top_p) == (0.9, 0.9)
     assert (cfg.mining.judge_sampling.temperature, cfg.mining.judge_sampling.top_p) == (0.7, 1.0)
     s = cfg.search
-    assert (s.strategy, s.branch, s.keep, s.max_depth, s.threshold, s.k_votes, s.max_rejudges) == ("bfs", 3, 2, 3, 0.5, 5, 3)
-    assert (cfg.dpo["learning_rate"], cfg.dpo["beta"], cfg.dpo["sft_weight"], cfg.dpo["batch_size"]) == (2e-7, 0.1, 0.1, 32)
+    assert (s.strategy, s.branch, s.keep, s.max_depth, s.threshold, s.k_votes, s.max_rejudges) == (
+        "bfs",
+        3,
+        2,
+        3,
+        0.5,
+        5,
+        3,
+    )
+    assert (cfg.dpo["learning_rate"], cfg.dpo["beta"], cfg.dpo["sft_weight"], cfg.dpo["batch_size"]) == (
+        2e-7,
+        0.1,
+        0.1,
+        32,
+    )
     assert (cfg.dpo["schedule"], cfg.dpo["warmup_ratio"], cfg.dpo["max_length"]) == ("linear", 0.1, 2048)
     assert (cfg.sft["learning_rate"], cfg.sft["schedule"], cfg.sft["max_length"]) == (2e-6, "constant", 4096)
     m = cfg.mixture
     assert (m.cap_refine, m.cap_tree_judge_yes, m.cap_tree_judge_no, m.cap_actor_judge_no, m.cap_actor_judge_yes) == (
-        4000, 1500, 1000, 500, 2500)
-
+        4000,
+        1500,
+        1000,
+        500,
+        2500,
+    )
 
 
 def test_the_default_config_builds_the_dataclass_defaults():
@@ -53,6 +70,7 @@ def test_the_default_config_builds_the_dataclass_defaults():
     assert cfg.mixture == spar.MixtureConfig()
     assert TrainConfig(kind="dpo", **cfg.dpo) == TrainConfig()
 
+
 def test_scan_layers_flows_into_the_model_spec():
     c = C.default_config()
     assert C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers
@@ -60,20 +78,26 @@ def test_scan_layers_flows_into_the_model_spec():
     assert not C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("search.brnch", 3, "unknown config key 'search.brnch'"),
-    ("nonsense", 1, "unknown config key 'nonsense'"),
-    ("search.branch", 0, "config section 'search': SearchConfig.branch must be a positive int"),
-    ("dpo.schedule", "cosine", "config section 'dpo': TrainConfig.schedule='cosine'"),
-    ("stages", ("spar", "dance"), "config key 'stages' names unknown stage 'dance'"),
-    ("mesh.shape", (1, 1), "config key 'mesh.shape' must have 3 entries"),
-    ("actor.dtype", "int8", "config key 'actor.dtype' must be float32, bfloat16 or float16"),
-    ("mining.actor_top_p", 1.5, "config section 'mining': SamplingParams.top_p must be in"),
-    ("prompts.constraint_types", "punctuation:no_comma,language:klingon",
-     "config key 'prompts.constraint_types' has types the generator cannot make: "
-     ".'language:klingon'.; choose from"),
-    ("prompts.max_constraints", 5, "config key 'prompts.max_constraints' must be between 1 and 4"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("search.brnch", 3, "unknown config key 'search.brnch'"),
+        ("nonsense", 1, "unknown config key 'nonsense'"),
+        ("search.branch", 0, "config section 'search': SearchConfig.branch must be a positive int"),
+        ("dpo.schedule", "cosine", "config section 'dpo': TrainConfig.schedule='cosine'"),
+        ("stages", ("spar", "dance"), "config key 'stages' names unknown stage 'dance'"),
+        ("mesh.shape", (1, 1), "config key 'mesh.shape' must have 3 entries"),
+        ("actor.dtype", "int8", "config key 'actor.dtype' must be float32, bfloat16 or float16"),
+        ("mining.actor_top_p", 1.5, "config section 'mining': SamplingParams.top_p must be in"),
+        (
+            "prompts.constraint_types",
+            "punctuation:no_comma,language:klingon",
+            "config key 'prompts.constraint_types' has types the generator cannot make: "
+            ".'language:klingon'.; choose from",
+        ),
+        ("prompts.max_constraints", 5, "config key 'prompts.max_constraints' must be between 1 and 4"),
+    ],
+)
 def test_bad_keys_and_values_name_the_key(key, value, message):
     c = C.default_config()
     section, _, leaf = key.rpartition(".")
@@ -94,17 +118,29 @@ class _null:
         return False
 
 
-@pytest.mark.parametrize("override, message", [
-    ("--config.search.brnch=2", "'brnch' Did you mean \"branch\" instead of \"brnch\"?"),
-    # A section the config does not have (ml_collections raises a bare KeyError for it).
-    ("--config.sampling.layer_loop=scan", "unknown config key 'sampling' in --config.sampling.layer_loop"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("--config.search.brnch=2", '\'brnch\' Did you mean "branch" instead of "brnch"?'),
+        # A section the config does not have (ml_collections raises a bare KeyError for it).
+        ("--config.sampling.layer_loop=scan", "unknown config key 'sampling' in --config.sampling.layer_loop"),
+    ],
+)
 def test_command_line_unknown_key_fails_before_any_work(override, message, tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "spar_jax.main", f"--config={root / 'configs' / 'demo.py'}",
-         f"--config.workdir={tmp_path}", override],
-        capture_output=True, text=True, cwd=root, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "spar_jax.main",
+            f"--config={root / 'configs' / 'demo.py'}",
+            f"--config.workdir={tmp_path}",
+            override,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -116,13 +152,22 @@ def test_unreachable_public_source_is_one_clear_error(tmp_path):
     """IFEval from the Hub with the Hub offline: exit 2 and a message saying how to pass a local file."""
     root = pathlib.Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-m", "spar_jax.main", f"--config={root / 'configs' / 'eval_ifeval.py'}",
-         f"--config.workdir={tmp_path}", "--config.ifeval.prompts_source=google/IFEval"],
-        capture_output=True, text=True, cwd=root, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "spar_jax.main",
+            f"--config={root / 'configs' / 'eval_ifeval.py'}",
+            f"--config.workdir={tmp_path}",
+            "--config.ifeval.prompts_source=google/IFEval",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"},
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    message = proc.stderr[proc.stderr.index("error: "):]  # after the stage's progress line
+    message = proc.stderr[proc.stderr.index("error: ") :]  # after the stage's progress line
     assert message.startswith("error: could not load IFEval prompts from the Hugging Face dataset 'google/IFEval'")
     assert "pass a local JSONL file" in proc.stderr

@@ -18,8 +18,9 @@ CONFIGS = sorted((ROOT / "configs").glob("*.py"))
 
 def _main(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "spar_jax.main", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "spar_jax.main", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _load_py(path):
@@ -68,7 +69,9 @@ def test_print_config_lists_every_key_with_value_and_description():
         assert len(hits) == 1, key
         assert f"= {config_io._fmt(value)}  # {docs[key]}" in hits[0], hits[0]  # lists print as tuples
     assert "[search] Stage 2: tree-search refinement of failing responses" in lines
-    assert lines.index("[actor] the actor (policy) model") < lines.index("[search] Stage 2: tree-search refinement of failing responses")
+    assert lines.index("[actor] the actor (policy) model") < lines.index(
+        "[search] Stage 2: tree-search refinement of failing responses"
+    )
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -90,7 +93,9 @@ def test_rerun_from_config_json_on_the_command_line(tmp_path):
     assert from_json.returncode == 0, from_json.stderr
     assert from_json.stdout == from_py.stdout
     overridden = _main(f"--config={tmp_path}/config.json", "--print_config", "--config.mining.k_votes=7")
-    assert "mining.k_votes              = 7" in overridden.stdout or "mining.k_votes = 7" in overridden.stdout.replace("  ", " ")
+    assert "mining.k_votes              = 7" in overridden.stdout or "mining.k_votes = 7" in overridden.stdout.replace(
+        "  ", " "
+    )
 
 
 @pytest.mark.parametrize("content,message", [

@@ -56,11 +56,15 @@ def broken_links(page: pathlib.Path) -> list[str]:
 def test_the_check_finds_broken_links(tmp_path):
     (tmp_path / "other.md").write_text("# Other page\n\n## A section\n")
     page = tmp_path / "page.md"
-    page.write_text("[ok](other.md#a-section) [web](https://example.com/x) ![img](missing.png)\n"
-                    "```\n[in code](nowhere.md)\n```\n"
-                    "[gone](nowhere.md)\n[bad anchor](other.md#no-such)\n[self](#here)\n\n## Here\n")
-    assert broken_links(page) == ["page.md:5: nowhere.md (no such file)",
-                                  "page.md:6: other.md#no-such (no heading #no-such)"]
+    page.write_text(
+        "[ok](other.md#a-section) [web](https://example.com/x) ![img](missing.png)\n"
+        "```\n[in code](nowhere.md)\n```\n"
+        "[gone](nowhere.md)\n[bad anchor](other.md#no-such)\n[self](#here)\n\n## Here\n"
+    )
+    assert broken_links(page) == [
+        "page.md:5: nowhere.md (no such file)",
+        "page.md:6: other.md#no-such (no heading #no-such)",
+    ]
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))

@@ -12,9 +12,6 @@ import sys
 
 import pytest
 
-import spar_pipeline_driver as driver
-from spar_pipeline_driver import fake_checkpoint
-from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
 from spar_jax import fingerprint
 from spar_jax.config import parse
 from spar_jax.eval import run_ifeval
@@ -22,8 +19,26 @@ from spar_jax.eval.run_ifeval import IFEvalRunConfig
 from spar_jax.fingerprint import InputsChangedError
 from spar_jax.spar.pipeline import Pipeline
 
-STAGES = ("prompts", "iter_0/eval", "iter_1/mine", "iter_1/search", "iter_1/data", "iter_1/actor", "iter_1/refiner",
-          "iter_1/eval", "iter_2/mine", "iter_2/search", "iter_2/data", "iter_2/actor", "iter_2/refiner", "iter_2/eval")
+import spar_pipeline_driver as driver
+from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
+from spar_pipeline_driver import fake_checkpoint
+
+STAGES = (
+    "prompts",
+    "iter_0/eval",
+    "iter_1/mine",
+    "iter_1/search",
+    "iter_1/data",
+    "iter_1/actor",
+    "iter_1/refiner",
+    "iter_1/eval",
+    "iter_2/mine",
+    "iter_2/search",
+    "iter_2/data",
+    "iter_2/actor",
+    "iter_2/refiner",
+    "iter_2/eval",
+)
 
 
 def config(workdir, model, **overrides):
@@ -155,13 +170,17 @@ def test_the_entry_point_exits_2_naming_the_changed_key(tmp_path):
         "from spar_jax.config import default_config\n\ndef get_config():\n    c = default_config()\n"
         f"    c.workdir = {str(tmp_path / 'w')!r}\n    c.stages = ('ifeval',)\n"
         f"    c.ifeval.prompts_source = {str(prompts)!r}\n    c.ifeval.responses_file = {str(responses)!r}\n"
-        "    return c\n")  # fmt: skip
+        "    return c\n"
+    )
     c = default_config()
     c.workdir, c.stages = str(tmp_path / "w"), ("ifeval",)
     c.ifeval.prompts_source, c.ifeval.responses_file = str(prompts), str(responses)
     main.run(c)
-    changed = subprocess.run([sys.executable, "-m", "spar_jax.main", f"--config={cfg_file}", "--config.ifeval.limit=2"],
-                             capture_output=True, text=True)  # fmt: skip
+    changed = subprocess.run(
+        [sys.executable, "-m", "spar_jax.main", f"--config={cfg_file}", "--config.ifeval.limit=2"],
+        capture_output=True,
+        text=True,
+    )
     assert changed.returncode == 2
     assert "stage 'ifeval' changed since it ran: ifeval.limit (was 0, now 2)" in changed.stderr
     errors = [line for line in changed.stderr.splitlines() if "stage ifeval" not in line]  # not the progress line

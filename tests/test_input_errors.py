@@ -42,8 +42,12 @@ def test_an_empty_or_unusable_prompt_source_is_an_error(tmp_path):
 
 def test_a_malformed_turn_names_the_record(tmp_path):
     path = tmp_path / "chat.jsonl"
-    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n"
-                    + json.dumps({"messages": ["not a turn"]}) + "\n")  # fmt: skip
+    path.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+        + "\n"
+        + json.dumps({"messages": ["not a turn"]})
+        + "\n"
+    )
     with pytest.raises(ValueError, match=r"chat\.jsonl:2: messages\[0\] must be an object"):
         load_prompts(str(path))
 
@@ -76,9 +80,9 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
 
 
 def test_save_pretrained_creates_a_missing_parent_and_clears_a_killed_save(tmp_path):
-    from tiny_checkpoints import write_checkpoint
-
     from spar_jax.models import from_pretrained, save_pretrained
+
+    from tiny_checkpoints import write_checkpoint
 
     model = from_pretrained(write_checkpoint(tmp_path / "src", "llama", seed=1))
     target = tmp_path / "a" / "b" / "hf"

@@ -10,15 +10,16 @@ import logging
 import os
 
 import pytest
+from test_fingerprint import STAGES, config, mtimes, run
 
-from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
 from spar_jax import fingerprint
 from spar_jax.config import parse
 from spar_jax.eval import run_ifeval
 from spar_jax.eval.run_ifeval import IFEvalRunConfig
 from spar_jax.fingerprint import InputsChangedError
+
+from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
 from spar_pipeline_driver import fake_checkpoint
-from test_fingerprint import STAGES, config, mtimes, run
 
 
 def make_legacy(workdir) -> dict[str, dict]:
@@ -63,8 +64,9 @@ def test_matching_config_adopts_every_stage_and_records_its_inputs(legacy, caplo
     assert _unchanged(before, mtimes(workdir))  # no artifact rewritten
     adopted = [r.getMessage() for r in caplog.records if "made before stage fingerprints" in r.getMessage()]
     assert len(adopted) == len(STAGES) and all(m.startswith(f"{workdir}: stage ") for m in adopted)
-    assert "stage 'iter_1/search' was made before stage fingerprints; config.json has this run's values" in \
-        "\n".join(adopted)
+    assert "stage 'iter_1/search' was made before stage fingerprints; config.json has this run's values" in "\n".join(
+        adopted
+    )
     for stage in STAGES:
         assert json.load(open(workdir / stage / "inputs.json"))["values"] == recorded[stage], stage
     caplog.clear()
@@ -83,9 +85,13 @@ def test_a_half_finished_legacy_stage_is_adopted_and_resumed(legacy):
 def test_another_config_stops_at_the_first_affected_stage(legacy):
     workdir, model, _ = legacy
     before = mtimes(workdir)
-    with pytest.raises(InputsChangedError, match=(
+    with pytest.raises(
+        InputsChangedError,
+        match=(
             rf"^{workdir}: stage 'iter_1/search' was made before stage fingerprints, and the workdir's config.json "
-            r"differs from this run in its settings: search.branch \(was 3, now 2\)")):  # fmt: skip
+            r"differs from this run in its settings: search.branch \(was 3, now 2\)"
+        ),
+    ):
         run(workdir, model, **{"search.branch": 2})
     assert _unchanged(before, mtimes(workdir))
     assert not (workdir / "iter_1/search/inputs.json").exists()
@@ -102,8 +108,11 @@ def test_no_config_json_stops(legacy):
     os.makedirs(workdir / "x", exist_ok=True)
     cfg = parse(config(workdir, model))
     inputs = fingerprint.stage_inputs(cfg, "prompts")
-    with pytest.raises(InputsChangedError, match=r"stage 'prompts' was made before stage fingerprints, and the "
-                                                 r"workdir has no readable config.json"):
+    with pytest.raises(
+        InputsChangedError,
+        match=r"stage 'prompts' was made before stage fingerprints, and the "
+        r"workdir has no readable config.json",
+    ):
         fingerprint.decide(str(workdir / "prompts"), inputs)
 
 
@@ -126,8 +135,11 @@ def test_a_legacy_ifeval_run_is_adopted_or_refused(tmp_path):
     calls = len(engine.calls)
     fingerprint.check_config(str(workdir), cfg.raw)  # the config.json an older run left
     make_legacy(workdir)
-    shards = {n: os.stat(os.path.join(out, "shards", n)).st_mtime_ns for n in os.listdir(os.path.join(out, "shards"))
-              if n.startswith("shard_")}
+    shards = {
+        n: os.stat(os.path.join(out, "shards", n)).st_mtime_ns
+        for n in os.listdir(os.path.join(out, "shards"))
+        if n.startswith("shard_")
+    }
     with pytest.raises(InputsChangedError, match=r"stage 'ifeval' was made before .* ifeval.limit \(was 0, now 1\)"):
         fingerprint.decide(out, stage(limit=1)[1])
     assert not fingerprint.decide(out, inputs)  # adopted, to run (the IFEval run writes no DONE.json)

@@ -74,11 +74,21 @@ def test_device_count_resolves_the_remaining_axis():
 
 def _main(tmp_path, *overrides, devices=1):
     workdir = tmp_path / "run"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    proc = subprocess.run([sys.executable, "-m", "spar_jax.main", "--config=configs/demo.py",
-                           f"--config.workdir={workdir}", *overrides],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "spar_jax.main", "--config=configs/demo.py", f"--config.workdir={workdir}", *overrides],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc, workdir
 
 
@@ -94,6 +104,8 @@ def test_entry_point_refuses_a_mesh_the_devices_cannot_fill_before_loading(tmp_p
 def test_entry_point_checks_batches_against_the_devices(tmp_path):
     proc, workdir = _main(tmp_path, "--config.engine.batch_size=6", devices=4)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "error: config key 'engine.batch_size': 6 does not divide over the batch axis (data=4 x fsdp=1 = 4) of " \
-           "mesh.shape (-1, 1, 1) on 4 devices" in proc.stderr
+    assert (
+        "error: config key 'engine.batch_size': 6 does not divide over the batch axis (data=4 x fsdp=1 = 4) of "
+        "mesh.shape (-1, 1, 1) on 4 devices" in proc.stderr
+    )
     assert not workdir.exists()

@@ -47,14 +47,31 @@ def _free_port() -> int:
 
 def _env(num_processes: int, process_id: int, port: int) -> dict:
     # No shared compilation cache either: these processes compile what they run, as a user's job would.
-    env = {k: v for k, v in os.environ.items() if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
-                                                           "JAX_PROCESS_ID", "TPU_WORKER_HOSTNAMES",
-                                                           "JAX_COMPILATION_CACHE_DIR")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES // num_processes}", JAX_PLATFORMS="cpu",
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in (
+            "JAX_COORDINATOR_ADDRESS",
+            "JAX_NUM_PROCESSES",
+            "JAX_PROCESS_ID",
+            "TPU_WORKER_HOSTNAMES",
+            "JAX_COMPILATION_CACHE_DIR",
+        )
+    }
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES // num_processes}",
+        JAX_PLATFORMS="cpu",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     if num_processes > 1:
-        env.update(JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES=str(num_processes),
-                   JAX_PROCESS_ID=str(process_id))
+        env.update(
+            JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+            JAX_NUM_PROCESSES=str(num_processes),
+            JAX_PROCESS_ID=str(process_id),
+        )
     return env
 
 
@@ -74,8 +91,12 @@ def _launch(model_dir: str, out_dir: str, num_processes: int) -> list:
     for i in range(num_processes):
         log_path = os.path.join(out_dir, f"log_{i}.txt")
         with open(log_path, "w") as log:
-            proc = subprocess.Popen([sys.executable, DRIVER, model_dir, out_dir, MESH],
-                                    env=_env(num_processes, i, port), stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, DRIVER, model_dir, out_dir, MESH],
+                env=_env(num_processes, i, port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         children.append((proc, log_path))
     return children
 
@@ -122,9 +143,14 @@ def runs(tiny, tmp_path_factory):
         "multi": [json.load(open(os.path.join(multi, f"result_{i}.json"))) for i in range(NUM_PROCESSES)],
         "single": [json.load(open(os.path.join(single, "result_0.json")))],
     }
-    print(f"\nmultihost: both runs finished in {elapsed:.1f}s; stage times (s): "
-          + "; ".join(f"{name}[{r['process_index']}] " + ", ".join(f"{k} {v:.1f}" for k, v in r["times"].items())
-                      for name, rs in results.items() for r in rs))
+    print(
+        f"\nmultihost: both runs finished in {elapsed:.1f}s; stage times (s): "
+        + "; ".join(
+            f"{name}[{r['process_index']}] " + ", ".join(f"{k} {v:.1f}" for k, v in r["times"].items())
+            for name, rs in results.items()
+            for r in rs
+        )
+    )
     return {"multi_dir": multi, "single_dir": single, **results}
 
 
@@ -195,8 +221,9 @@ def test_export_is_written_once_and_matches_the_single_process_run(runs):
     files = sorted(os.listdir(os.path.join(multi, "hf")))
     assert files == sorted(os.listdir(os.path.join(single, "hf")))
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
-    assert json.load(open(os.path.join(multi, "hf", "config.json"))) == \
-        json.load(open(os.path.join(single, "hf", "config.json")))
+    assert json.load(open(os.path.join(multi, "hf", "config.json"))) == json.load(
+        open(os.path.join(single, "hf", "config.json"))
+    )
     got = load_file(os.path.join(multi, "hf", "model.safetensors"))
     want = load_file(os.path.join(single, "hf", "model.safetensors"))
     initial = random_tensors(hf_config("llama", vocab_size=49152), SEED)
@@ -207,9 +234,15 @@ def test_export_is_written_once_and_matches_the_single_process_run(runs):
     assert max(float(np.abs(got[n] - initial[n]).max()) for n in initial) > 1e-4
 
 
-PIPELINE_ARTIFACTS = ("prompts/train.jsonl", "prompts/heldout.jsonl", "iter_1/mine/shard_00000.jsonl",
-                      "iter_1/mine/shard_00001.jsonl", "iter_1/data/dpo.jsonl", "iter_1/data/refiner_sft.jsonl",
-                      "iter_1/eval/heldout/results.jsonl")  # fmt: skip
+PIPELINE_ARTIFACTS = (
+    "prompts/train.jsonl",
+    "prompts/heldout.jsonl",
+    "iter_1/mine/shard_00000.jsonl",
+    "iter_1/mine/shard_00001.jsonl",
+    "iter_1/data/dpo.jsonl",
+    "iter_1/data/refiner_sft.jsonl",
+    "iter_1/eval/heldout/results.jsonl",
+)
 
 
 def _launch_pipeline(workdir: str, model: str, train_seconds: float, tag: str) -> list:
@@ -222,8 +255,17 @@ def _launch_pipeline(workdir: str, model: str, train_seconds: float, tag: str) -
         log_path = os.path.join(os.path.dirname(workdir), f"log_{tag}_{i}.txt")
         env = {**_env(NUM_PROCESSES, i, port), "SPAR_TEST_TRAIN_SECONDS": str(train_seconds)}
         with open(log_path, "w") as log:
-            children.append((subprocess.Popen([sys.executable, driver.__file__, workdir, model, "--scripted"], env=env,
-                                              stdout=log, stderr=subprocess.STDOUT), log_path))  # fmt: skip
+            children.append(
+                (
+                    subprocess.Popen(
+                        [sys.executable, driver.__file__, workdir, model, "--scripted"],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    log_path,
+                )
+            )
     return children
 
 

@@ -1,8 +1,8 @@
 """Package hygiene: pyproject metadata (dependencies, extras, script, single-source version) and the spar-jax CLI."""
 
 import os
-import re
 import pathlib
+import re
 import subprocess
 import sys
 import tomllib
@@ -21,14 +21,17 @@ def test_pyproject_declares_extras_script_and_reads_the_version_from_the_package
     assert {"test", "torch", "tfds", "wandb"} <= set(meta["optional-dependencies"])
     names = {d.split(">")[0].split("=")[0].split("[")[0] for d in meta["dependencies"]}
     assert {"jax", "flax", "transformers", "huggingface_hub", "pyarrow", "pyyaml", "absl-py"} <= names
-    assert (ROOT / "spar_jax" / "py.typed").exists() and project["tool"]["setuptools"]["package-data"]["spar_jax"] == ["py.typed"]
+    assert (ROOT / "spar_jax" / "py.typed").exists() and project["tool"]["setuptools"]["package-data"]["spar_jax"] == [
+        "py.typed"
+    ]
     assert f"## {spar_jax.__version__}" in (ROOT / "CHANGELOG.md").read_text()
 
 
 def _cli(*args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "spar_jax.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "spar_jax.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_run_is_the_main_entry_point():

@@ -30,8 +30,12 @@ def test_release_variant(name):
     pool = {"mistral_7b": "data/SPaR/mistral_7b/actor"}.get(name, "data/SPaR/llama3_8b/actor")
     assert cfg.prompts.source == pool and cfg.prompts.num_train == 10000
     for section in (cfg.sft, cfg.sft0):  # src/configs/sft.yaml
-        assert (section["learning_rate"], section["epochs"], section["batch_size"], section["schedule"]) == \
-            (2e-6, 5, 64, "constant")
+        assert (section["learning_rate"], section["epochs"], section["batch_size"], section["schedule"]) == (
+            2e-6,
+            5,
+            64,
+            "constant",
+        )
     assert (cfg.dpo["learning_rate"], cfg.dpo["batch_size"], cfg.dpo["sft_weight"]) == (2e-7, 32, 0.1)
     assert cfg.mining.actor_sampling.max_new_tokens == 2048 and cfg.search.refine_sampling.max_new_tokens == 3072
     assert cfg.eval.max_new_tokens == 2048

@@ -7,6 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from spar_jax.models import from_pretrained
 from spar_jax.parallel import DEFAULT_RULES, logical_to_spec, make_mesh, normalize_rules, resolve_mesh_shape
+
 from tiny_checkpoints import write_checkpoint
 
 
@@ -24,7 +25,9 @@ def test_resolve_mesh_shape():
 def test_logical_rules_and_divisibility_fallback():
     mesh = make_mesh((2, 2, 2))
     assert len(jax.devices()) == 8
-    assert logical_to_spec(("embed", "heads", "head_dim"), (64, 4, 16), mesh, DEFAULT_RULES) == P("fsdp", "tensor", None)
+    assert logical_to_spec(("embed", "heads", "head_dim"), (64, 4, 16), mesh, DEFAULT_RULES) == P(
+        "fsdp", "tensor", None
+    )
     # 9 heads do not divide over tensor=2: replicated instead of failing
     assert logical_to_spec(("embed", "heads", "head_dim"), (576, 9, 64), mesh, DEFAULT_RULES) == P("fsdp", None, None)
     assert logical_to_spec(("batch", "length"), (8, 5), mesh, DEFAULT_RULES) == P(("data", "fsdp"), None)

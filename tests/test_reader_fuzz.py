@@ -13,15 +13,51 @@ from spar_jax.judge.templates import Templates
 from spar_jax.spar.sources import load_prompts
 from spar_jax.training.records import dpo_triple, iter_records, sft_messages
 
-KEYS = ["prompt", "messages", "conversations", "role", "content", "from", "value", "instruction", "input", "output",
-        "system", "chosen", "rejected", "key", "id", "response", "judge", "refine", "user", "assistant", "human", "gpt"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(KEYS),
-                    st.text(max_size=12), st.floats(allow_nan=False, allow_infinity=False))
-values = st.recursive(scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)), max_leaves=12)
+KEYS = [
+    "prompt",
+    "messages",
+    "conversations",
+    "role",
+    "content",
+    "from",
+    "value",
+    "instruction",
+    "input",
+    "output",
+    "system",
+    "chosen",
+    "rejected",
+    "key",
+    "id",
+    "response",
+    "judge",
+    "refine",
+    "user",
+    "assistant",
+    "human",
+    "gpt",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.sampled_from(KEYS),
+    st.text(max_size=12),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=4)),
+    max_leaves=12,
+)
 records = st.dictionaries(st.sampled_from(KEYS), values, max_size=5)
-lines = st.one_of(records.map(lambda r: json.dumps(r).encode()), values.map(lambda v: json.dumps(v).encode()),
-                  st.binary(max_size=20), st.just(b""), st.just(b'{"prompt": "caf\xe9"}'))
+lines = st.one_of(
+    records.map(lambda r: json.dumps(r).encode()),
+    values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=20),
+    st.just(b""),
+    st.just(b'{"prompt": "caf\xe9"}'),
+)
 files = st.lists(lines, max_size=6).map(lambda ls: b"\n".join(ls))
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -64,8 +100,13 @@ def test_sft_and_dpo_records_jsonl(tmp_path, data):
 
 
 @FUZZ
-@given(data=st.one_of(st.lists(records, max_size=4).map(lambda rs: json.dumps(rs, indent=1).encode()),
-                      values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=30)))
+@given(
+    data=st.one_of(
+        st.lists(records, max_size=4).map(lambda rs: json.dumps(rs, indent=1).encode()),
+        values.map(lambda v: json.dumps(v).encode()),
+        st.binary(max_size=30),
+    )
+)
 def test_sft_and_dpo_records_json(tmp_path, data):
     path = tmp_path / "train.json"
     path.write_bytes(data)
@@ -74,8 +115,13 @@ def test_sft_and_dpo_records_json(tmp_path, data):
 
 
 @FUZZ
-@given(data=st.one_of(values.map(lambda v: json.dumps(v).encode()), records.map(lambda r: json.dumps(r).encode()),
-                      st.binary(max_size=30)))
+@given(
+    data=st.one_of(
+        values.map(lambda v: json.dumps(v).encode()),
+        records.map(lambda r: json.dumps(r).encode()),
+        st.binary(max_size=30),
+    )
+)
 def test_templates(tmp_path, data):
     path = tmp_path / "templates.json"
     path.write_bytes(data)

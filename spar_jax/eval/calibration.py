@@ -11,13 +11,12 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
-from spar_jax import files
-from spar_jax import ifeval
-from spar_jax.judge.settings import JudgeConfig, run_judge, vote_counts
+from spar_jax import files, ifeval
 from spar_jax.eval.summary import base_summary, markdown_table, pct, ratio, write_summary
 from spar_jax.judge import generation as gen
-from spar_jax.judge.votes import Judgement
+from spar_jax.judge.settings import JudgeConfig, run_judge, vote_counts
 from spar_jax.judge.templates import actor_messages
+from spar_jax.judge.votes import Judgement
 
 JUDGEMENTS_FILE = "judgements.jsonl"
 
@@ -49,13 +48,16 @@ class CalibrationConfig:
         for name in ("limit", "samples_per_prompt"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (1 if name == "samples_per_prompt" else 0):
-                raise ValueError(f"CalibrationConfig.{name} must be an int >= "
-                                 f"{1 if name == 'samples_per_prompt' else 0}, got {value!r}")  # fmt: skip
+                raise ValueError(
+                    f"CalibrationConfig.{name} must be an int >= "
+                    f"{1 if name == 'samples_per_prompt' else 0}, got {value!r}"
+                )
         self.actor_sampling()
 
     def actor_sampling(self) -> gen.SamplingParams:
-        return gen.SamplingParams(max_new_tokens=self.actor_max_new_tokens, temperature=self.actor_temperature,
-                                 top_p=self.actor_top_p)  # fmt: skip
+        return gen.SamplingParams(
+            max_new_tokens=self.actor_max_new_tokens, temperature=self.actor_temperature, top_p=self.actor_top_p
+        )
 
 
 def calibration_metrics(truth: Sequence[bool], judgements: Sequence[Judgement]) -> dict[str, Any]:
@@ -81,8 +83,11 @@ def calibration_metrics(truth: Sequence[bool], judgements: Sequence[Judgement]) 
         valid += j.n_valid
     n, decided = len(truth), sum(cm.values())
     precision, recall = ratio(cm["tp"], cm["tp"] + cm["fp"]), ratio(cm["tp"], cm["tp"] + cm["fn"])
-    f1 = None if precision is None or recall is None or precision + recall == 0 else (
-        2 * precision * recall / (precision + recall))  # fmt: skip
+    f1 = (
+        None
+        if precision is None or recall is None or precision + recall == 0
+        else (2 * precision * recall / (precision + recall))
+    )
     counts = vote_counts(judgements)
     metrics = {
         "accuracy": ratio(cm["tp"] + cm["tn"], decided),
@@ -96,8 +101,14 @@ def calibration_metrics(truth: Sequence[bool], judgements: Sequence[Judgement]) 
         "invalid_vote_rate": ratio(counts["invalid_votes"], counts["votes"]),
         "truth_no_rate": ratio(sum(not t for t in truth), n),
     }
-    return {"metrics": metrics, "confusion": cm, "items": n, "truth_yes": sum(map(bool, truth)),
-            "truth_no": n - sum(map(bool, truth)), **counts}  # fmt: skip
+    return {
+        "metrics": metrics,
+        "confusion": cm,
+        "items": n,
+        "truth_yes": sum(map(bool, truth)),
+        "truth_no": n - sum(map(bool, truth)),
+        **counts,
+    }
 
 
 def read_responses(path: str, prompts: Sequence[ifeval.IFEvalPrompt]) -> tuple[list[tuple[int, str]], int]:
@@ -118,11 +129,17 @@ def read_responses(path: str, prompts: Sequence[ifeval.IFEvalPrompt]) -> tuple[l
     return out, ignored
 
 
-def sample_responses(engine: gen.Generator, prompts: Sequence[ifeval.IFEvalPrompt],
-                     settings: CalibrationConfig) -> list[tuple[int, str]]:
+def sample_responses(
+    engine: gen.Generator, prompts: Sequence[ifeval.IFEvalPrompt], settings: CalibrationConfig
+) -> list[tuple[int, str]]:
     """``samples_per_prompt`` actor samples per prompt (one engine call), as (prompt index, response) pairs."""
-    outputs = gen.generate(engine, [actor_messages(p.prompt) for p in prompts], n=settings.samples_per_prompt,
-                          sampling=settings.actor_sampling(), seed=gen.derive_seed(settings.seed, "calibration-actor"))
+    outputs = gen.generate(
+        engine,
+        [actor_messages(p.prompt) for p in prompts],
+        n=settings.samples_per_prompt,
+        sampling=settings.actor_sampling(),
+        seed=gen.derive_seed(settings.seed, "calibration-actor"),
+    )
     return [(i, c.text) for i, completions in enumerate(outputs) for c in completions]
 
 
@@ -131,28 +148,44 @@ def render_markdown(summary: dict[str, Any]) -> str:
     judge = summary["settings"]["judge"]
     title = "Judge calibration on IFEval" + (f" — {summary['label']}" if summary["label"] else "")
     lines = [
-        f"# {title}", "",
+        f"# {title}",
+        "",
         f"{summary['items']} (prompt, response) items from {summary['prompts']} prompts; truth from the IFEval rule "
         f"checker (strict, all instructions): {summary['truth_yes']} Yes, {summary['truth_no']} No. Judge: SPaR "
         f"judgment prompt, k = {judge['k']} votes at temperature {judge['temperature']}, majority of valid votes, "
-        f"ties dropped. Positive class: No.", "",
-        *markdown_table(["metric", "%"], [
-            ["accuracy (decided items)", pct(m["accuracy"])], ["accuracy (ties count wrong)", pct(m["accuracy_all"])],
-            ["precision of No", pct(m["no_precision"])], ["recall of No", pct(m["no_recall"])],
-            ["F1 of No", pct(m["no_f1"])], ["single-vote accuracy", pct(m["vote_accuracy"])],
-            ["single vote = k-vote majority", pct(m["vote_majority_agreement"])],
-            ["coverage (items with a majority)", pct(m["coverage"])], ["invalid votes", pct(m["invalid_vote_rate"])],
-        ]), "",  # fmt: skip
-        "## Confusion matrix (decided items)", "",
-        *markdown_table(["truth \\ judge", "No", "Yes"],
-                        [["No", cm["tp"], cm["fn"]], ["Yes", cm["fp"], cm["tn"]]]),  # fmt: skip
-        "", f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}; ties: {summary['ties']}.",
+        f"ties dropped. Positive class: No.",
+        "",
+        *markdown_table(
+            ["metric", "%"],
+            [
+                ["accuracy (decided items)", pct(m["accuracy"])],
+                ["accuracy (ties count wrong)", pct(m["accuracy_all"])],
+                ["precision of No", pct(m["no_precision"])],
+                ["recall of No", pct(m["no_recall"])],
+                ["F1 of No", pct(m["no_f1"])],
+                ["single-vote accuracy", pct(m["vote_accuracy"])],
+                ["single vote = k-vote majority", pct(m["vote_majority_agreement"])],
+                ["coverage (items with a majority)", pct(m["coverage"])],
+                ["invalid votes", pct(m["invalid_vote_rate"])],
+            ],
+        ),
+        "",
+        "## Confusion matrix (decided items)",
+        "",
+        *markdown_table(["truth \\ judge", "No", "Yes"], [["No", cm["tp"], cm["fn"]], ["Yes", cm["fp"], cm["tn"]]]),
+        "",
+        f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}; ties: {summary['ties']}.",
     ]
     return "\n".join(lines) + "\n"
 
 
-def run(engine: gen.Generator, settings: CalibrationConfig, out_dir: str | os.PathLike, *,
-        actor_engine: gen.Generator | None = None) -> dict[str, Any]:
+def run(
+    engine: gen.Generator,
+    settings: CalibrationConfig,
+    out_dir: str | os.PathLike,
+    *,
+    actor_engine: gen.Generator | None = None,
+) -> dict[str, Any]:
     """Judges IFEval items with ``engine``; responses come from ``settings.responses_file`` or are sampled from
     ``actor_engine`` (default: ``engine``). Writes judgements.jsonl, summary.json and report.md; returns the summary."""
     prompts = ifeval.load_ifeval_prompts(settings.prompts_source, split=settings.split)
@@ -168,11 +201,28 @@ def run(engine: gen.Generator, settings: CalibrationConfig, out_dir: str | os.Pa
     for i, response in items:
         strict, _ = ifeval.check(prompts[i].instruction_id_list, prompts[i].kwargs, prompts[i].prompt, response)
         truth.append(all(strict))
-    files.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), [
-        {"key": prompts[i].key, "prompt": prompts[i].prompt, "response": r, "truth": "yes" if t else "no",
-         "judgement": j.to_dict()} for (i, r), t, j in zip(items, truth, judgements)])  # fmt: skip
+    files.write_jsonl(
+        os.path.join(out_dir, JUDGEMENTS_FILE),
+        [
+            {
+                "key": prompts[i].key,
+                "prompt": prompts[i].prompt,
+                "response": r,
+                "truth": "yes" if t else "no",
+                "judgement": j.to_dict(),
+            }
+            for (i, r), t, j in zip(items, truth, judgements)
+        ],
+    )
     stats = calibration_metrics(truth, judgements)
-    summary = base_summary("judge_calibration", settings.label, stats.pop("metrics"), settings,
-                           prompts=len({i for i, _ in items}), responses_ignored=ignored, **stats)  # fmt: skip
+    summary = base_summary(
+        "judge_calibration",
+        settings.label,
+        stats.pop("metrics"),
+        settings,
+        prompts=len({i for i, _ in items}),
+        responses_ignored=ignored,
+        **stats,
+    )
     write_summary(out_dir, summary, render_markdown(summary))
     return summary

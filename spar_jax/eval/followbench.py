@@ -17,13 +17,21 @@ from collections import Counter, defaultdict
 from typing import Any, Sequence
 
 from spar_jax import files
-from spar_jax.eval.followbench_data import (CATEGORIES, DEFAULT_SOURCE, LEVELS, Check, JudgeTemplates, Record,
-                                            build_checks, load_followbench)  # fmt: skip
-from spar_jax.judge.settings import JudgeConfig, vote_counts
+from spar_jax.eval.followbench_data import (
+    CATEGORIES,
+    DEFAULT_SOURCE,
+    LEVELS,
+    Check,
+    JudgeTemplates,
+    Record,
+    build_checks,
+    load_followbench,
+)
 from spar_jax.eval.summary import base_summary, markdown_table, pct, write_summary
 from spar_jax.judge import generation as gen
-from spar_jax.judge.votes import Judgement, Label
+from spar_jax.judge.settings import JudgeConfig, vote_counts
 from spar_jax.judge.templates import actor_messages
+from spar_jax.judge.votes import Judgement, Label
 
 PAPER_JUDGE = "GPT-4"
 RESPONSES_FILE = "responses.jsonl"
@@ -57,11 +65,13 @@ class FollowBenchConfig:
         object.__setattr__(self, "levels", tuple(self.levels))
         bad = [c for c in self.categories if c not in CATEGORIES]
         if bad or not self.categories:
-            raise ValueError(f"FollowBenchConfig.categories: unknown or empty {bad or []}; "
-                             f"choose from {list(CATEGORIES)}")  # fmt: skip
+            raise ValueError(
+                f"FollowBenchConfig.categories: unknown or empty {bad or []}; choose from {list(CATEGORIES)}"
+            )
         if not self.levels or any(lv not in LEVELS for lv in self.levels):
-            raise ValueError(f"FollowBenchConfig.levels must be a non-empty subset of {list(LEVELS)}, "
-                             f"got {self.levels}")  # fmt: skip
+            raise ValueError(
+                f"FollowBenchConfig.levels must be a non-empty subset of {list(LEVELS)}, got {self.levels}"
+            )
         if not isinstance(self.limit, int) or self.limit < 0:
             raise ValueError(f"FollowBenchConfig.limit must be an int >= 0, got {self.limit!r}")
         gen.SamplingParams(max_new_tokens=self.max_new_tokens)
@@ -98,17 +108,36 @@ def followbench_metrics(rows: Sequence[tuple[str, int, Sequence[Label | None]]])
     per_category: dict[str, dict[str, float]] = defaultdict(dict)
     for (category, level), values in sorted(soft_cat.items()):
         per_category[category][str(level)] = sum(values) / len(values)
-    return {"metrics": metrics, "per_category_ssr": dict(per_category), "responses_per_level":
-            {str(lv): len(soft[lv]) for lv in levels}, "checks": checks, "unresolved_checks": unresolved}  # fmt: skip
+    return {
+        "metrics": metrics,
+        "per_category_ssr": dict(per_category),
+        "responses_per_level": {str(lv): len(soft[lv]) for lv in levels},
+        "checks": checks,
+        "unresolved_checks": unresolved,
+    }
 
 
 def generate_responses(engine: gen.Generator, records: Sequence[Record], settings: FollowBenchConfig) -> list[dict]:
     """Greedy answers (one user turn, chat template) as response records, in record order."""
     sampling = gen.SamplingParams(max_new_tokens=settings.max_new_tokens, temperature=0.0)
-    outputs = gen.generate(engine, [actor_messages(r.instruction) for r in records], n=1, sampling=sampling,
-                          seed=gen.derive_seed(settings.seed, "followbench-actor"))  # fmt: skip
-    return [{"category": r.category, "example_id": r.example_id, "level": r.level, "instruction": r.instruction,
-             "response": c.text, "finish_reason": c.finish_reason} for r, (c,) in zip(records, outputs)]  # fmt: skip
+    outputs = gen.generate(
+        engine,
+        [actor_messages(r.instruction) for r in records],
+        n=1,
+        sampling=sampling,
+        seed=gen.derive_seed(settings.seed, "followbench-actor"),
+    )
+    return [
+        {
+            "category": r.category,
+            "example_id": r.example_id,
+            "level": r.level,
+            "instruction": r.instruction,
+            "response": c.text,
+            "finish_reason": c.finish_reason,
+        }
+        for r, (c,) in zip(records, outputs)
+    ]
 
 
 def read_responses(path: str, records: Sequence[Record]) -> list[str]:
@@ -123,18 +152,26 @@ def read_responses(path: str, records: Sequence[Record]) -> list[str]:
     missing = [r for r in records if (r.category, r.example_id, r.level) not in found]
     if missing:
         m = missing[0]
-        raise ValueError(f"{path}: {len(missing)} of {len(records)} FollowBench records have no response; first "
-                         f"missing: category={m.category} example_id={m.example_id} level={m.level}")  # fmt: skip
+        raise ValueError(
+            f"{path}: {len(missing)} of {len(records)} FollowBench records have no response; first "
+            f"missing: category={m.category} example_id={m.example_id} level={m.level}"
+        )
     return [found[(r.category, r.example_id, r.level)] for r in records]
 
 
-def judge_checks(engine: gen.Generator, checks: Sequence[Check], responses: Sequence[str],
-                 settings: FollowBenchConfig) -> list[Judgement]:
+def judge_checks(
+    engine: gen.Generator, checks: Sequence[Check], responses: Sequence[str], settings: FollowBenchConfig
+) -> list[Judgement]:
     """Every check judged with k votes in one engine call, parsed with the SPaR rules; in check order."""
     templates = settings.templates()
     requests = [[{"role": "user", "content": templates.render(c, r)}] for c, r in zip(checks, responses)]
-    outputs = gen.generate(engine, requests, n=settings.judge.k, sampling=settings.judge.sampling(),
-                          seed=gen.derive_seed(settings.judge.seed, "followbench-judge"))  # fmt: skip
+    outputs = gen.generate(
+        engine,
+        requests,
+        n=settings.judge.k,
+        sampling=settings.judge.sampling(),
+        seed=gen.derive_seed(settings.judge.seed, "followbench-judge"),
+    )
     return [Judgement.from_texts([c.text for c in completions]) for completions in outputs]
 
 
@@ -142,8 +179,10 @@ def judge_note(judge_name: str) -> str | None:
     """The comparability note for a judge: None for a GPT-4 model (the papers' judge), else a sentence."""
     if judge_name.strip().lower().replace(" ", "-").startswith(PAPER_JUDGE.lower()):
         return None
-    return (f"Judge is {judge_name}, not {PAPER_JUDGE} as in the FollowBench and SPaR papers: these SSR/HSR numbers "
-            "are not comparable with the papers' (compare runs judged by the same model only).")
+    return (
+        f"Judge is {judge_name}, not {PAPER_JUDGE} as in the FollowBench and SPaR papers: these SSR/HSR numbers "
+        "are not comparable with the papers' (compare runs judged by the same model only)."
+    )
 
 
 def render_markdown(summary: dict[str, Any]) -> str:
@@ -151,15 +190,26 @@ def render_markdown(summary: dict[str, Any]) -> str:
     title = "FollowBench" + (f" — {summary['label']}" if summary["label"] else "")
     judge = summary["settings"]["judge"]
     head = ["", *[f"L{lv}" for lv in levels], "avg"]
-    rows = [[name.upper(), *[pct(m[f"{name}_level_{lv}"]) for lv in levels], pct(m[f"{name}_avg"])]
-            for name in ("ssr", "hsr")]  # fmt: skip
-    cat_rows = [[c, *[pct(per.get(str(lv))) for lv in levels], pct(sum(per.values()) / len(per))]
-                for c, per in summary["per_category_ssr"].items()]  # fmt: skip
+    rows = [
+        [name.upper(), *[pct(m[f"{name}_level_{lv}"]) for lv in levels], pct(m[f"{name}_avg"])]
+        for name in ("ssr", "hsr")
+    ]
+    cat_rows = [
+        [c, *[pct(per.get(str(lv))) for lv in levels], pct(sum(per.values()) / len(per))]
+        for c, per in summary["per_category_ssr"].items()
+    ]
     lines = [
-        f"# {title}", "",
+        f"# {title}",
+        "",
         f"**Judge: {summary['judge']}** (k = {judge['k']} vote(s) at temperature {judge['temperature']}; our "
-        "judge prompts)." + (f" **Note:** {summary['note']}" if summary.get("note") else ""), "",
-        *markdown_table(head, rows), "", "## SSR per category", "", *markdown_table(head, cat_rows), "",
+        "judge prompts)." + (f" **Note:** {summary['note']}" if summary.get("note") else ""),
+        "",
+        *markdown_table(head, rows),
+        "",
+        "## SSR per category",
+        "",
+        *markdown_table(head, cat_rows),
+        "",
         f"{sum(summary['responses_per_level'].values())} responses, {summary['checks']} checks "
         f"({summary['unresolved_checks']} unresolved: tie or no valid vote, counted as not satisfied); "
         f"votes {summary['votes']}, invalid {summary['invalid_votes']}.",
@@ -167,8 +217,13 @@ def render_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(engine: gen.Generator | None, settings: FollowBenchConfig, out_dir: str | os.PathLike, *,
-        judge_engine: gen.Generator | None = None) -> dict[str, Any]:
+def run(
+    engine: gen.Generator | None,
+    settings: FollowBenchConfig,
+    out_dir: str | os.PathLike,
+    *,
+    judge_engine: gen.Generator | None = None,
+) -> dict[str, Any]:
     """Answers (or reads) the level 1–5 responses with ``engine``, judges them with ``judge_engine`` (default:
     ``engine`` itself), writes responses.jsonl, judgements.jsonl, summary.json and report.md; returns the summary."""
     if judge_engine is None and engine is None:
@@ -198,14 +253,29 @@ def run(engine: gen.Generator | None, settings: FollowBenchConfig, out_dir: str 
         pos += len(checks)
         r = checks[0].record
         rows.append((r.category, r.level, [j.label for j in js]))
-        out_records.append({"category": r.category, "example_id": r.example_id, "level": r.level, "response": resp,
-                            "checks": [{"constraint": c.index, "judgement": j.to_dict()} for c, j in zip(checks, js)]})
+        out_records.append(
+            {
+                "category": r.category,
+                "example_id": r.example_id,
+                "level": r.level,
+                "response": resp,
+                "checks": [{"constraint": c.index, "judgement": j.to_dict()} for c, j in zip(checks, js)],
+            }
+        )
     files.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), out_records)
     stats = followbench_metrics(rows)
     name = settings.judge_name or ("the evaluated model itself" if judge_engine is None else "unnamed judge model")
-    summary = base_summary("followbench", settings.label, stats.pop("metrics"), settings, judge=name,
-                           note=judge_note(name),
-                           source=settings.source, finish_reasons=finish, **stats,
-                           **{k: v for k, v in vote_counts(judgements).items() if k in ("votes", "invalid_votes")})
+    summary = base_summary(
+        "followbench",
+        settings.label,
+        stats.pop("metrics"),
+        settings,
+        judge=name,
+        note=judge_note(name),
+        source=settings.source,
+        finish_reasons=finish,
+        **stats,
+        **{k: v for k, v in vote_counts(judgements).items() if k in ("votes", "invalid_votes")},
+    )
     write_summary(out_dir, summary, render_markdown(summary))
     return summary

@@ -20,8 +20,7 @@ from typing import Any, Sequence
 from spar_jax.eval.remote import is_url, read_json
 from spar_jax.judge.templates import JUDGEMENT_MARKER
 
-DEFAULT_SOURCE = ("https://raw.githubusercontent.com/YJiangcm/FollowBench/"
-                  "6278f4c1377b4eafab737267b8b21acd52ea0e52/data")  # fmt: skip
+DEFAULT_SOURCE = "https://raw.githubusercontent.com/YJiangcm/FollowBench/6278f4c1377b4eafab737267b8b21acd52ea0e52/data"
 CATEGORIES = ("content", "situation", "style", "format", "example", "mixed")
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -70,8 +69,10 @@ End your answer with one line that reads "Final Judgement: Yes" if every constra
 # Some upstream level-0 instructions are empty: then the whole level-1 instruction is the first constraint.
 EMPTY_PREVIOUS = "(empty: everything the version after the step asks for is the added constraint)"
 REFERENCE_BLOCK = "\n[Reference answer: the expected content and format]\n{answer}\n"
-_TEMPLATE_FIELDS = {"constraint": {"previous", "current", "instruction", "response"},
-                    "whole": {"instruction", "reference", "response"}}  # fmt: skip
+_TEMPLATE_FIELDS = {
+    "constraint": {"previous", "current", "instruction", "response"},
+    "whole": {"instruction", "reference", "response"},
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +112,10 @@ class JudgeTemplates:
             except ValueError as e:
                 raise ValueError(f"FollowBench templates: key {key!r}: bad template ({e})") from None
             if found != fields or JUDGEMENT_MARKER not in text:
-                raise ValueError(f"FollowBench templates: key {key!r} must use exactly the fields {sorted(fields)} "
-                                 f"(found {sorted(found)}) and mention {JUDGEMENT_MARKER!r}")  # fmt: skip
+                raise ValueError(
+                    f"FollowBench templates: key {key!r} must use exactly the fields {sorted(fields)} "
+                    f"(found {sorted(found)}) and mention {JUDGEMENT_MARKER!r}"
+                )
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> "JudgeTemplates":
@@ -131,8 +134,12 @@ class JudgeTemplates:
     def render(self, check: Check, response: str) -> str:
         r = check.record
         if check.index:
-            return self.constraint.format(previous=check.previous.strip() or EMPTY_PREVIOUS, current=check.current,
-                                          instruction=r.instruction, response=response)  # fmt: skip
+            return self.constraint.format(
+                previous=check.previous.strip() or EMPTY_PREVIOUS,
+                current=check.current,
+                instruction=r.instruction,
+                response=response,
+            )
         reference = REFERENCE_BLOCK.format(answer=r.answer) if r.answer else ""
         return self.whole.format(instruction=r.instruction, reference=reference, response=response)
 
@@ -167,8 +174,9 @@ def parse_records(data: Any, category: str, where: str) -> list[Record]:
     return out
 
 
-def load_followbench(source: str = DEFAULT_SOURCE, categories: Sequence[str] = CATEGORIES,
-                     limit: int = 0) -> list[Record]:
+def load_followbench(
+    source: str = DEFAULT_SOURCE, categories: Sequence[str] = CATEGORIES, limit: int = 0
+) -> list[Record]:
     """Every record (all levels, 0 included) of ``categories``; with ``limit`` > 0 only the first ``limit``
     example ids of each category (in file order)."""
     records = []

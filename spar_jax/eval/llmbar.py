@@ -26,14 +26,15 @@ from collections import defaultdict
 from typing import Any, Sequence
 
 from spar_jax import files
-from spar_jax.judge.settings import JudgeConfig, run_judge, vote_counts
 from spar_jax.eval.remote import is_url, read_json
-from spar_jax.judge import generation as gen
 from spar_jax.eval.summary import base_summary, markdown_table, pct, ratio, write_summary
+from spar_jax.judge import generation as gen
+from spar_jax.judge.settings import JudgeConfig, run_judge, vote_counts
 from spar_jax.judge.votes import Judgement
 
-DEFAULT_SOURCE = ("https://raw.githubusercontent.com/princeton-nlp/LLMBar/"
-                  "900616bff90b6c6c8e1681f7d079250637c55992/Dataset/LLMBar")  # fmt: skip
+DEFAULT_SOURCE = (
+    "https://raw.githubusercontent.com/princeton-nlp/LLMBar/900616bff90b6c6c8e1681f7d079250637c55992/Dataset/LLMBar"
+)
 NATURAL = "Natural"
 ADVERSARIAL = ("GPTInst", "GPTOut", "Manual", "Neighbor")
 SUBSETS = (NATURAL, *ADVERSARIAL)
@@ -66,8 +67,9 @@ class LLMBarConfig:
         object.__setattr__(self, "subsets", tuple(self.subsets))
         unknown = [s for s in self.subsets if s not in SUBSETS]
         if unknown or not self.subsets:
-            raise ValueError(f"LLMBarConfig.subsets: unknown or empty {unknown or list(self.subsets)}; "
-                             f"choose from {list(SUBSETS)}")  # fmt: skip
+            raise ValueError(
+                f"LLMBarConfig.subsets: unknown or empty {unknown or list(self.subsets)}; choose from {list(SUBSETS)}"
+            )
         if not isinstance(self.limit, int) or self.limit < 0:
             raise ValueError(f"LLMBarConfig.limit must be an int >= 0, got {self.limit!r}")
 
@@ -186,27 +188,71 @@ def render_markdown(summary: dict[str, Any]) -> str:
     m, judge = summary["metrics"], summary["settings"]["judge"]
     title = "LLMBar (pointwise SPaR judge)" + (f" — {summary['label']}" if summary["label"] else "")
     rows = [[s, c["pairs"], c["ties"], pct(m[s.lower()])] for s, c in summary["per_subset"].items()]
-    rows += [["Adversarial average", "", "", pct(m["adversarial_avg"])],
-             ["Overall (all pairs)", sum(c["pairs"] for c in summary["per_subset"].values()), summary["pair_ties"],
-              pct(m["overall"])], ["Overall (mean of subsets)", "", "", pct(m["overall_macro"])]]  # fmt: skip
+    rows += [
+        ["Adversarial average", "", "", pct(m["adversarial_avg"])],
+        [
+            "Overall (all pairs)",
+            sum(c["pairs"] for c in summary["per_subset"].values()),
+            summary["pair_ties"],
+            pct(m["overall"]),
+        ],
+        ["Overall (mean of subsets)", "", "", pct(m["overall_macro"])],
+    ]
     lines = [
-        f"# {title}", "",
+        f"# {title}",
+        "",
         f"Each output judged with the SPaR judgment prompt, k = {judge['k']} votes at temperature "
         f"{judge['temperature']}; a pair is correct when the better output's Yes-fraction is strictly higher "
-        "(ties count as wrong).", "",
-        *markdown_table(["subset", "pairs", "ties", "accuracy %"], rows), "",
-        f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}.", "",
-        "## As the SPaR paper reports it (pointwise Acc. and F1)", "",
+        "(ties count as wrong).",
+        "",
+        *markdown_table(["subset", "pairs", "ties", "accuracy %"], rows),
+        "",
+        f"Votes: {summary['votes']}, invalid: {summary['invalid_votes']}.",
+        "",
+        "## As the SPaR paper reports it (pointwise Acc. and F1)",
+        "",
         "Each output is one item: the better output of a pair should be judged Yes (positive), the other No; the "
         "prediction is the k-vote majority (a tie or no valid vote counts as No). F1 is of the positive class; the "
-        "averages are unweighted means of subsets, as in the paper's Table 2.", "",
-        *markdown_table(["subset", "outputs", "TP", "FP", "FN", "TN", "Acc. %", "F1 %"], [
-            [s, sum(c.values()), c["tp"], c["fp"], c["fn"], c["tn"], pct(m[f"pointwise_acc_{s.lower()}"]),
-             pct(m[f"pointwise_f1_{s.lower()}"])] for s, c in summary["confusion"].items()] + [
-            ["Adversarial average", "", "", "", "", "", pct(m["pointwise_acc_adversarial_avg"]),
-             pct(m["pointwise_f1_adversarial_avg"])],
-            ["Average (mean of subsets)", "", "", "", "", "", pct(m["pointwise_acc_overall"]),
-             pct(m["pointwise_f1_overall"])]]),
+        "averages are unweighted means of subsets, as in the paper's Table 2.",
+        "",
+        *markdown_table(
+            ["subset", "outputs", "TP", "FP", "FN", "TN", "Acc. %", "F1 %"],
+            [
+                [
+                    s,
+                    sum(c.values()),
+                    c["tp"],
+                    c["fp"],
+                    c["fn"],
+                    c["tn"],
+                    pct(m[f"pointwise_acc_{s.lower()}"]),
+                    pct(m[f"pointwise_f1_{s.lower()}"]),
+                ]
+                for s, c in summary["confusion"].items()
+            ]
+            + [
+                [
+                    "Adversarial average",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    pct(m["pointwise_acc_adversarial_avg"]),
+                    pct(m["pointwise_f1_adversarial_avg"]),
+                ],
+                [
+                    "Average (mean of subsets)",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    pct(m["pointwise_acc_overall"]),
+                    pct(m["pointwise_f1_overall"]),
+                ],
+            ],
+        ),
     ]
     return "\n".join(lines) + "\n"
 
@@ -224,12 +270,28 @@ def run(engine, settings: LLMBarConfig, out_dir: str | os.PathLike) -> dict[str,
         rows.append((p.subset, better, worse))
         yes = (j1.label == "yes", j2.label == "yes")
         points.append((p.subset, *(yes if p.label == 1 else yes[::-1])))
-        records.append({"subset": p.subset, "index": p.index, "label": p.label, "values": list(values),
-                        "correct": pair_correct(better, worse), "judgements": [j1.to_dict(), j2.to_dict()]})
+        records.append(
+            {
+                "subset": p.subset,
+                "index": p.index,
+                "label": p.label,
+                "values": list(values),
+                "correct": pair_correct(better, worse),
+                "judgements": [j1.to_dict(), j2.to_dict()],
+            }
+        )
     files.write_jsonl(os.path.join(out_dir, JUDGEMENTS_FILE), records)
     stats, pointwise = llmbar_metrics(rows), pointwise_metrics(points)
-    summary = base_summary("llmbar", settings.label, {**stats["metrics"], **pointwise["metrics"]}, settings,
-                           source=settings.source, per_subset=stats["per_subset"], confusion=pointwise["confusion"],
-                           pair_ties=sum(b == w for _, b, w in rows), **vote_counts(judgements))  # fmt: skip
+    summary = base_summary(
+        "llmbar",
+        settings.label,
+        {**stats["metrics"], **pointwise["metrics"]},
+        settings,
+        source=settings.source,
+        per_subset=stats["per_subset"],
+        confusion=pointwise["confusion"],
+        pair_ties=sum(b == w for _, b, w in rows),
+        **vote_counts(judgements),
+    )
     write_summary(out_dir, summary, render_markdown(summary))
     return summary

@@ -16,13 +16,15 @@ from spar_jax import files
 from spar_jax.eval.summary import load_summary
 
 
-def metric_series(summaries: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None
-                  ) -> dict[str, list[float | None]]:  # fmt: skip
+def metric_series(
+    summaries: Sequence[Mapping[str, Any]], metrics: Sequence[str] | None = None
+) -> dict[str, list[float | None]]:
     """{metric: one value per summary (None where missing or undefined)}; default metrics: every numeric metric in
     any summary, in first-seen order."""
     if metrics is None:
-        metrics = list(dict.fromkeys(k for s in summaries for k, v in s["metrics"].items()
-                                     if isinstance(v, (int, float))))  # fmt: skip
+        metrics = list(
+            dict.fromkeys(k for s in summaries for k, v in s["metrics"].items() if isinstance(v, (int, float)))
+        )
     series = {m: [s["metrics"].get(m) for s in summaries] for m in metrics}
     empty = [m for m, values in series.items() if all(v is None for v in values)]
     if empty:
@@ -30,9 +32,14 @@ def metric_series(summaries: Sequence[Mapping[str, Any]], metrics: Sequence[str]
     return series
 
 
-def plot_metrics(summaries: Sequence[Mapping[str, Any] | str | os.PathLike], path: str | os.PathLike, *,
-                 metrics: Sequence[str] | None = None, labels: Sequence[str] | None = None,
-                 title: str | None = None) -> Path:
+def plot_metrics(
+    summaries: Sequence[Mapping[str, Any] | str | os.PathLike],
+    path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] | None = None,
+    labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Path:
     """Plots ``metrics`` (as percentages) of each summary (a dict or a summary path) against its position and writes
     a PNG to ``path`` (atomically). ``labels`` overrides the x tick labels (default: each summary's ``label``)."""
     import matplotlib
@@ -69,16 +76,18 @@ def plot_metrics(summaries: Sequence[Mapping[str, Any] | str | os.PathLike], pat
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spar_jax.eval.plots", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m spar_jax.eval.plots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("summaries", nargs="+", help="summary.json files or folders holding one")
     parser.add_argument("--out", required=True, help="PNG path to write")
     parser.add_argument("--metrics", default="", help="comma-separated metric names (default: all)")
     parser.add_argument("--title", default=None)
     args = parser.parse_args(argv)
     try:
-        plot_metrics(args.summaries, args.out, metrics=[m for m in args.metrics.split(",") if m] or None,
-                     title=args.title)  # fmt: skip
+        plot_metrics(
+            args.summaries, args.out, metrics=[m for m in args.metrics.split(",") if m] or None, title=args.title
+        )
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,14 +6,13 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any
 
-from spar_jax import files
-from spar_jax import ifeval
+from spar_jax import files, ifeval
 from spar_jax.eval.summary import base_summary
-from spar_jax.resumable import sharded
 from spar_jax.judge import generation as gen
 from spar_jax.judge.answers import generate_responses
+from spar_jax.resumable import sharded
 
 RESPONSES_FILE = "responses.jsonl"
 
@@ -49,8 +48,9 @@ def load_prompts(settings: IFEvalRunConfig) -> list[ifeval.IFEvalPrompt]:
     return prompts[: settings.limit] if settings.limit else prompts
 
 
-def run(engine: gen.Generator | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike,
-        inputs=None) -> dict[str, Any]:
+def run(
+    engine: gen.Generator | None, settings: IFEvalRunConfig, out_dir: str | os.PathLike, inputs=None
+) -> dict[str, Any]:
     """Generates (or reads) the responses, scores them and writes the outputs into ``out_dir``; returns the summary.
 
     ``engine`` may be None when ``settings.responses_file`` is set. ``inputs`` (a ``fingerprint.StageInputs``: the
@@ -66,19 +66,33 @@ def run(engine: gen.Generator | None, settings: IFEvalRunConfig, out_dir: str | 
         if engine is None:
             raise ValueError("IFEval run: no engine to generate with and no responses_file to score")
         with gen.prompt_source([(p.key, p.prompt) for p in prompts], settings.prompts_source):
-            records = sharded(os.path.join(out_dir, "shards"), prompts, settings.shard_size,
-                              lambda shard, _: generate_responses(engine, shard, max_new_tokens=settings.max_new_tokens,
-                                                                  seed=settings.seed),
-                              keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts],
-                              inputs=inputs)  # fmt: skip
+            records = sharded(
+                os.path.join(out_dir, "shards"),
+                prompts,
+                settings.shard_size,
+                lambda shard, _: generate_responses(
+                    engine, shard, max_new_tokens=settings.max_new_tokens, seed=settings.seed
+                ),
+                keys=[(p.key, p.prompt, settings.max_new_tokens, settings.seed) for p in prompts],
+                inputs=inputs,
+            )
         files.write_jsonl(os.path.join(out_dir, RESPONSES_FILE), records)
         report = ifeval.score_responses(prompts, [r["response"] for r in records])
         source = "generated (greedy)"
         reasons = Counter(r["finish_reason"] for r in records)
-        generation = {"finish_reasons": dict(sorted(reasons.items())),
-                      "mean_new_tokens": sum(r["num_tokens"] for r in records) / len(records)}  # fmt: skip
-    extra = base_summary("ifeval", settings.label, report.metrics, settings, prompts_source=settings.prompts_source,
-                         responses=source, generation=generation or None)  # fmt: skip
+        generation = {
+            "finish_reasons": dict(sorted(reasons.items())),
+            "mean_new_tokens": sum(r["num_tokens"] for r in records) / len(records),
+        }
+    extra = base_summary(
+        "ifeval",
+        settings.label,
+        report.metrics,
+        settings,
+        prompts_source=settings.prompts_source,
+        responses=source,
+        generation=generation or None,
+    )
     extra.pop("metrics")  # write_report adds the report's own aggregates (metrics included)
     title = f"IFEval — {settings.label}" if settings.label else "IFEval"
     ifeval.write_report(report, out_dir, extra=extra, title=title)

@@ -19,7 +19,18 @@ from .report import render_markdown, write_report
 from .scoring import PromptResult, Report, check, response_variants, score_prompt, score_responses
 
 __all__ = [
-    "DEFAULT_SOURCE", "INSTRUCTION_IDS", "IFEvalPrompt", "PromptResult", "Report",
-    "build_checker", "check", "load_ifeval_prompts", "load_responses", "render_markdown",
-    "response_variants", "score_prompt", "score_responses", "write_report",
+    "DEFAULT_SOURCE",
+    "INSTRUCTION_IDS",
+    "IFEvalPrompt",
+    "PromptResult",
+    "Report",
+    "build_checker",
+    "check",
+    "load_ifeval_prompts",
+    "load_responses",
+    "render_markdown",
+    "response_variants",
+    "score_prompt",
+    "score_responses",
+    "write_report",
 ]

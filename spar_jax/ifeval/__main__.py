@@ -16,10 +16,14 @@ from .scoring import score_responses
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spar_jax.ifeval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prompts", default=DEFAULT_SOURCE,
-                        help=f"IFEval prompts: local JSONL path or datasets name (default {DEFAULT_SOURCE})")
+    parser = argparse.ArgumentParser(
+        prog="python -m spar_jax.ifeval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--prompts",
+        default=DEFAULT_SOURCE,
+        help=f"IFEval prompts: local JSONL path or datasets name (default {DEFAULT_SOURCE})",
+    )
     parser.add_argument("--split", default="train", help="split when --prompts is a datasets name")
     parser.add_argument("--responses", required=True, help="JSONL with 'prompt' and 'response' fields")
     parser.add_argument("--out", required=True, help="output directory")
@@ -32,9 +36,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     extra = {"prompts": str(args.prompts), "responses": str(args.responses)}
     paths = write_report(report, args.out, extra=extra)
-    print(json.dumps({**extra, "metrics": report.metrics, "num_prompts": report.num_prompts,
-                      "num_instructions": report.num_instructions,
-                      "out": str(paths["summary"].parent)}, indent=2))
+    print(
+        json.dumps(
+            {
+                **extra,
+                "metrics": report.metrics,
+                "num_prompts": report.num_prompts,
+                "num_instructions": report.num_instructions,
+                "out": str(paths["summary"].parent),
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -70,8 +70,7 @@ def count_highlights(response: str) -> int:
     content, but counts once as a double highlight.
     """
     single = sum(1 for h in _HIGHLIGHT.findall(response) if h.strip("*").strip())
-    double = sum(1 for h in _DOUBLE_HIGHLIGHT.findall(response)
-                 if h.removeprefix("**").removesuffix("**").strip())
+    double = sum(1 for h in _DOUBLE_HIGHLIGHT.findall(response) if h.removeprefix("**").removesuffix("**").strip())
     return single + double
 
 
@@ -94,9 +93,15 @@ def build_multiple_sections(kw: KwargReader) -> Check:
 
 def strip_json_fence(response: str) -> str:
     """The response without surrounding whitespace and one markdown code fence."""
-    return (response.strip()
-            .removeprefix("```json").removeprefix("```Json").removeprefix("```JSON")
-            .removeprefix("```").removesuffix("```").strip())
+    return (
+        response.strip()
+        .removeprefix("```json")
+        .removeprefix("```Json")
+        .removeprefix("```JSON")
+        .removeprefix("```")
+        .removesuffix("```")
+        .strip()
+    )
 
 
 def build_json_format(kw: KwargReader) -> Check:

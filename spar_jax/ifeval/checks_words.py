@@ -110,12 +110,12 @@ def _english_in_case(case_test: Callable[[str], bool]) -> Callable[[KwargReader]
 
 build_english_capital = _english_in_case(str.isupper)
 build_english_capital.__doc__ = (
-    "change_case:english_capital — ``str.isupper()`` and langdetect says English "
-    "(undetectable counts as English).")
+    "change_case:english_capital — ``str.isupper()`` and langdetect says English (undetectable counts as English)."
+)
 build_english_lowercase = _english_in_case(str.islower)
 build_english_lowercase.__doc__ = (
-    "change_case:english_lowercase — ``str.islower()`` and langdetect says English "
-    "(undetectable counts as English).")
+    "change_case:english_lowercase — ``str.islower()`` and langdetect says English (undetectable counts as English)."
+)
 
 
 def build_no_comma(kw: KwargReader) -> Check:

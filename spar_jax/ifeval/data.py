@@ -54,8 +54,7 @@ def prompt_from_record(record: Any) -> IFEvalPrompt:
     if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
         raise ValueError("field 'instruction_id_list' must be a list of strings")
     if not isinstance(kwargs, (list, tuple)) or len(kwargs) != len(ids):
-        raise ValueError(
-            f"field 'kwargs' must be a list with one dict per instruction ({len(ids)})")
+        raise ValueError(f"field 'kwargs' must be a list with one dict per instruction ({len(ids)})")
     cleaned = []
     for instruction_id, kw in zip(ids, kwargs):
         build_checker(instruction_id, kw)
@@ -137,8 +136,7 @@ def prompts_from_hub(name: str, split: str = "train") -> list[IFEvalPrompt]:
     return prompts
 
 
-def load_ifeval_prompts(source: str | os.PathLike = DEFAULT_SOURCE, *,
-                        split: str = "train") -> list[IFEvalPrompt]:
+def load_ifeval_prompts(source: str | os.PathLike = DEFAULT_SOURCE, *, split: str = "train") -> list[IFEvalPrompt]:
     """IFEval prompts from a local JSONL path or a ``datasets`` hub name.
 
     An existing path is read as JSONL (``.gz`` allowed); a string that names no
@@ -173,8 +171,7 @@ def load_responses(path: str | os.PathLike) -> dict[str, str]:
                 raise ValueError(f"{path}:{lineno}: field {field!r} must be a string")
         prompt = record["prompt"]
         if prompt in out:
-            raise ValueError(
-                f"{path}:{lineno}: duplicate prompt (first at line {first_line[prompt]})")
+            raise ValueError(f"{path}:{lineno}: duplicate prompt (first at line {first_line[prompt]})")
         out[prompt] = record["response"]
         first_line[prompt] = lineno
     return out

@@ -19,8 +19,9 @@ METRICS = ("prompt_level_strict", "prompt_level_loose", "instruction_level_stric
 def components(results: Sequence[Any]) -> np.ndarray:
     """Per-prompt sums [n, 5]: prompt strict pass, prompt loose pass, instructions followed (strict, loose), and the
     number of instructions. ``results`` are `ifeval.PromptResult`s (``strict`` / ``loose`` tuples of booleans)."""
-    return np.array([[all(r.strict), all(r.loose), sum(r.strict), sum(r.loose), len(r.strict)] for r in results],
-                    dtype=np.float64)  # fmt: skip
+    return np.array(
+        [[all(r.strict), all(r.loose), sum(r.strict), sum(r.loose), len(r.strict)] for r in results], dtype=np.float64
+    )
 
 
 def metrics_from_sums(sums: np.ndarray, n_prompts: np.ndarray | float) -> np.ndarray:
@@ -40,8 +41,9 @@ def _resampled_sums(comps: Sequence[np.ndarray], n_resamples: int, seed: int, ch
         yield [c[idx].sum(axis=1) for c in comps]
 
 
-def paired_bootstrap(base: np.ndarray, other: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0,
-                     level: float = 0.95) -> dict[str, dict[str, float]]:  # fmt: skip
+def paired_bootstrap(
+    base: np.ndarray, other: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict[str, float]]:
     """Percentile interval of ``other - base`` for each metric and the average, resampling prompts (paired).
 
     ``base`` / ``other``: `components` of the same prompts in the same order. Returns
@@ -51,13 +53,18 @@ def paired_bootstrap(base: np.ndarray, other: np.ndarray, *, n_resamples: int = 
         raise ValueError(f"paired_bootstrap: the two models have {base.shape[0]} and {other.shape[0]} prompts")
     n = base.shape[0]
     point = metrics_from_sums(other.sum(0), n) - metrics_from_sums(base.sum(0), n)
-    deltas = np.concatenate([metrics_from_sums(o, n) - metrics_from_sums(b, n)
-                             for b, o in _resampled_sums([base, other], n_resamples, seed)])  # fmt: skip
+    deltas = np.concatenate(
+        [
+            metrics_from_sums(o, n) - metrics_from_sums(b, n)
+            for b, o in _resampled_sums([base, other], n_resamples, seed)
+        ]
+    )
     return _table(point, deltas, level)
 
 
-def bootstrap(comps: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0,
-              level: float = 0.95) -> dict[str, dict[str, float]]:  # fmt: skip
+def bootstrap(
+    comps: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict[str, float]]:
     """Percentile interval of one model's metrics: ``{metric: {"delta" (the value), "low", "high"}}``."""
     n = comps.shape[0]
     values = np.concatenate([metrics_from_sums(s, n) for (s,) in _resampled_sums([comps], n_resamples, seed)])
@@ -67,5 +74,7 @@ def bootstrap(comps: np.ndarray, *, n_resamples: int = 10_000, seed: int = 0,
 def _table(point: np.ndarray, samples: np.ndarray, level: float) -> dict[str, dict[str, float]]:
     tail = (1.0 - level) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
-    return {name: {"delta": float(point[i]), "low": float(low[i]), "high": float(high[i])}
-            for i, name in enumerate((*METRICS, "average"))}  # fmt: skip
+    return {
+        name: {"delta": float(point[i]), "low": float(low[i]), "high": float(high[i])}
+        for i, name in enumerate((*METRICS, "average"))
+    }

@@ -33,15 +33,14 @@ class KwargReader:
             kwargs = {}
         if not isinstance(kwargs, Mapping):
             raise ValueError(
-                f"IFEval instruction {instruction_id!r}: kwargs must be a dict, "
-                f"got {type(kwargs).__name__}")
+                f"IFEval instruction {instruction_id!r}: kwargs must be a dict, got {type(kwargs).__name__}"
+            )
         self.instruction_id = instruction_id
         self._kwargs = {k: v for k, v in kwargs.items() if v is not None}
         self._read: set[str] = set()
 
     def error(self, key: str, message: str) -> ValueError:
-        return ValueError(
-            f"IFEval instruction {self.instruction_id!r}: kwarg {key!r} {message}")
+        return ValueError(f"IFEval instruction {self.instruction_id!r}: kwarg {key!r} {message}")
 
     def _get(self, key: str) -> Any:
         self._read.add(key)
@@ -110,4 +109,5 @@ class KwargReader:
             accepted = ", ".join(sorted(self._read)) or "none"
             raise ValueError(
                 f"IFEval instruction {self.instruction_id!r}: unexpected kwarg(s) "
-                f"{', '.join(repr(k) for k in extra)} (accepted: {accepted})")
+                f"{', '.join(repr(k) for k in extra)} (accepted: {accepted})"
+            )

@@ -51,8 +51,7 @@ def build_checker(instruction_id: str, kwargs: Mapping[str, Any] | None) -> Chec
     """
     builder = BUILDERS.get(instruction_id) if isinstance(instruction_id, str) else None
     if builder is None:
-        raise ValueError(
-            f"unknown IFEval instruction id {instruction_id!r}; known ids: {', '.join(INSTRUCTION_IDS)}")
+        raise ValueError(f"unknown IFEval instruction id {instruction_id!r}; known ids: {', '.join(INSTRUCTION_IDS)}")
     reader = KwargReader(instruction_id, kwargs)
     check = builder(reader)
     reader.check_no_extra()

@@ -31,25 +31,27 @@ def render_markdown(report: Report, title: str = "IFEval") -> str:
     """Markdown with the headline table and per-type / per-category tables (percent)."""
     m = report.metrics
     lines = [
-        f"# {title}", "",
+        f"# {title}",
+        "",
         f"{report.num_prompts} prompts, {report.num_instructions} instructions. "
-        f"Average of the four accuracies (headline): **{_pct(m['average'])}**", "",
-        "| level | strict | loose |", "| --- | ---: | ---: |",
+        f"Average of the four accuracies (headline): **{_pct(m['average'])}**",
+        "",
+        "| level | strict | loose |",
+        "| --- | ---: | ---: |",
         f"| prompt | {_pct(m['prompt_level_strict'])} | {_pct(m['prompt_level_loose'])} |",
-        f"| instruction | {_pct(m['instruction_level_strict'])} | "
-        f"{_pct(m['instruction_level_loose'])} |",
+        f"| instruction | {_pct(m['instruction_level_strict'])} | {_pct(m['instruction_level_loose'])} |",
     ]
-    for heading, table in (("Per instruction type", report.per_instruction),
-                           ("Per category", report.per_category)):
-        lines += ["", f"## {heading}", "", "| instruction | count | strict | loose |",
-                  "| --- | ---: | ---: | ---: |"]
-        lines += [f"| {name} | {row['count']} | {_pct(row['strict'])} | {_pct(row['loose'])} |"
-                  for name, row in table.items()]
+    for heading, table in (("Per instruction type", report.per_instruction), ("Per category", report.per_category)):
+        lines += ["", f"## {heading}", "", "| instruction | count | strict | loose |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            f"| {name} | {row['count']} | {_pct(row['strict'])} | {_pct(row['loose'])} |" for name, row in table.items()
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: Report, out_dir: str | os.PathLike,
-                 extra: Mapping[str, Any] | None = None, title: str = "IFEval") -> dict[str, Path]:
+def write_report(
+    report: Report, out_dir: str | os.PathLike, extra: Mapping[str, Any] | None = None, title: str = "IFEval"
+) -> dict[str, Path]:
     """Writes ``summary.json`` (aggregates plus ``extra``, e.g. model and data
     sources), ``results.jsonl`` (one line per prompt) and ``report.md`` into
     ``out_dir`` (created if needed), each atomically. Returns the three paths."""
@@ -58,10 +60,8 @@ def write_report(report: Report, out_dir: str | os.PathLike,
     summary = report.summary()
     if extra:
         summary = {**dict(extra), **summary}
-    paths = {"summary": out / "summary.json", "results": out / "results.jsonl",
-             "markdown": out / "report.md"}
-    _atomic_write(paths["results"], "".join(
-        json.dumps(r.as_json(), ensure_ascii=False) + "\n" for r in report.results))
+    paths = {"summary": out / "summary.json", "results": out / "results.jsonl", "markdown": out / "report.md"}
+    _atomic_write(paths["results"], "".join(json.dumps(r.as_json(), ensure_ascii=False) + "\n" for r in report.results))
     _atomic_write(paths["markdown"], render_markdown(report, title))
     _atomic_write(paths["summary"], json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return paths

@@ -16,8 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 from .data import IFEvalPrompt, load_responses, prompt_from_record
 from .registry import build_checker
 
-METRIC_NAMES = ("prompt_level_strict", "prompt_level_loose",
-                "instruction_level_strict", "instruction_level_loose")
+METRIC_NAMES = ("prompt_level_strict", "prompt_level_loose", "instruction_level_strict", "instruction_level_loose")
 
 
 def response_variants(response: str) -> tuple[str, ...]:
@@ -26,8 +25,16 @@ def response_variants(response: str) -> tuple[str, ...]:
     no_first = "\n".join(lines[1:]).strip()
     no_last = "\n".join(lines[:-1]).strip()
     no_both = "\n".join(lines[1:-1]).strip()
-    return (response, response.replace("*", ""), no_first, no_last, no_both,
-            no_first.replace("*", ""), no_last.replace("*", ""), no_both.replace("*", ""))
+    return (
+        response,
+        response.replace("*", ""),
+        no_first,
+        no_last,
+        no_both,
+        no_first.replace("*", ""),
+        no_last.replace("*", ""),
+        no_both.replace("*", ""),
+    )
 
 
 def _evaluate(check: Callable[[str], bool], variants: tuple[str, ...]) -> tuple[bool, bool]:
@@ -48,8 +55,9 @@ def _evaluate(check: Callable[[str], bool], variants: tuple[str, ...]) -> tuple[
     return False, False
 
 
-def check(instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any] | None],
-          prompt: str, response: str) -> tuple[list[bool], list[bool]]:
+def check(
+    instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any] | None], prompt: str, response: str
+) -> tuple[list[bool], list[bool]]:
     """Follows-instruction flags for one response, strict and loose.
 
     ``kwargs[i]`` belongs to ``instruction_id_list[i]`` (None values ignored).
@@ -62,8 +70,7 @@ def check(instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any]
     if not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string, got {type(prompt).__name__}")
     if len(kwargs) != len(instruction_id_list):
-        raise ValueError(
-            f"got {len(instruction_id_list)} instruction ids but {len(kwargs)} kwargs dicts")
+        raise ValueError(f"got {len(instruction_id_list)} instruction ids but {len(kwargs)} kwargs dicts")
     checkers = [build_checker(i, kw) for i, kw in zip(instruction_id_list, kwargs)]
     variants = response_variants(response)
     flags = [_evaluate(c, variants) for c in checkers]
@@ -94,8 +101,7 @@ class PromptResult:
 
 def score_prompt(prompt: IFEvalPrompt, response: str) -> PromptResult:
     strict, loose = check(prompt.instruction_id_list, prompt.kwargs, prompt.prompt, response)
-    return PromptResult(prompt.key, prompt.prompt, response, prompt.instruction_id_list,
-                        tuple(strict), tuple(loose))
+    return PromptResult(prompt.key, prompt.prompt, response, prompt.instruction_id_list, tuple(strict), tuple(loose))
 
 
 def _accuracy_table(pairs: list[tuple[str, bool, bool]]) -> dict[str, dict[str, float | int]]:
@@ -106,8 +112,7 @@ def _accuracy_table(pairs: list[tuple[str, bool, bool]]) -> dict[str, dict[str, 
         row[0] += 1
         row[1] += strict
         row[2] += loose
-    return {name: {"count": n, "strict": s / n, "loose": lo / n}
-            for name, (n, s, lo) in sorted(totals.items())}
+    return {name: {"count": n, "strict": s / n, "loose": lo / n} for name, (n, s, lo) in sorted(totals.items())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,16 +145,23 @@ class Report:
         }
         metrics["average"] = sum(metrics[m] for m in METRIC_NAMES) / len(METRIC_NAMES)
         return cls(
-            results=tuple(results), metrics=metrics,
+            results=tuple(results),
+            metrics=metrics,
             per_instruction=_accuracy_table(pairs),
             per_category=_accuracy_table([(i.split(":")[0], s, lo) for i, s, lo in pairs]),
-            num_prompts=n_prompts, num_instructions=n_instr)
+            num_prompts=n_prompts,
+            num_instructions=n_instr,
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready aggregate numbers (everything but the per-prompt results)."""
-        return {"metrics": dict(self.metrics), "num_prompts": self.num_prompts,
-                "num_instructions": self.num_instructions,
-                "per_instruction": self.per_instruction, "per_category": self.per_category}
+        return {
+            "metrics": dict(self.metrics),
+            "num_prompts": self.num_prompts,
+            "num_instructions": self.num_instructions,
+            "per_instruction": self.per_instruction,
+            "per_category": self.per_category,
+        }
 
 
 def _responses_by_prompt(prompts: Sequence[IFEvalPrompt], responses: Any) -> list[str]:
@@ -161,7 +173,8 @@ def _responses_by_prompt(prompts: Sequence[IFEvalPrompt], responses: Any) -> lis
             first = missing[0]
             raise ValueError(
                 f"{len(missing)} of {len(prompts)} IFEval prompts have no response; first "
-                f"missing: key={first.key} prompt={first.prompt[:80]!r}")
+                f"missing: key={first.key} prompt={first.prompt[:80]!r}"
+            )
         out = [responses[p.prompt] for p in prompts]
     else:
         out = list(responses)
@@ -169,8 +182,7 @@ def _responses_by_prompt(prompts: Sequence[IFEvalPrompt], responses: Any) -> lis
             raise ValueError(f"got {len(out)} responses for {len(prompts)} IFEval prompts")
     for p, r in zip(prompts, out):
         if not isinstance(r, str):
-            raise ValueError(f"response for IFEval prompt key={p.key} must be a string, "
-                             f"got {type(r).__name__}")
+            raise ValueError(f"response for IFEval prompt key={p.key} must be a string, got {type(r).__name__}")
     return out
 
 

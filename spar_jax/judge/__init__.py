@@ -15,7 +15,20 @@ from spar_jax.judge.templates import (
 from spar_jax.judge.votes import Judgement, judge
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "Generator", "JudgeConfig", "Judgement", "SamplingParams", "Templates", "actor_messages",
-    "derive_seed", "generate", "judge", "judge_messages", "parse_judgement", "parse_refinement", "refine_messages",
-    "run_judge", "vote_counts",
+    "DEFAULT_TEMPLATES",
+    "Generator",
+    "JudgeConfig",
+    "Judgement",
+    "SamplingParams",
+    "Templates",
+    "actor_messages",
+    "derive_seed",
+    "generate",
+    "judge",
+    "judge_messages",
+    "parse_judgement",
+    "parse_refinement",
+    "refine_messages",
+    "run_judge",
+    "vote_counts",
 ]

@@ -9,8 +9,9 @@ from spar_jax.judge import generation as gen
 from spar_jax.judge.templates import actor_messages
 
 
-def generate_responses(engine: gen.Generator, prompts: Sequence[Any], *, max_new_tokens: int,
-                       seed: int = 0) -> list[dict[str, Any]]:
+def generate_responses(
+    engine: gen.Generator, prompts: Sequence[Any], *, max_new_tokens: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """Greedy answers, one user turn through the chat template (no system prompt added), in prompt order.
 
     ``prompts``: objects with a ``prompt`` attribute (``ifeval.IFEvalPrompt``).
@@ -19,5 +20,7 @@ def generate_responses(engine: gen.Generator, prompts: Sequence[Any], *, max_new
     """
     sampling = gen.SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
     outputs = gen.generate(engine, [actor_messages(p.prompt) for p in prompts], n=1, sampling=sampling, seed=seed)
-    return [{"prompt": p.prompt, "response": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
-            for p, (c,) in zip(prompts, outputs)]  # fmt: skip
+    return [
+        {"prompt": p.prompt, "response": c.text, "finish_reason": c.finish_reason, "num_tokens": len(c.token_ids)}
+        for p, (c,) in zip(prompts, outputs)
+    ]

@@ -136,7 +136,8 @@ def generate(
 # -- naming the prompt behind an over-long request ------------------------------------------------------------------
 
 _SOURCES: contextvars.ContextVar[tuple[tuple[tuple[tuple[str, str], ...], str], ...]] = contextvars.ContextVar(
-    "prompt_sources", default=())
+    "prompt_sources", default=()
+)
 
 
 @contextlib.contextmanager

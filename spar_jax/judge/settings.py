@@ -10,8 +10,8 @@ import dataclasses
 from typing import Sequence
 
 from spar_jax.judge import generation as gen
-from spar_jax.judge.votes import Judgement, judge
 from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
+from spar_jax.judge.votes import Judgement, judge
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +42,22 @@ class JudgeConfig:
         return Templates.from_file(self.templates_file) if self.templates_file else DEFAULT_TEMPLATES
 
 
-def run_judge(engine: gen.Generator, items: Sequence[tuple[str, str]], cfg: JudgeConfig, tag: str,
-              templates: Templates | None = None) -> list[Judgement]:
+def run_judge(
+    engine: gen.Generator,
+    items: Sequence[tuple[str, str]],
+    cfg: JudgeConfig,
+    tag: str,
+    templates: Templates | None = None,
+) -> list[Judgement]:
     """k-vote judgments of (instruction, response) items in one engine call; the seed depends on cfg.seed and tag."""
-    return judge(engine, items, k=cfg.k, sampling=cfg.sampling(), seed=gen.derive_seed(cfg.seed, tag),
-                 templates=templates or cfg.templates())  # fmt: skip
+    return judge(
+        engine,
+        items,
+        k=cfg.k,
+        sampling=cfg.sampling(),
+        seed=gen.derive_seed(cfg.seed, tag),
+        templates=templates or cfg.templates(),
+    )
 
 
 def vote_counts(judgements: Sequence[Judgement]) -> dict[str, int]:

@@ -51,7 +51,7 @@ class AttentionKernel:
     block: int = 512
 
     def unsupported(self, reason: str) -> str:
-        """"xla" for a case this kernel cannot express when chosen by "auto"; raises when asked for by name."""
+        """ "xla" for a case this kernel cannot express when chosen by "auto"; raises when asked for by name."""
         if self.strict:
             raise ValueError(f"attention_impl={self.impl!r} {reason}; set attention_impl to 'xla' (or 'auto')")
         return "xla"
@@ -81,9 +81,20 @@ def resolve(impl: str | AttentionKernel, backend: str | None = None) -> Attentio
     return AttentionKernel(impl)
 
 
-def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, kernel: AttentionKernel,
-                          xla_attention: Callable, valid: jax.Array, segment_ids: jax.Array | None = None, window=0,
-                          windows: tuple[int, ...] = (0,), shard: ShardingContext | None = None) -> jax.Array:
+def causal_self_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    mask: jax.Array,
+    *,
+    kernel: AttentionKernel,
+    xla_attention: Callable,
+    valid: jax.Array,
+    segment_ids: jax.Array | None = None,
+    window=0,
+    windows: tuple[int, ...] = (0,),
+    shard: ShardingContext | None = None,
+) -> jax.Array:
     """Self-attention where query t and key t are the same token, with ``kernel``.
 
     Args:
@@ -105,9 +116,19 @@ def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
         return xla_attention(q, k, v, mask)
     if impl == "cudnn":
         return cudnn_attention(q, k, v, mask)
+
     def run(w: int) -> jax.Array:
-        return splash.causal_attention(q, k, v, valid=valid, segment_ids=segment_ids, window=w, block=kernel.block,
-                                       interpret=kernel.interpret, shard=shard)  # fmt: skip
+        return splash.causal_attention(
+            q,
+            k,
+            v,
+            valid=valid,
+            segment_ids=segment_ids,
+            window=w,
+            block=kernel.block,
+            interpret=kernel.interpret,
+            shard=shard,
+        )
 
     if isinstance(window, int):
         return run(window)
@@ -118,7 +139,7 @@ def causal_self_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
 
 
 def _splash_case(kernel: AttentionKernel, segment_ids, windows: tuple[int, ...]) -> str:
-    """"splash", or the outcome of ``kernel.unsupported`` for a mask splash cannot express."""
+    """ "splash", or the outcome of ``kernel.unsupported`` for a mask splash cannot express."""
     if segment_ids is not None and any(windows):
         return kernel.unsupported(
             "cannot combine sliding windows with packed shared-prefix rows (the windows count positions, the "
@@ -127,14 +148,21 @@ def _splash_case(kernel: AttentionKernel, segment_ids, windows: tuple[int, ...])
     return "splash"
 
 
-def cudnn_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *,
-                    implementation: str = "cudnn") -> jax.Array:
+def cudnn_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array, *, implementation: str = "cudnn"
+) -> jax.Array:
     """``jax.nn.dot_product_attention`` with the model's full mask: q [B, T, H, D]; k, v [B, K, T, D] head-major;
     mask bool [B, T, T]. ``is_causal`` lets cuDNN skip the tiles above the diagonal. Every token also sees itself,
     which changes only the rows of padding queries (a real token's mask holds its own slot): no row is empty, so
     no padding token's output can be NaN. ``implementation`` is "cudnn" in the model (GPU only); "xla" runs the same
     call anywhere."""
     mask = mask | jnp.eye(mask.shape[-1], dtype=bool)
-    out = jax.nn.dot_product_attention(q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3), mask=mask[:, None],
-                                       is_causal=True, implementation=implementation)  # fmt: skip
+    out = jax.nn.dot_product_attention(
+        q,
+        k.transpose(0, 2, 1, 3),
+        v.transpose(0, 2, 1, 3),
+        mask=mask[:, None],
+        is_causal=True,
+        implementation=implementation,
+    )
     return out.astype(q.dtype)

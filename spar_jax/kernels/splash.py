@@ -47,10 +47,19 @@ def _kernel(heads: int, t: int, window: int, block: int, interpret: bool):
     """A splash kernel for ``heads`` heads of T (a multiple of ``block``) tokens, causal within ``window`` (0 = all)."""
     shape = (t, t)
     mask = sa.CausalMask(shape) if window == 0 else sa.LocalMask(shape, (window - 1, 0), offset=0)
-    sizes = sa.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
-                          block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
-    return sa.make_splash_mha(sa.MultiHeadMask((mask,) * heads), block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                              interpret=interpret)  # fmt: skip
+    sizes = sa.BlockSizes(
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
+    return sa.make_splash_mha(
+        sa.MultiHeadMask((mask,) * heads), block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+    )
 
 
 def _segment_calls(valid: jax.Array, segment_ids: jax.Array | None) -> list[tuple[jax.Array, jax.Array | None]]:
@@ -73,9 +82,18 @@ def _local(q, k, v, ids, *, window: int, block: int, interpret: bool):
     return jax.vmap(lambda q, k, v, i: kernel(q, k, v, segment_ids=sa.SegmentIds(i, i)))(q, k, v, ids)
 
 
-def causal_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, valid: jax.Array,
-                     segment_ids: jax.Array | None = None, window: int = 0, block: int = DEFAULT_BLOCK,
-                     interpret: bool = False, shard: ShardingContext | None = None) -> jax.Array:
+def causal_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    valid: jax.Array,
+    segment_ids: jax.Array | None = None,
+    window: int = 0,
+    block: int = DEFAULT_BLOCK,
+    interpret: bool = False,
+    shard: ShardingContext | None = None,
+) -> jax.Array:
     """Causal grouped-query self-attention with the splash kernel.
 
     Args:
@@ -116,5 +134,6 @@ def _sharded(local, shard: ShardingContext, q_shape, kv_shape):
             "that divides the kv heads"
         )
     ids_spec = jax.sharding.PartitionSpec(q_spec[0], None)
-    return jax.shard_map(local, mesh=shard.mesh, in_specs=(q_spec, kv_spec, kv_spec, ids_spec), out_specs=q_spec,
-                         check_vma=False)  # fmt: skip
+    return jax.shard_map(
+        local, mesh=shard.mesh, in_specs=(q_spec, kv_spec, kv_spec, ids_spec), out_specs=q_spec, check_vma=False
+    )

@@ -234,7 +234,10 @@ def prefill_in_chunks(one, prompt_ids: jax.Array, prompt_mask: jax.Array, rows: 
         return x.reshape(*x.shape[:-5], b, *x.shape[-3:])
 
     merged = KVCache(
-        k=jax.tree.map(merge_kv, cache.k), v=jax.tree.map(merge_kv, cache.v), valid=merge(cache.valid),
-        next_position=merge(cache.next_position), end=cache.end[0],
-    )  # fmt: skip
+        k=jax.tree.map(merge_kv, cache.k),
+        v=jax.tree.map(merge_kv, cache.v),
+        valid=merge(cache.valid),
+        next_position=merge(cache.next_position),
+        end=cache.end[0],
+    )
     return merge(logits), merged

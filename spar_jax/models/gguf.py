@@ -157,8 +157,15 @@ def gguf_to_hf(gguf_path: str, out_dir: str) -> None:
     save_file(tensors, os.path.join(out_dir, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    gen = {k: v for k, v in (("bos_token_id", tok_ids["bos"]), ("eos_token_id", tok_ids["eos"]),
-                             ("pad_token_id", tok_ids["padding"])) if v is not None}  # fmt: skip
+    gen = {
+        k: v
+        for k, v in (
+            ("bos_token_id", tok_ids["bos"]),
+            ("eos_token_id", tok_ids["eos"]),
+            ("pad_token_id", tok_ids["padding"]),
+        )
+        if v is not None
+    }
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
     build_tokenizer(reader, tok_ids).save_pretrained(out_dir)

@@ -38,14 +38,23 @@ def snapshot(ref: str, *, repo_type: str = "model", ignore_patterns: list[str] |
 
     Raises FileNotFoundError naming ``ref`` when it is neither cached (offline) nor downloadable."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError, \
-        RevisionNotFoundError  # fmt: skip
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     from spar_jax.parallel import sync_processes
 
     repo, revision = split_ref(ref)
-    kwargs = dict(repo_type=repo_type, revision=revision, cache_dir=os.environ.get("HF_HUB_CACHE") or None,
-                  local_files_only=_offline(), ignore_patterns=ignore_patterns)  # fmt: skip
+    kwargs = dict(
+        repo_type=repo_type,
+        revision=revision,
+        cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+        local_files_only=_offline(),
+        ignore_patterns=ignore_patterns,
+    )
     import jax
 
     path, error = None, None
@@ -54,8 +63,11 @@ def snapshot(ref: str, *, repo_type: str = "model", ignore_patterns: list[str] |
             try:
                 path = snapshot_download(repo, **kwargs)
             except LocalEntryNotFoundError:
-                error = "not in the local hub cache and HF_HUB_OFFLINE is set" if _offline() else \
-                    "could not be downloaded (no network?) and is not in the local hub cache"
+                error = (
+                    "not in the local hub cache and HF_HUB_OFFLINE is set"
+                    if _offline()
+                    else "could not be downloaded (no network?) and is not in the local hub cache"
+                )
             except RepositoryNotFoundError:
                 error = "no such repository, or it is private/gated (set HF_TOKEN to a token with access)"
             except RevisionNotFoundError:
@@ -72,10 +84,15 @@ def data_file(ref: str) -> str:
     """The JSONL/JSON file of hub data set ``ref`` (``org/name[@revision]``): its only ``.jsonl``/``.json`` file
     (``dataset_info.json`` aside)."""
     directory = snapshot(ref, repo_type="dataset")
-    found = sorted(os.path.relpath(os.path.join(d, f), directory) for d, _, files in os.walk(directory)
-                   for f in files if f.endswith((".jsonl", ".json")) and f != "dataset_info.json")  # fmt: skip
+    found = sorted(
+        os.path.relpath(os.path.join(d, f), directory)
+        for d, _, files in os.walk(directory)
+        for f in files
+        if f.endswith((".jsonl", ".json")) and f != "dataset_info.json"
+    )
     found = [f for f in found if not f.startswith(".")]
     if len(found) != 1:
-        raise ValueError(f"{ref}: the hub dataset must hold exactly one .jsonl/.json data file, "
-                         f"found {found or 'none'}")
+        raise ValueError(
+            f"{ref}: the hub dataset must hold exactly one .jsonl/.json data file, found {found or 'none'}"
+        )
     return os.path.join(directory, found[0])

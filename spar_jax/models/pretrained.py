@@ -28,8 +28,17 @@ def _dtype(name):
     return jnp.dtype(name)
 
 
-def abstract_model(cfg, *, dtype="float32", param_dtype=None, mesh=None, rules=DEFAULT_RULES, remat="none",
-                   scan_layers=True, attention_impl="auto"):
+def abstract_model(
+    cfg,
+    *,
+    dtype="float32",
+    param_dtype=None,
+    mesh=None,
+    rules=DEFAULT_RULES,
+    remat="none",
+    scan_layers=True,
+    attention_impl="auto",
+):
     """A Transformer whose parameters are ShapeDtypeStructs (no memory), for loading or planning."""
     shard = ShardingContext(mesh, rules) if mesh is not None else None
     return nnx.eval_shape(
@@ -46,8 +55,17 @@ def abstract_model(cfg, *, dtype="float32", param_dtype=None, mesh=None, rules=D
     )
 
 
-def from_pretrained(path, *, dtype="float32", param_dtype=None, mesh=None, rules=DEFAULT_RULES, remat="none",
-                    scan_layers=True, attention_impl="auto"):
+def from_pretrained(
+    path,
+    *,
+    dtype="float32",
+    param_dtype=None,
+    mesh=None,
+    rules=DEFAULT_RULES,
+    remat="none",
+    scan_layers=True,
+    attention_impl="auto",
+):
     """Load a model from an HF checkpoint directory, a ``.gguf`` file, or ``"demo"``.
 
     Tensors are streamed one at a time and placed directly with their target sharding on ``mesh`` (by the logical
@@ -55,8 +73,16 @@ def from_pretrained(path, *, dtype="float32", param_dtype=None, mesh=None, rules
     """
     directory = resolve_checkpoint(path)
     cfg = load_model_config(directory)
-    model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat,
-                           scan_layers=scan_layers, attention_impl=attention_impl)
+    model = abstract_model(
+        cfg,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        mesh=mesh,
+        rules=rules,
+        remat=remat,
+        scan_layers=scan_layers,
+        attention_impl=attention_impl,
+    )
     graphdef, state = nnx.split(model)
     if mesh is not None:
         shardings = param_shardings(state, model.shard)

@@ -48,9 +48,16 @@ def layer_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     e, m, d = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
     h, k = cfg.num_attention_heads, cfg.num_key_value_heads
     shapes = {
-        "attn_norm": (e,), "q": (e, h, d), "k": (e, k, d), "v": (e, k, d), "o": (h, d, e),
-        "mlp_norm": (e,), "gate": (e, m), "up": (e, m), "down": (m, e),
-    }  # fmt: skip
+        "attn_norm": (e,),
+        "q": (e, h, d),
+        "k": (e, k, d),
+        "v": (e, k, d),
+        "o": (h, d, e),
+        "mlp_norm": (e,),
+        "gate": (e, m),
+        "up": (e, m),
+        "down": (m, e),
+    }
     if cfg.attention_bias:
         shapes.update(q_bias=(h, d), k_bias=(k, d), v_bias=(k, d))
     return shapes
@@ -135,10 +142,18 @@ class Transformer(nnx.Module):
 
     # -- public API ---------------------------------------------------------------------------------------------
 
-    def __call__(self, input_ids, attention_mask=None, *, cache: KVCache | None = None, layer_params=None,
-                 layout: DecodeLayout = PLAIN):
-        hidden, new_cache = self.hidden_states(input_ids, attention_mask, cache=cache, layer_params=layer_params,
-                                               layout=layout)  # fmt: skip
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        *,
+        cache: KVCache | None = None,
+        layer_params=None,
+        layout: DecodeLayout = PLAIN,
+    ):
+        hidden, new_cache = self.hidden_states(
+            input_ids, attention_mask, cache=cache, layer_params=layer_params, layout=layout
+        )
         logits = self.logits(hidden)
         return logits if cache is None else (logits, new_cache)
 
@@ -179,8 +194,16 @@ class Transformer(nnx.Module):
         )
 
     def hidden_states(
-        self, input_ids, attention_mask=None, *, segment_ids=None, cache: KVCache | None = None, layer_params=None,
-        layout: DecodeLayout = PLAIN, last_only=False, empty_cache=False,
+        self,
+        input_ids,
+        attention_mask=None,
+        *,
+        segment_ids=None,
+        cache: KVCache | None = None,
+        layer_params=None,
+        layout: DecodeLayout = PLAIN,
+        last_only=False,
+        empty_cache=False,
     ):
         """Final-normed hidden states [B, T, E] (compute dtype) and the updated cache (None without a cache).
 
@@ -221,22 +244,31 @@ class Transformer(nnx.Module):
         x = jnp.take(self.embed[...], input_ids, axis=0).astype(self.dtype)
         x = constrain(x, ("batch", "length", "embed"), self.shard)
         step = functools.partial(
-            self._block, geometry=geometry, layout=layout, empty_cache=empty_cache,
+            self._block,
+            geometry=geometry,
+            layout=layout,
+            empty_cache=empty_cache,
             write_at=None if cache is None else (0 if empty_cache else cache.end),
-        )  # fmt: skip
+        )
         caches = (None, None) if cache is None else (cache.k, cache.v)
         if layer_params is not None:
             x, caches = self._unrolled_layers(step, x, caches, geometry, layer_params, last_only, rope_once=True)
         elif cache is None and not self.scan_layers:
-            x, caches = self._unrolled_layers(step, x, caches, geometry, self.unstacked_layers(), last_only,
-                                              rope_once=False)  # fmt: skip
+            x, caches = self._unrolled_layers(
+                step, x, caches, geometry, self.unstacked_layers(), last_only, rope_once=False
+            )
         else:
             x, caches = self._scanned_layers(step, x, caches, geometry, last_only)
         x = L.rms_norm(x, self.final_norm[...], self.config.rms_norm_eps)
         if cache is None:
             return x, None
-        return x, KVCache(k=caches[0], v=caches[1], valid=geometry.key_valid,
-                          next_position=cache.next_position + mask.sum(1, dtype=jnp.int32), end=cache.end + t)
+        return x, KVCache(
+            k=caches[0],
+            v=caches[1],
+            valid=geometry.key_valid,
+            next_position=cache.next_position + mask.sum(1, dtype=jnp.int32),
+            end=cache.end + t,
+        )
 
     # -- what the T tokens attend to --------------------------------------------------------------------------------
 
@@ -292,8 +324,9 @@ class Transformer(nnx.Module):
             return x, tuple(caches)
         # Layers 0..L-2 index the stacks themselves (as scan does with xs): slicing off the last layer would copy
         # the weights.
-        (x, *caches), _ = jax.lax.scan(lambda c, i: block(c, jax.tree.map(lambda a: a[i], xs)), (x, *caches),
-                                       jnp.arange(n - 1))  # fmt: skip
+        (x, *caches), _ = jax.lax.scan(
+            lambda c, i: block(c, jax.tree.map(lambda a: a[i], xs)), (x, *caches), jnp.arange(n - 1)
+        )
         last = self._remat(functools.partial(step, cos=cos, sin=sin, last_only=True))
         (x, *caches), _ = last((x, *caches), jax.tree.map(lambda a: a[n - 1], xs))
         return x, tuple(caches)
@@ -319,8 +352,9 @@ class Transformer(nnx.Module):
 
     # -- one decoder layer (pure in its inputs) -------------------------------------------------------------------
 
-    def _block(self, carry, xs, *, geometry: _Geometry, cos, sin, layout: DecodeLayout, write_at, last_only,
-               empty_cache):
+    def _block(
+        self, carry, xs, *, geometry: _Geometry, cos, sin, layout: DecodeLayout, write_at, last_only, empty_cache
+    ):
         """One layer. ``layer`` is its index into a stacked [L, B, K, S, D] cache, or None for a per-layer cache;
         ``window`` its attention window (0 = unlimited), or None when ``geometry.base_mask`` already holds the one
         window of all layers. ``last_only``: keys and values for every position, the rest for the last one (x
@@ -361,8 +395,17 @@ class Transformer(nnx.Module):
         if q.shape[1] != k.shape[2]:
             return L.attention(q, k, v, mask)
         layer_window = geometry.spans["windows"][0] if window is None else window
-        return causal_self_attention(q, k, v, mask, kernel=self.attention, xla_attention=L.causal_attention,
-                                     window=layer_window, shard=self.shard, **geometry.spans)  # fmt: skip
+        return causal_self_attention(
+            q,
+            k,
+            v,
+            mask,
+            kernel=self.attention,
+            xla_attention=L.causal_attention,
+            window=layer_window,
+            shard=self.shard,
+            **geometry.spans,
+        )
 
 
 class _Geometry(NamedTuple):

@@ -42,9 +42,7 @@ def _heads_in(heads_attr: str) -> Transform:
 
 
 def _heads_bias(heads_attr: str) -> Transform:
-    return Transform(
-        lambda a, c: (a.reshape(getattr(c, heads_attr), c.head_dim),), lambda xs, c: xs[0].reshape(-1)
-    )
+    return Transform(lambda a, c: (a.reshape(getattr(c, heads_attr), c.head_dim),), lambda xs, c: xs[0].reshape(-1))
 
 
 # HF o_proj [embed, heads * head_dim] <-> ours [heads, head_dim, embed]

@@ -37,8 +37,9 @@ from spar_jax.planning.memory import array_bytes
 from spar_jax.training import step as S
 
 
-def local_model_config(cfg: ModelConfig, local: dict[str, int], *,
-                       layers: int | None = None) -> tuple[ModelConfig, str]:
+def local_model_config(
+    cfg: ModelConfig, local: dict[str, int], *, layers: int | None = None
+) -> tuple[ModelConfig, str]:
     """The model one chip computes: tensor-parallel dims replaced by their per-chip sizes (``local`` from
     ``ParamLayout.local``). Returns (config, note); the note is non-empty when grouped-query attention could not be
     split consistently (kv heads replicated while query heads are split) and query heads were kept whole."""
@@ -46,19 +47,27 @@ def local_model_config(cfg: ModelConfig, local: dict[str, int], *,
     kv = local.get("kv_heads", cfg.num_key_value_heads)
     note = ""
     if heads % kv:
-        note = (f"query heads per chip ({heads}) are not a multiple of kv heads per chip ({kv}); activations are "
-                f"estimated with all {cfg.num_attention_heads} query heads on each chip")
+        note = (
+            f"query heads per chip ({heads}) are not a multiple of kv heads per chip ({kv}); activations are "
+            f"estimated with all {cfg.num_attention_heads} query heads on each chip"
+        )
         heads = cfg.num_attention_heads
     n_layers = cfg.num_hidden_layers if layers is None else layers
     windows = cfg.sliding_windows[:n_layers] if cfg.sliding_windows else ()
     return dataclasses.replace(
-        cfg, num_attention_heads=heads, num_key_value_heads=kv, vocab_size=local.get("vocab", cfg.vocab_size),
-        intermediate_size=local.get("mlp", cfg.intermediate_size), num_hidden_layers=n_layers, sliding_windows=windows,
+        cfg,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=local.get("vocab", cfg.vocab_size),
+        intermediate_size=local.get("mlp", cfg.intermediate_size),
+        num_hidden_layers=n_layers,
+        sliding_windows=windows,
     ), note
 
 
-def _residual_bytes(cfg: ModelConfig, rows: int, length: int, *, dtype: str, param_dtype: str | None, remat: str,
-                    chunk_size: int) -> int:
+def _residual_bytes(
+    cfg: ModelConfig, rows: int, length: int, *, dtype: str, param_dtype: str | None, remat: str, chunk_size: int
+) -> int:
     """Bytes of the vjp residuals of the DPO loss (``micro_loss``) for [rows, length] inputs (``rows`` even)."""
     model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, remat=remat)
     graphdef, state, rest = nnx.split(model, nnx.Param, ...)
@@ -68,8 +77,13 @@ def _residual_bytes(cfg: ModelConfig, rows: int, length: int, *, dtype: str, par
 
     def forward(p, ids, mask):
         m = nnx.merge(graphdef, S.params_to_state(p, state_def), rest)
-        mb = {"input_ids": ids, "loss_mask": mask, "attention_mask": mask, "valid": jnp.ones((rows // 2,), bool),
-              "ref_logps": jnp.zeros((rows // 2, 2), jnp.float32)}
+        mb = {
+            "input_ids": ids,
+            "loss_mask": mask,
+            "attention_mask": mask,
+            "valid": jnp.ones((rows // 2,), bool),
+            "ref_logps": jnp.zeros((rows // 2, 2), jnp.float32),
+        }
         totals = {"pairs": jnp.float32(rows // 2), "tokens": jnp.float32(rows * length)}
         return S.micro_loss(m, mb, totals, spec)[0]
 
@@ -96,8 +110,9 @@ class Activations:
         return self.saved + self.working_set
 
 
-def training_activations(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str, param_dtype: str | None,
-                         remat: str, chunk_size: int) -> Activations:
+def training_activations(
+    local_cfg: ModelConfig, *, rows: int, length: int, dtype: str, param_dtype: str | None, remat: str, chunk_size: int
+) -> Activations:
     """Activations of ``rows`` sequences of ``length`` tokens on one chip (``local_cfg`` from
     ``local_model_config``); see the module docstring for the method."""
     kw = dict(dtype=dtype, param_dtype=param_dtype, chunk_size=chunk_size)
@@ -109,8 +124,7 @@ def training_activations(local_cfg: ModelConfig, *, rows: int, length: int, dtyp
     return Activations(saved=rows * saved, working_set=rows * working)
 
 
-def prefill_working_set(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str,
-                        kernel: str = "xla") -> int:
+def prefill_working_set(local_cfg: ModelConfig, *, rows: int, length: int, dtype: str, kernel: str = "xla") -> int:
     """Transient bytes of one layer's forward over ``rows`` prompts of ``length`` tokens on one chip (no backward,
     so nothing is stored across layers): the layer's q/k/v, attention output and MLP activations, and with
     ``kernel="xla"`` (``layers.attention``) the float32 scores and compute-dtype probabilities [H, T, T], live
@@ -152,19 +166,23 @@ def flash_residual_bytes(local_cfg: ModelConfig, *, rows: int, length: int) -> i
     return rows * local_cfg.num_attention_heads * length * 4
 
 
-def with_kernel(act: "Activations", local_cfg: ModelConfig, *, rows: int, length: int, dtype: str, remat: str,
-                kernel: str) -> tuple["Activations", str]:
+def with_kernel(
+    act: "Activations", local_cfg: ModelConfig, *, rows: int, length: int, dtype: str, remat: str, kernel: str
+) -> tuple["Activations", str]:
     """``act`` (measured on the XLA attention) for ``kernel``: with a flash kernel ("splash", "cudnn") the score
     residuals (``score_residual_bytes``) leave what each remat policy keeps of them (all L layers' with "none", one
     layer's working set with "full") and the log-sum-exp takes their place. Returns (activations, note); the note
     is non-empty when the policy ("dots", "dots_no_batch") keeps part of the scores and the XLA bytes are kept."""
     if kernel == "xla":
         return act, ""
-    per_layer = (score_residual_bytes(local_cfg, rows=rows, length=length, dtype=dtype)
-                 - flash_residual_bytes(local_cfg, rows=rows, length=length))
+    per_layer = score_residual_bytes(local_cfg, rows=rows, length=length, dtype=dtype) - flash_residual_bytes(
+        local_cfg, rows=rows, length=length
+    )
     if remat == "none":
         return Activations(act.saved - local_cfg.num_hidden_layers * per_layer, act.working_set), ""
     if remat == "full":
         return Activations(act.saved, max(act.working_set - per_layer, 0)), ""
-    return act, (f"remat={remat} saves the attention scores' dot outputs; activations are counted as with the "
-                 f"materialized (xla) attention, an upper bound for {kernel}")
+    return act, (
+        f"remat={remat} saves the attention scores' dot outputs; activations are counted as with the "
+        f"materialized (xla) attention, an upper bound for {kernel}"
+    )

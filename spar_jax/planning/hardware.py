@@ -75,7 +75,9 @@ def parse_topology(name: str) -> Topology:
     chip = CHIPS[_ALIASES.get(m.group(1), m.group(1))]
     count = int(m.group(2))
     if count <= 0 or count % chip.cores_per_chip:
-        raise ValueError(f"topology {name!r}: {chip.generation} names count TensorCores ({chip.cores_per_chip} per "
-                         f"chip), so the number must be a positive multiple of {chip.cores_per_chip}")
+        raise ValueError(
+            f"topology {name!r}: {chip.generation} names count TensorCores ({chip.cores_per_chip} per "
+            f"chip), so the number must be a positive multiple of {chip.cores_per_chip}"
+        )
     chips = count // chip.cores_per_chip
     return Topology(name=name.strip(), chip=chip, chips=chips, hosts=math.ceil(chips / chip.chips_per_host))

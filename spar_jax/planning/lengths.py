@@ -49,8 +49,11 @@ class LengthProfile:
         parts = []
         for kind in KINDS:
             f = self.fractions.get(kind)
-            parts.append(f"{kind}s measured ({len(f)}, mean {np.mean(f):.0%} of the cap)" if f else
-                         f"{kind}s exponential, mean {self.mean_tokens[kind]} tokens (default)")
+            parts.append(
+                f"{kind}s measured ({len(f)}, mean {np.mean(f):.0%} of the cap)"
+                if f
+                else f"{kind}s exponential, mean {self.mean_tokens[kind]} tokens (default)"
+            )
         return f"output lengths: {self.source}: " + "; ".join(parts)
 
 
@@ -75,10 +78,12 @@ def from_run(workdir: str, tokenizer=None) -> LengthProfile:
     with open(path) as f:
         cfg = json.load(f)
     try:
-        caps = {"answer": cfg["mining"]["actor_max_new_tokens"],
-                "mine_judgement": cfg["mining"]["judge_max_new_tokens"],
-                "refinement": cfg["search"]["refine_max_new_tokens"],
-                "search_judgement": cfg["search"]["judge_max_new_tokens"]}
+        caps = {
+            "answer": cfg["mining"]["actor_max_new_tokens"],
+            "mine_judgement": cfg["mining"]["judge_max_new_tokens"],
+            "refinement": cfg["search"]["refine_max_new_tokens"],
+            "search_judgement": cfg["search"]["judge_max_new_tokens"],
+        }
         model_judge = cfg["judge"]["kind"] == "model"
         actor = cfg["actor"]["path"]
     except KeyError as e:

@@ -27,40 +27,64 @@ def _with_shardings(tree, shardings):
 def _abstract_params(cfg, mesh, rules, *, dtype, param_dtype, remat):
     model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules, remat=remat)
     graphdef, state, rest = nnx.split(model, nnx.Param, ...)
-    leaves = jax.tree.leaves(param_shardings(state, ShardingContext(mesh, rules)),
-                             is_leaf=lambda s: isinstance(s, NamedSharding))
+    leaves = jax.tree.leaves(
+        param_shardings(state, ShardingContext(mesh, rules)), is_leaf=lambda s: isinstance(s, NamedSharding)
+    )
     params = nnx.to_pure_dict(state)
     pshard = jax.tree.unflatten(jax.tree.structure(params), leaves)
     return graphdef, state, rest, params, pshard
 
 
-def lower_train_step(cfg, mesh, rules: Rules, *, kind: str = "dpo", examples: int, length: int, accum: int = 1,
-                     dtype: str = "bfloat16", param_dtype: str | None = "float32", remat: str = "full",
-                     chunk_size: int = 256, share_prompt: bool = True) -> jax.stages.Lowered:
+def lower_train_step(
+    cfg,
+    mesh,
+    rules: Rules,
+    *,
+    kind: str = "dpo",
+    examples: int,
+    length: int,
+    accum: int = 1,
+    dtype: str = "bfloat16",
+    param_dtype: str | None = "float32",
+    remat: str = "full",
+    chunk_size: int = 256,
+    share_prompt: bool = True,
+) -> jax.stages.Lowered:
     """Lower one optimizer step on ``examples`` examples (pairs for DPO) of ``length`` tokens, ``accum``
     micro-batches, exactly as ``Trainer`` jits it (same step function, optimizer and state shardings). DPO with
     ``share_prompt`` (the trainer's default): one packed row of ``length`` tokens per pair."""
-    graphdef, state, rest, params, pshard = _abstract_params(cfg, mesh, rules, dtype=dtype, param_dtype=param_dtype,
-                                                             remat=remat)
+    graphdef, state, rest, params, pshard = _abstract_params(
+        cfg, mesh, rules, dtype=dtype, param_dtype=param_dtype, remat=remat
+    )
     schedule = S.make_schedule("linear", 2e-7, 100, 0.1)
     tx = S.make_optimizer(schedule, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0)
     replicated = NamedSharding(mesh, PartitionSpec())
     opt_shapes = jax.eval_shape(tx.init, params)
     opt_shard = optax.tree_map_params(tx, lambda _, s: s, opt_shapes, pshard, transform_non_params=lambda _: replicated)
     shardings = {"step": replicated, "params": pshard, "opt_state": opt_shard, "rng": replicated}
-    train_state = _with_shardings({"step": jax.ShapeDtypeStruct((), jnp.int32), "params": params,
-                                   "opt_state": opt_shapes, "rng": jax.ShapeDtypeStruct((2,), jnp.uint32)}, shardings)
+    train_state = _with_shardings(
+        {
+            "step": jax.ShapeDtypeStruct((), jnp.int32),
+            "params": params,
+            "opt_state": opt_shapes,
+            "rng": jax.ShapeDtypeStruct((2,), jnp.uint32),
+        },
+        shardings,
+    )
     packed = kind == "dpo" and share_prompt
     per = 2 if kind == "dpo" and not packed else 1
     rows = examples // accum * per
     ctx = ShardingContext(mesh, rules)
     seq = ctx.sharding((None, "batch", "length"), (accum, rows, length))
     small = ctx.sharding((None, "batch", None), (accum, rows // per, 2))
-    batch = {"input_ids": jax.ShapeDtypeStruct((accum, rows, length), jnp.int32, sharding=seq),
-             "loss_mask": jax.ShapeDtypeStruct((accum, rows, length), jnp.bool_, sharding=seq),
-             "attention_mask": jax.ShapeDtypeStruct((accum, rows, length), jnp.bool_, sharding=seq),
-             "valid": jax.ShapeDtypeStruct((accum, rows // per), jnp.bool_,
-                                           sharding=ctx.sharding((None, "batch"), (accum, rows // per)))}
+    batch = {
+        "input_ids": jax.ShapeDtypeStruct((accum, rows, length), jnp.int32, sharding=seq),
+        "loss_mask": jax.ShapeDtypeStruct((accum, rows, length), jnp.bool_, sharding=seq),
+        "attention_mask": jax.ShapeDtypeStruct((accum, rows, length), jnp.bool_, sharding=seq),
+        "valid": jax.ShapeDtypeStruct(
+            (accum, rows // per), jnp.bool_, sharding=ctx.sharding((None, "batch"), (accum, rows // per))
+        ),
+    }
     if kind == "dpo":
         batch["ref_logps"] = jax.ShapeDtypeStruct((accum, rows // per, 2), jnp.float32, sharding=small)
     if packed:
@@ -70,8 +94,18 @@ def lower_train_step(cfg, mesh, rules: Rules, *, kind: str = "dpo", examples: in
     return jax.jit(step, out_shardings=(shardings, replicated), donate_argnums=(0,)).lower(train_state, batch)
 
 
-def lower_decode(cfg, mesh, rules: Rules, *, prompts: int, prompt_len: int, n: int, max_new: int,
-                 dtype: str = "bfloat16", first_segment: int = 256) -> jax.stages.Lowered:
+def lower_decode(
+    cfg,
+    mesh,
+    rules: Rules,
+    *,
+    prompts: int,
+    prompt_len: int,
+    n: int,
+    max_new: int,
+    dtype: str = "bfloat16",
+    first_segment: int = 256,
+) -> jax.stages.Lowered:
     """Lower ``sampling.loop.decode`` (prefill of ``prompts`` prompts, ``n`` samples each, KV-cache decode of up
     to ``max_new`` tokens) with the model's parameters laid out on ``mesh``."""
     model = abstract_model(cfg, dtype=dtype, param_dtype=dtype, mesh=mesh, rules=rules)
@@ -83,16 +117,26 @@ def lower_decode(cfg, mesh, rules: Rules, *, prompts: int, prompt_len: int, n: i
     shape = sampling_loop.LoopShape(n=n, max_new=max_new, first_segment=first_segment)
 
     def run(state, prompt_ids, prompt_mask, live, row_ids, params):
-        return sampling_loop.decode(nnx.merge(graphdef, state), prompt_ids, prompt_mask, live, row_ids, params,
-                                    shape=shape)
+        return sampling_loop.decode(
+            nnx.merge(graphdef, state), prompt_ids, prompt_mask, live, row_ids, params, shape=shape
+        )
 
     tokens = ctx.sharding(("batch", "length"), (prompts, prompt_len))
     rows = ctx.sharding(("batch",), (prompts,))
     scalar = lambda dt: jax.ShapeDtypeStruct((), dt)  # noqa: E731
-    params = sampling_loop.Sampling(temperature=scalar(jnp.float32), top_k=scalar(jnp.int32),
-                                    top_p=scalar(jnp.float32), max_new_tokens=scalar(jnp.int32),
-                                    stop_ids=jax.ShapeDtypeStruct((4,), jnp.int32), seed=scalar(jnp.int32))
-    return jax.jit(run).lower(state, jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32, sharding=tokens),
-                              jax.ShapeDtypeStruct((prompts, prompt_len), jnp.bool_, sharding=tokens),
-                              jax.ShapeDtypeStruct((prompts,), jnp.bool_, sharding=rows),
-                              jax.ShapeDtypeStruct((prompts,), jnp.int32, sharding=rows), params)
+    params = sampling_loop.Sampling(
+        temperature=scalar(jnp.float32),
+        top_k=scalar(jnp.int32),
+        top_p=scalar(jnp.float32),
+        max_new_tokens=scalar(jnp.int32),
+        stop_ids=jax.ShapeDtypeStruct((4,), jnp.int32),
+        seed=scalar(jnp.int32),
+    )
+    return jax.jit(run).lower(
+        state,
+        jax.ShapeDtypeStruct((prompts, prompt_len), jnp.int32, sharding=tokens),
+        jax.ShapeDtypeStruct((prompts, prompt_len), jnp.bool_, sharding=tokens),
+        jax.ShapeDtypeStruct((prompts,), jnp.bool_, sharding=rows),
+        jax.ShapeDtypeStruct((prompts,), jnp.int32, sharding=rows),
+        params,
+    )

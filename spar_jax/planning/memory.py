@@ -145,14 +145,16 @@ def _drop_axes(entry, axes: tuple[str, ...]):
     return kept if len(kept) > 1 else (kept[0] if kept else None)
 
 
-def optimizer_chip_bytes(cfg: ModelConfig, mesh, rules: Rules, tx: optax.GradientTransformation, *,
-                         dtype: str, param_dtype: str | None) -> int:
+def optimizer_chip_bytes(
+    cfg: ModelConfig, mesh, rules: Rules, tx: optax.GradientTransformation, *, dtype: str, param_dtype: str | None
+) -> int:
     """Bytes on one chip of ``tx``'s state for the model's parameters, sharded as the trainer shards it."""
     model = abstract_model(cfg, dtype=dtype, param_dtype=param_dtype, mesh=mesh, rules=rules)
     _, state, _ = _split_params(model)
     params = nnx.to_pure_dict(state)
-    leaves = jax.tree.leaves(param_shardings(state, ShardingContext(mesh, rules)),
-                             is_leaf=lambda s: isinstance(s, NamedSharding))
+    leaves = jax.tree.leaves(
+        param_shardings(state, ShardingContext(mesh, rules)), is_leaf=lambda s: isinstance(s, NamedSharding)
+    )
     pshard = jax.tree.unflatten(jax.tree.structure(params), leaves)
     opt_shapes = jax.eval_shape(tx.init, params)
     replicated = NamedSharding(mesh, PartitionSpec())

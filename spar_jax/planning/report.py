@@ -42,8 +42,8 @@ def render(plan: Plan, *, markdown: bool = False) -> str:
         f"{bullet}slice: {t.name} (gcloud --accelerator-type={t.accelerator_type}): {t.chips} chips on {hosts}; per "
         f"chip {c.hbm_bytes / GIB:.0f} GiB HBM, {c.hbm_bandwidth / 1e9:.0f} GB/s, "
         f"{c.peak_flops / 1e12:.0f} TFLOP/s bf16",
-        f"{bullet}mesh (data, fsdp, tensor): " + (str(plan.mesh_shape) if plan.mesh_shape
-                                                  else "does not fit this slice"),
+        f"{bullet}mesh (data, fsdp, tensor): "
+        + (str(plan.mesh_shape) if plan.mesh_shape else "does not fit this slice"),
         "",
     ]
     blank = [""]
@@ -55,21 +55,46 @@ def render(plan: Plan, *, markdown: bool = False) -> str:
     lines.append("flags:" if plan.flags else "flags: none (every phase fits; every sharded dimension divides)")
     lines += [f"- {f}" for f in plan.flags] + [""]
     if plan.stages:
-        rows = [[s.name, f"{s.sequences:,}", str(s.prompt_len), str(s.new_tokens or "-"),
-                 f"{s.mean_new:.0f}" if s.utilization is not None else "-",
-                 f"{s.utilization:.2f}" if s.utilization is not None else "-",
-                 f"{s.decode_steps:,}" if s.utilization is not None else f"{s.batches:,}",
-                 _duration(s.seconds)] for s in plan.stages]
+        rows = [
+            [
+                s.name,
+                f"{s.sequences:,}",
+                str(s.prompt_len),
+                str(s.new_tokens or "-"),
+                f"{s.mean_new:.0f}" if s.utilization is not None else "-",
+                f"{s.utilization:.2f}" if s.utilization is not None else "-",
+                f"{s.decode_steps:,}" if s.utilization is not None else f"{s.batches:,}",
+                _duration(s.seconds),
+            ]
+            for s in plan.stages
+        ]
         blank_cols = [""] * 6
         rows.append(["one iteration", *blank_cols, _duration(plan.iteration_seconds)])
         total = _duration(plan.iteration_seconds * plan.iterations)
         rows.append([f"{plan.iterations} iterations", *blank_cols, total])
         lines += [f"time per SPaR stage (one iteration; engine.batching={plan.batching}):", ""]
-        lines += _table(["stage", "sequences", "prompt/len", "max new", "mean new", "utilization",
-                         "decode steps / train steps", "time"], rows, markdown) + blank
+        lines += (
+            _table(
+                [
+                    "stage",
+                    "sequences",
+                    "prompt/len",
+                    "max new",
+                    "mean new",
+                    "utilization",
+                    "decode steps / train steps",
+                    "time",
+                ],
+                rows,
+                markdown,
+            )
+            + blank
+        )
     w = plan.workload
-    lines.append(f"assumptions: MFU {w.mfu:.0%} (prefill, training), HBM efficiency {w.hbm_efficiency:.0%} (decode), "
-                 f"instruction {w.instruction_tokens} tokens, template {w.template_tokens} tokens, "
-                 f"{w.fail_fraction:.0%} of prompts become trees, worst-case tree size; "
-                 f"{w.lengths.describe()}; utilization from those lengths on the engine's decode rows.")
+    lines.append(
+        f"assumptions: MFU {w.mfu:.0%} (prefill, training), HBM efficiency {w.hbm_efficiency:.0%} (decode), "
+        f"instruction {w.instruction_tokens} tokens, template {w.template_tokens} tokens, "
+        f"{w.fail_fraction:.0%} of prompts become trees, worst-case tree size; "
+        f"{w.lengths.describe()}; utilization from those lengths on the engine's decode rows."
+    )
     return "\n".join(lines) + "\n"

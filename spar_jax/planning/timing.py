@@ -60,8 +60,9 @@ class Machine:
 
 def prefill_s(m: Machine, *, prompts: int, prompt_len: int) -> float:
     """Seconds to prefill ``prompts`` prompts of ``prompt_len`` tokens."""
-    return flops_forward(m.params, prompts * prompt_len, prompt_len, layers=m.layers, heads=m.heads,
-                         head_dim=m.head_dim) / (m.chips * m.peak_flops * m.mfu)
+    return flops_forward(
+        m.params, prompts * prompt_len, prompt_len, layers=m.layers, heads=m.heads, head_dim=m.head_dim
+    ) / (m.chips * m.peak_flops * m.mfu)
 
 
 def decode_step_s(m: Machine, *, rows: int, context: float, kv_bytes_per_slot: float) -> float:
@@ -72,8 +73,9 @@ def decode_step_s(m: Machine, *, rows: int, context: float, kv_bytes_per_slot: f
     return max(step_bytes / (m.hbm_bandwidth * m.hbm_efficiency), step_flops / (m.chips * m.peak_flops * m.mfu))
 
 
-def decode_batch_s(m: Machine, *, prompts: int, rows: int, prompt_len: int, new_tokens: int,
-                   kv_bytes_per_slot: float) -> float:
+def decode_batch_s(
+    m: Machine, *, prompts: int, rows: int, prompt_len: int, new_tokens: int, kv_bytes_per_slot: float
+) -> float:
     """Seconds for one static engine batch: prefill of ``prompts`` prompts then ``new_tokens`` decode steps of
     ``rows`` rows, the cache read up to its mean length prompt_len + new_tokens / 2."""
     step = decode_step_s(m, rows=rows, context=prompt_len + new_tokens / 2, kv_bytes_per_slot=kv_bytes_per_slot)
@@ -89,9 +91,18 @@ class SamplingTime:
     seconds: float
 
 
-def sampling_stage_s(m: Machine, *, lengths: np.ndarray, n: int, batch_rows: int, prompt_len: int,
-                     new_tokens: int, kv_bytes_per_slot: float, batching: str,
-                     call_samples: int | None = None) -> SamplingTime:  # fmt: skip
+def sampling_stage_s(
+    m: Machine,
+    *,
+    lengths: np.ndarray,
+    n: int,
+    batch_rows: int,
+    prompt_len: int,
+    new_tokens: int,
+    kv_bytes_per_slot: float,
+    batching: str,
+    call_samples: int | None = None,
+) -> SamplingTime:
     """Time to decode samples of the given output ``lengths`` (one per sample, ``n`` consecutive per prompt) with
     ``batching`` "static" or "continuous" on ``batch_rows`` decode rows (see the module docstring), in engine calls
     of ``call_samples`` samples (default: one call; each continuous call ends with its own drain)."""
@@ -105,8 +116,9 @@ def sampling_stage_s(m: Machine, *, lengths: np.ndarray, n: int, batch_rows: int
     tokens = int(np.sum(lengths))
     if batching == "continuous":
         call = call_samples or sequences
-        slot_steps = sum(slot_model.continuous_slot_steps(lengths[i : i + call], rows)
-                         for i in range(0, sequences, call))  # fmt: skip
+        slot_steps = sum(
+            slot_model.continuous_slot_steps(lengths[i : i + call], rows) for i in range(0, sequences, call)
+        )
         steps = (slot_steps - sequences) // rows
         step = decode_step_s(m, rows=rows, context=prompt_len + new_tokens, kv_bytes_per_slot=kv_bytes_per_slot)
         seconds = prefill + steps * step
@@ -116,9 +128,10 @@ def sampling_stage_s(m: Machine, *, lengths: np.ndarray, n: int, batch_rows: int
         per_batch = padded.reshape(batches, rows).max(axis=1)
         slot_steps = int(rows * per_batch.sum())
         steps = int(np.maximum(per_batch - 1, 0).sum())
-        seconds = prefill + sum(max(b - 1, 0) * decode_step_s(m, rows=rows, context=prompt_len + b / 2,
-                                                              kv_bytes_per_slot=kv_bytes_per_slot)
-                                for b in per_batch.tolist())  # fmt: skip
+        seconds = prefill + sum(
+            max(b - 1, 0) * decode_step_s(m, rows=rows, context=prompt_len + b / 2, kv_bytes_per_slot=kv_bytes_per_slot)
+            for b in per_batch.tolist()
+        )
     return SamplingTime(batches, steps, tokens / sequences, tokens / slot_steps, seconds)
 
 
@@ -129,6 +142,7 @@ def train_passes(remat: str) -> int:
 
 def training_stage_s(m: Machine, *, sequences: int, length: int, passes: int) -> float:
     """Seconds for ``passes`` forward-equivalents over ``sequences`` sequences padded to ``length``."""
-    flops = passes * flops_forward(m.params, sequences * length, length, layers=m.layers, heads=m.heads,
-                                   head_dim=m.head_dim)
+    flops = passes * flops_forward(
+        m.params, sequences * length, length, layers=m.layers, heads=m.heads, head_dim=m.head_dim
+    )
     return flops / (m.chips * m.peak_flops * m.mfu)

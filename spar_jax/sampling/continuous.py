@@ -85,8 +85,16 @@ class Continuous:
 
     def _prefill_fn(self, state, layer_params, head_t, ids, mask, *, chunk):
         self._traced("prefill", ids.shape)
-        return prefill(self._model(state), ids, mask, ids.shape[1], rows=chunk, layer_params=layer_params,
-                       head_t=head_t, layout=self.loop.layout)  # fmt: skip
+        return prefill(
+            self._model(state),
+            ids,
+            mask,
+            ids.shape[1],
+            rows=chunk,
+            layer_params=layer_params,
+            head_t=head_t,
+            layout=self.loop.layout,
+        )
 
     def _init_fn(self, state, *, window, roll, max_new):
         self._traced("init", window, roll, max_new)
@@ -94,13 +102,32 @@ class Continuous:
 
     def _insert_fn(self, s, logits, prefix, targets, sources, requests, samples, count, params):
         self._traced("insert", logits.shape, prefix.max_length, s.cache.max_length, s.out.tokens.shape)
-        return slots.insert(s, logits, prefix, targets, sources, requests, samples, count, params,
-                            candidates=self.candidates, shard=self.shard)  # fmt: skip
+        return slots.insert(
+            s,
+            logits,
+            prefix,
+            targets,
+            sources,
+            requests,
+            samples,
+            count,
+            params,
+            candidates=self.candidates,
+            shard=self.shard,
+        )
 
     def _generate_fn(self, s, state, layer_params, head_t, params, refill_at):
         self._traced("generate", s.cache.max_length, s.out.tokens.shape)
-        return slots.generate(self._model(state), s, params, refill_at, candidates=self.candidates,
-                              layer_params=layer_params, head_t=head_t, layout=self.loop.layout)  # fmt: skip
+        return slots.generate(
+            self._model(state),
+            s,
+            params,
+            refill_at,
+            candidates=self.candidates,
+            layer_params=layer_params,
+            head_t=head_t,
+            layout=self.loop.layout,
+        )
 
     def _roll_fn(self, s, *, drop):
         self._traced("roll", s.cache.max_length, drop)
@@ -108,8 +135,19 @@ class Continuous:
 
     # -- the host loop -------------------------------------------------------------------------------------------
 
-    def run(self, prompts, order, params: Sampling, *, n: int, max_new: int, length_buckets, pad_id: int, mesh,
-            on_finish=None):  # fmt: skip
+    def run(
+        self,
+        prompts,
+        order,
+        params: Sampling,
+        *,
+        n: int,
+        max_new: int,
+        length_buckets,
+        pad_id: int,
+        mesh,
+        on_finish=None,
+    ):
         """Sample n completions of ``prompts[i]`` for every i in ``order`` (the queue order); ``on_finish(k)`` is
         told each time k more samples are finished.
 
@@ -133,8 +171,9 @@ class Continuous:
             while free and (pool or queue):
                 pooled = sum(len(p.requests) * n - p.started for p in pool)
                 if pooled < len(free) and queue:
-                    pool.append(self._prefill_next(queue, prompts, bucket_of, -(-(len(free) - pooled) // n), pad_id,
-                                                   stats))  # fmt: skip
+                    pool.append(
+                        self._prefill_next(queue, prompts, bucket_of, -(-(len(free) - pooled) // n), pad_id, stats)
+                    )
                     continue
                 state, free = self._insert_from(state, pool[0], free, owner, n, params, stats)
                 if pool[0].started == len(pool[0].requests) * n:
@@ -143,8 +182,9 @@ class Continuous:
                 break
             pending = waiting()
             refill_at = self.rows + 1 if not pending else min(self.refill, pending)
-            state, steps = self._generate(state, loop.state, loop.layer_params, loop.head_t, params,
-                                          jnp.int32(refill_at))  # fmt: skip
+            state, steps = self._generate(
+                state, loop.state, loop.layer_params, loop.head_t, params, jnp.int32(refill_at)
+            )
             done, out, steps = hosts.fetch((state.done, state.out, steps[None]), mesh)
             steps = int(steps.reshape(-1)[0])  # replicated (one copy per process when gathered)
             stats.decode_steps += steps
@@ -154,8 +194,11 @@ class Continuous:
                 if who is not None and done[r]:
                     finished += 1
                     length = int(out.lengths[r])
-                    results[who] = (out.tokens[r, :length].tolist(), out.logprobs[r, :length].tolist(),
-                                    bool(out.stopped[r]))  # fmt: skip
+                    results[who] = (
+                        out.tokens[r, :length].tolist(),
+                        out.logprobs[r, :length].tolist(),
+                        bool(out.stopped[r]),
+                    )
                     owner[r] = None
             if on_finish is not None and finished:
                 on_finish(finished)
@@ -183,8 +226,9 @@ class Continuous:
             two = self.shard.sharding(("batch", "length"), ids.shape)
             ids, mask = hosts.place(ids, two), hosts.place(mask, two)
         loop = self.loop
-        logits, cache = self._prefill(loop.state, loop.layer_params, loop.head_t, ids, mask,
-                                      chunk=chunk_rows(rows, length, loop.prefill_chunk))  # fmt: skip
+        logits, cache = self._prefill(
+            loop.state, loop.layer_params, loop.head_t, ids, mask, chunk=chunk_rows(rows, length, loop.prefill_chunk)
+        )
         stats.prefill_rows += rows
         stats.prefills += 1
         return _Pooled(logits, cache, taken)
@@ -200,6 +244,7 @@ class Continuous:
             owner[free[e]] = (pooled.requests[row], j)
         pooled.started += count
         stats.inserted += count
-        state = self._insert(state, pooled.logits, pooled.cache, targets, sources, requests, samples,
-                             np.int32(count), params)  # fmt: skip
+        state = self._insert(
+            state, pooled.logits, pooled.cache, targets, sources, requests, samples, np.int32(count), params
+        )
         return state, free[count:]

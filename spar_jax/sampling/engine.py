@@ -26,8 +26,8 @@ from spar_jax.models.tokenizer import chat_prompt_ids
 from spar_jax.parallel import DEFAULT_RULES, ShardingContext, shard_state
 from spar_jax.sampling import buckets, hosts
 from spar_jax.sampling.continuous import Continuous
-from spar_jax.sampling.precision import cast_model, engine_dtype
 from spar_jax.sampling.loop import DecodeLoop, LoopShape, Sampling
+from spar_jax.sampling.precision import cast_model, engine_dtype
 
 _log = logging.getLogger(__name__)
 TRUNCATE_MODES = ("error", "left")
@@ -41,9 +41,13 @@ class PromptTooLongError(ValueError):
     def __init__(self, index: int, tokens: int, max_length: int, max_new_tokens: int):
         self.index, self.tokens, self.max_length, self.max_new_tokens = index, tokens, max_length, max_new_tokens
         self.room = max_length - max_new_tokens
-        super().__init__(f"request {index}: prompt has {tokens} tokens, but max_length={max_length} with "
-                         f"max_new_tokens={max_new_tokens} leaves room for {self.room}; shorten it, raise max_length "
-                         f"or use Engine(truncate='left')")
+        super().__init__(
+            f"request {index}: prompt has {tokens} tokens, but max_length={max_length} with "
+            f"max_new_tokens={max_new_tokens} leaves room for {self.room}; shorten it, raise max_length "
+            f"or use Engine(truncate='left')"
+        )
+
+
 BATCHING = ("continuous", "static")
 
 
@@ -174,8 +178,14 @@ class Engine:
         self.loop = DecodeLoop(self.model, layer_loop=layer_loop, prefill_chunk=prefill_chunk)
         self.batching = batching
         slots = -(-batch_size // self.row_multiple) * self.row_multiple
-        self.continuous = Continuous(self.loop, rows=slots, prefill_rows=batch_size, refill=refill,
-                                     row_multiple=self.row_multiple, candidates=candidates)  # fmt: skip
+        self.continuous = Continuous(
+            self.loop,
+            rows=slots,
+            prefill_rows=batch_size,
+            refill=refill,
+            row_multiple=self.row_multiple,
+            candidates=candidates,
+        )
         self.stats = EngineStats()
 
     @property
@@ -263,12 +273,21 @@ class Engine:
                 "Engine.generate: %d of %d prompts were left-truncated to fit max_length", truncated, len(prompts)
             )
         big_n = buckets.bucket_for(max_new_tokens, self.new_token_buckets, "max_new_tokens")
-        shape = LoopShape(n=n, max_new=big_n, first_segment=self.segments[0], segment_growth=self.segments[1],
-                          candidates=self.candidates)  # fmt: skip
+        shape = LoopShape(
+            n=n,
+            max_new=big_n,
+            first_segment=self.segments[0],
+            segment_growth=self.segments[1],
+            candidates=self.candidates,
+        )
         params = Sampling(
-            temperature=jnp.float32(temperature), top_k=jnp.int32(top_k), top_p=jnp.float32(top_p),
-            max_new_tokens=jnp.int32(max_new_tokens), stop_ids=jnp.asarray(self._stop_ids(stop)), seed=jnp.int32(seed),
-        )  # fmt: skip
+            temperature=jnp.float32(temperature),
+            top_k=jnp.int32(top_k),
+            top_p=jnp.float32(top_p),
+            max_new_tokens=jnp.int32(max_new_tokens),
+            stop_ids=jnp.asarray(self._stop_ids(stop)),
+            seed=jnp.int32(seed),
+        )
         if self.batching == "continuous":
             records = self._generate_continuous(prompts, cut, params, shape, stop)
         else:
@@ -281,8 +300,12 @@ class Engine:
 
     def _generate_continuous(self, prompts, cut, params, shape: LoopShape, stop) -> dict[int, dict]:
         n = shape.n
-        order = [b.indices for b in buckets.plan_batches(
-            [len(p) for p in prompts], length_buckets=self.length_buckets, max_rows=len(prompts))]  # fmt: skip
+        order = [
+            b.indices
+            for b in buckets.plan_batches(
+                [len(p) for p in prompts], length_buckets=self.length_buckets, max_rows=len(prompts)
+            )
+        ]
         order = [i for group in order for i in group]  # longest bucket first, longer prompts first
         if jax.process_count() > 1 and not hosts.is_global(self.mesh):
             order = order[jax.process_index() :: jax.process_count()]
@@ -290,9 +313,16 @@ class Engine:
             return {}
         with tqdm(total=len(order) * n, desc="generate", unit="sample", disable=not self.progress) as bar:
             samples, run = self.continuous.run(
-                prompts, order, params, n=n, max_new=shape.max_new, length_buckets=self.length_buckets,
-                pad_id=self.pad_id, mesh=self.mesh, on_finish=bar.update,
-            )  # fmt: skip
+                prompts,
+                order,
+                params,
+                n=n,
+                max_new=shape.max_new,
+                length_buckets=self.length_buckets,
+                pad_id=self.pad_id,
+                mesh=self.mesh,
+                on_finish=bar.update,
+            )
         s = self.stats
         s.batches += run.prefills
         s.prefill_rows += run.prefill_rows
@@ -311,9 +341,11 @@ class Engine:
     def _generate_static(self, prompts, cut, params, shape: LoopShape, stop) -> dict[int, dict]:
         n = shape.n
         plan = buckets.plan_batches(
-            [len(p) for p in prompts], length_buckets=self.length_buckets,
-            max_rows=max(1, self.batch_size // n), row_multiple=self.row_multiple,
-        )  # fmt: skip
+            [len(p) for p in prompts],
+            length_buckets=self.length_buckets,
+            max_rows=max(1, self.batch_size // n),
+            row_multiple=self.row_multiple,
+        )
         mine = hosts.my_batches(plan, self.mesh)
         records: dict[int, dict] = {}
         pending = None
@@ -367,8 +399,9 @@ class Engine:
                 length = int(out.lengths[r])
                 self.stats.generated_tokens += length
                 completions.append(
-                    self._completion(out.tokens[r, :length].tolist(), out.logprobs[r, :length].tolist(),
-                                     bool(out.stopped[r]), stop)  # fmt: skip
+                    self._completion(
+                        out.tokens[r, :length].tolist(), out.logprobs[r, :length].tolist(), bool(out.stopped[r]), stop
+                    )
                 )
             records[i] = {"completions": completions, "prompt_token_ids": prompts[i], "truncated": cut[i]}
         return records

@@ -32,8 +32,9 @@ def check_same_requests(token_lists) -> None:
     try:
         multihost_utils.assert_equal(digest, "different requests")
     except AssertionError:
-        raise ValueError("Engine.generate: processes were given different requests (every process must pass the "
-                         "same list)") from None
+        raise ValueError(
+            "Engine.generate: processes were given different requests (every process must pass the same list)"
+        ) from None
 
 
 def my_batches(batches: list, mesh) -> list:

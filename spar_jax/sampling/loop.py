@@ -121,15 +121,15 @@ def _repeat_rows(cache: KVCache, n: int, shard) -> KVCache:
     if n == 1:
         return cache
     cache = _map_kv(cache, lambda x, _: jnp.repeat(x, n, axis=x.ndim - 4), shard)
-    return cache.replace(valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0))
+    return cache.replace(
+        valid=jnp.repeat(cache.valid, n, axis=0), next_position=jnp.repeat(cache.next_position, n, axis=0)
+    )
 
 
 def _pick(logits, row_keys, step, params: Sampling, candidates: int):
     """Sample one token per row at ``step`` and return (tokens [R], raw log-probs [R])."""
     uniforms = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, step)))(row_keys)
-    tokens = strategies.sample(
-        logits, uniforms, params.temperature, params.top_k, params.top_p, candidates=candidates
-    )
+    tokens = strategies.sample(logits, uniforms, params.temperature, params.top_k, params.top_p, candidates=candidates)
     return tokens, strategies.token_logprobs(logits, tokens)
 
 
@@ -149,8 +149,17 @@ def _record(state: _State, tokens, logprobs, params: Sampling) -> tuple[_State, 
     return state._replace(step=s + 1, done=done, out=out), tokens
 
 
-def prefill(model, prompt_ids, prompt_mask, slots: int, *, rows: int, layer_params=None, head_t=None,
-            layout: DecodeLayout = PLAIN):
+def prefill(
+    model,
+    prompt_ids,
+    prompt_mask,
+    slots: int,
+    *,
+    rows: int,
+    layer_params=None,
+    head_t=None,
+    layout: DecodeLayout = PLAIN,
+):
     """The prompt batch's last-position logits float32 [B, V] and its cache (``slots`` slots, the prompt in the first
     T), computed ``rows`` prompt rows at a time (a divisor of B; ``cpu_layout.prefill_in_chunks``).
 
@@ -208,9 +217,15 @@ def decode(
 
     caps = shape.segments()
     logits, cache = prefill(
-        model, prompt_ids, prompt_mask, cache_slots(t, caps[0]), rows=shape.prefill_rows or b,
-        layer_params=layer_params, head_t=head_t, layout=layout,
-    )  # fmt: skip
+        model,
+        prompt_ids,
+        prompt_mask,
+        cache_slots(t, caps[0]),
+        rows=shape.prefill_rows or b,
+        layer_params=layer_params,
+        head_t=head_t,
+        layout=layout,
+    )
     logits = constrain(jnp.repeat(logits, n, axis=0), ("batch", "vocab"), shard)
     cache = _repeat_rows(cache, n, shard)
 
@@ -237,8 +252,9 @@ def decode(
         # Feed token s - 1 (writing cache slot T + s - 1), then sample token s. The feed runs for rows that have
         # stopped too: skipping it with lax.cond makes XLA copy the whole cache every step.
         state, cache, tokens = carry
-        hidden, cache = model.hidden_states(tokens[:, None], live_mask, cache=cache, layer_params=layer_params,
-                                            layout=layout)  # fmt: skip
+        hidden, cache = model.hidden_states(
+            tokens[:, None], live_mask, cache=cache, layer_params=layer_params, layout=layout
+        )
         state, tokens = sample_next(state, model.logits(hidden, head_t, layout=layout)[:, 0])
         return state, cache, tokens
 
@@ -290,7 +306,9 @@ class DecodeLoop:
         if not isinstance(prefill_chunk, int) or prefill_chunk < 0:
             raise ValueError(f"prefill_chunk={prefill_chunk!r}; give a number of tokens >= 0 (0 = no chunks) or 'auto'")
         if prefill_chunk and sharded:
-            raise ValueError(f"prefill_chunk={prefill_chunk} needs a batch axis that is not sharded; use 0 on this mesh")
+            raise ValueError(
+                f"prefill_chunk={prefill_chunk} needs a batch axis that is not sharded; use 0 on this mesh"
+            )
         self.prefill_chunk = prefill_chunk
         self.graphdef, self.state = nnx.split(model)
         unrolled = layer_loop == "unrolled"
@@ -306,8 +324,18 @@ class DecodeLoop:
         b, t = prompt_ids.shape
         self.shapes.append((b, t, b * shape.n, shape.max_new))
         model = nnx.merge(self.graphdef, state)
-        return decode(model, prompt_ids, prompt_mask, live, row_ids, params, shape=shape, layer_params=layer_params,
-                      head_t=head_t, layout=self.layout)  # fmt: skip
+        return decode(
+            model,
+            prompt_ids,
+            prompt_mask,
+            live,
+            row_ids,
+            params,
+            shape=shape,
+            layer_params=layer_params,
+            head_t=head_t,
+            layout=self.layout,
+        )
 
     def __call__(self, prompt_ids, prompt_mask, live, row_ids, params: Sampling, *, shape: LoopShape) -> Output:
         """Dispatch one batch (asynchronously: read the returned arrays to wait)."""

@@ -64,9 +64,11 @@ def init_slots(model, rows: int, window: int, roll: int, max_new: int, *, per_la
     zeros = constrain(jnp.zeros((rows, max_new), jnp.int32), ("batch", None), shard)
     keys = jax.random.key_data(jax.random.split(jax.random.key(0), rows))
     out = Output(
-        tokens=zeros, logprobs=zeros.astype(jnp.float32), lengths=jnp.zeros((rows,), jnp.int32),
+        tokens=zeros,
+        logprobs=zeros.astype(jnp.float32),
+        lengths=jnp.zeros((rows,), jnp.int32),
         stopped=jnp.zeros((rows,), bool),
-    )  # fmt: skip
+    )
     zero = jnp.zeros((rows,), jnp.int32)
     return Slots(cache, zero, zero, jnp.ones((rows,), bool), keys, out)
 
@@ -81,9 +83,19 @@ def pick(logits, keys, steps, params: Sampling, candidates: int):
 
 
 def insert(
-    slots: Slots, logits, prefix: KVCache, targets, sources, requests, samples, count, params: Sampling, *,
-    candidates: int, shard,
-) -> Slots:  # fmt: skip
+    slots: Slots,
+    logits,
+    prefix: KVCache,
+    targets,
+    sources,
+    requests,
+    samples,
+    count,
+    params: Sampling,
+    *,
+    candidates: int,
+    shard,
+) -> Slots:
     """Start ``count`` samples: entry e puts prefilled row ``sources[e]`` (its prompt cache and last-position logits)
     into slot ``targets[e]`` as sample ``samples[e]`` of request ``requests[e]``, and samples its first token.
 
@@ -149,8 +161,17 @@ def insert(
     )
 
 
-def generate(model, slots: Slots, params: Sampling, refill_at, *, candidates: int, layer_params=None, head_t=None,
-             layout: DecodeLayout = PLAIN):
+def generate(
+    model,
+    slots: Slots,
+    params: Sampling,
+    refill_at,
+    *,
+    candidates: int,
+    layer_params=None,
+    head_t=None,
+    layout: DecodeLayout = PLAIN,
+):
     """Decode steps until every slot is done, ``refill_at`` slots are done (some may take new samples), or the
     cache's last slot is written (time to ``roll``). Returns (slots, steps run).
 
@@ -168,8 +189,9 @@ def generate(model, slots: Slots, params: Sampling, refill_at, *, candidates: in
 
     def body(carry):
         s, steps = carry
-        hidden, cache = model.hidden_states(s.tokens[:, None], live_mask, cache=s.cache, layer_params=layer_params,
-                                            layout=layout)  # fmt: skip
+        hidden, cache = model.hidden_states(
+            s.tokens[:, None], live_mask, cache=s.cache, layer_params=layer_params, layout=layout
+        )
         tokens, logprobs = pick(model.logits(hidden, head_t, layout=layout)[:, 0], s.keys, s.step, params, candidates)
         tokens = jnp.where(s.done, 0, tokens)
         at = jnp.where(s.done, big_n, s.step)  # done rows write nowhere

@@ -9,6 +9,19 @@ from spar_jax.spar.mining import MiningConfig, PromptRecord, TreeRoot, mine, roo
 from spar_jax.spar.tree_search import SearchConfig, SearchOutcome, TreeRecord, search, success_by_depth
 
 __all__ = [
-    "MiningConfig", "MixtureConfig", "PromptRecord", "SearchConfig", "SearchOutcome", "TreeRecord", "TreeRoot",
-    "dpo_pairs", "load_jsonl", "mine", "refiner_mixture", "roots", "save_jsonl", "search", "success_by_depth",
+    "MiningConfig",
+    "MixtureConfig",
+    "PromptRecord",
+    "SearchConfig",
+    "SearchOutcome",
+    "TreeRecord",
+    "TreeRoot",
+    "dpo_pairs",
+    "load_jsonl",
+    "mine",
+    "refiner_mixture",
+    "roots",
+    "save_jsonl",
+    "search",
+    "success_by_depth",
 ]

@@ -22,11 +22,18 @@ from typing import Any, Mapping, Sequence
 from spar_jax import ifeval
 from spar_jax.ifeval.text import count_sentences, count_words
 from spar_jax.judge.generation import derive_seed
-from spar_jax.spar.repair import SUPPORTED_IDS, fix_response
 from spar_jax.judge.templates import (
-    DEFAULT_TEMPLATES, END_MARKER, START_MARKER, Templates, actor_messages, judge_messages, parse_judgement,
-    parse_refinement, refine_messages,
+    DEFAULT_TEMPLATES,
+    END_MARKER,
+    START_MARKER,
+    Templates,
+    actor_messages,
+    judge_messages,
+    parse_judgement,
+    parse_refinement,
+    refine_messages,
 )  # fmt: skip
+from spar_jax.spar.repair import SUPPORTED_IDS, fix_response
 
 POOLS = ("judge_yes", "judge_no", "refine", "actor")
 COUNT_KEYS = ("prompts", "responses", "blank", "passing", "failing", "fixed", "unfixable", "judge_dropped", *POOLS)
@@ -127,8 +134,10 @@ def critique_text(
     each line also points at the response (counts, offending words)."""
     n = len(instruction_id_list)
     if len(kwargs) != n or len(strict_results) != n or (constraint_texts is not None and len(constraint_texts) != n):
-        raise ValueError(f"critique_text: got {n} ids, {len(kwargs)} kwargs, {len(strict_results)} results and "
-                         f"{'no' if constraint_texts is None else len(constraint_texts)} constraint texts")  # fmt: skip
+        raise ValueError(
+            f"critique_text: got {n} ids, {len(kwargs)} kwargs, {len(strict_results)} results and "
+            f"{'no' if constraint_texts is None else len(constraint_texts)} constraint texts"
+        )
     texts = constraint_texts
     if texts is None:
         texts = [describe(i, k) for i, k in zip(instruction_id_list, kwargs)]
@@ -175,16 +184,19 @@ def _action(instruction_id: str, kwargs: Mapping[str, Any] | None) -> str:
     }[i]
 
 
-def reflection_text(instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any] | None],
-                    strict_results: Sequence[bool]) -> str:
+def reflection_text(
+    instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any] | None], strict_results: Sequence[bool]
+) -> str:
     """The short reflection before a refined response: which requirements failed and what will change."""
     failing = [(i, k) for i, k, ok in zip(instruction_id_list, kwargs, strict_results) if not ok]
     if not failing:
         raise ValueError("reflection_text: every requirement is met, there is nothing to refine")
     actions = [_action(i, k) for i, k in failing]
     plan = actions[0] if len(actions) == 1 else "; ".join(actions[:-1]) + "; and " + actions[-1]
-    return (f"The response misses {len(failing)} of the {len(instruction_id_list)} requirements. To fix it I will "
-            f"{plan}, keeping everything that was already right.")  # fmt: skip
+    return (
+        f"The response misses {len(failing)} of the {len(instruction_id_list)} requirements. To fix it I will "
+        f"{plan}, keeping everything that was already right."
+    )
 
 
 def refinement_target(reflection: str, refined: str) -> str:
@@ -338,9 +350,14 @@ def bootstrap_examples(
                 target = fixed
                 # The fixed answer, judged: the judge sees the same draft fail and, repaired, pass.
                 fixed_strict, _ = ifeval.check(ids, kwargs, instruction, fixed)
-                raw["judge_yes"].append(_example(judge_messages(instruction, fixed, templates),
-                                                 critique_text(ids, kwargs, texts, fixed_strict, response=fixed),
-                                                 "bootstrap_judge_yes", pid))  # fmt: skip
+                raw["judge_yes"].append(
+                    _example(
+                        judge_messages(instruction, fixed, templates),
+                        critique_text(ids, kwargs, texts, fixed_strict, response=fixed),
+                        "bootstrap_judge_yes",
+                        pid,
+                    )
+                )
             raw["actor"].append(_example(actor_messages(instruction), target, "bootstrap_actor", pid))
     pools = {p: _dedup_shuffle(raw[p], derive_seed(seed, "bootstrap", p)) for p in POOLS}
     cap = 2 * min(len(pools["judge_yes"]), len(pools["judge_no"]))

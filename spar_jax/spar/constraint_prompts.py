@@ -64,13 +64,17 @@ class Constraint:
 
 
 def _lowercase(rng):
-    return Constraint("change_case:english_lowercase", "Your entire response must be in lowercase letters; no capital "
-                      "letters are allowed.", {})  # fmt: skip
+    return Constraint(
+        "change_case:english_lowercase",
+        "Your entire response must be in lowercase letters; no capital letters are allowed.",
+        {},
+    )
 
 
 def _capital(rng):
-    return Constraint("change_case:english_capital", "Write your entire response in English using only CAPITAL "
-                      "LETTERS.", {})  # fmt: skip
+    return Constraint(
+        "change_case:english_capital", "Write your entire response in English using only CAPITAL LETTERS.", {}
+    )
 
 
 def _no_comma(rng):
@@ -79,46 +83,64 @@ def _no_comma(rng):
 
 def _keyword(rng):
     words = rng.sample(KEYWORDS, 2)
-    return Constraint("keywords:existence", f"Include the words \"{words[0]}\" and \"{words[1]}\" in your answer.",
-                      {"keywords": words})  # fmt: skip
+    return Constraint(
+        "keywords:existence", f'Include the words "{words[0]}" and "{words[1]}" in your answer.', {"keywords": words}
+    )
 
 
 def _forbidden(rng):
     words = rng.sample(("very", "really", "basically", "actually", "simply"), 2)
-    return Constraint("keywords:forbidden_words", f"Avoid the words \"{words[0]}\" and \"{words[1]}\".",
-                      {"forbidden_words": words})  # fmt: skip
+    return Constraint(
+        "keywords:forbidden_words", f'Avoid the words "{words[0]}" and "{words[1]}".', {"forbidden_words": words}
+    )
 
 
 def _word_count(rng):
     if rng.random() < 0.5:
         n = rng.choice((60, 80, 100))
-        return Constraint("length_constraints:number_words", f"Answer in fewer than {n} words.",
-                          {"relation": "less than", "num_words": n})  # fmt: skip
+        return Constraint(
+            "length_constraints:number_words",
+            f"Answer in fewer than {n} words.",
+            {"relation": "less than", "num_words": n},
+        )
     n = rng.choice((30, 50))
-    return Constraint("length_constraints:number_words", f"Use at least {n} words.",
-                      {"relation": "at least", "num_words": n})  # fmt: skip
+    return Constraint(
+        "length_constraints:number_words", f"Use at least {n} words.", {"relation": "at least", "num_words": n}
+    )
 
 
 def _bullets(rng):
     n = rng.choice((2, 3, 4))
-    return Constraint("detectable_format:number_bullet_lists", f"Format your answer as exactly {n} markdown bullet "
-                      "points, each starting with \"* \".", {"num_bullets": n})  # fmt: skip
+    return Constraint(
+        "detectable_format:number_bullet_lists",
+        f'Format your answer as exactly {n} markdown bullet points, each starting with "* ".',
+        {"num_bullets": n},
+    )
 
 
 def _title(rng):
-    return Constraint("detectable_format:title", "Give your answer a title wrapped in double angular brackets, such "
-                      "as <<my title>>.", {})  # fmt: skip
+    return Constraint(
+        "detectable_format:title",
+        "Give your answer a title wrapped in double angular brackets, such as <<my title>>.",
+        {},
+    )
 
 
 def _postscript(rng):
-    return Constraint("detectable_content:postscript", "At the end of your response, add a postscript starting with "
-                      "P.S.", {"postscript_marker": "P.S."})  # fmt: skip
+    return Constraint(
+        "detectable_content:postscript",
+        "At the end of your response, add a postscript starting with P.S.",
+        {"postscript_marker": "P.S."},
+    )
 
 
 def _end_phrase(rng):
     phrase = rng.choice(END_PHRASES)
-    return Constraint("startend:end_checker", f"Finish your response with the exact phrase \"{phrase}\" and nothing "
-                      "after it.", {"end_phrase": phrase})  # fmt: skip
+    return Constraint(
+        "startend:end_checker",
+        f'Finish your response with the exact phrase "{phrase}" and nothing after it.',
+        {"end_phrase": phrase},
+    )
 
 
 def _quotation(rng):
@@ -127,14 +149,20 @@ def _quotation(rng):
 
 def _placeholders(rng):
     n = rng.choice((1, 2))
-    return Constraint("detectable_content:number_placeholders", f"Include at least {n} placeholder(s) in square "
-                      "brackets, such as [name].", {"num_placeholders": n})  # fmt: skip
+    return Constraint(
+        "detectable_content:number_placeholders",
+        f"Include at least {n} placeholder(s) in square brackets, such as [name].",
+        {"num_placeholders": n},
+    )
 
 
 def _sentences(rng):
     n = rng.choice((3, 4, 5))
-    return Constraint("length_constraints:number_sentences", f"Use fewer than {n + 1} sentences.",
-                      {"relation": "less than", "num_sentences": n + 1})  # fmt: skip
+    return Constraint(
+        "length_constraints:number_sentences",
+        f"Use fewer than {n + 1} sentences.",
+        {"relation": "less than", "num_sentences": n + 1},
+    )
 
 
 MAKERS: dict[str, Callable[[random.Random], Constraint]] = {
@@ -179,9 +207,15 @@ def parse_constraint_types(text: str) -> tuple[str, ...]:
     return ids
 
 
-def generate_constraint_prompts(n: int, *, seed: int = 0, tasks: Sequence[str] = TASKS,
-                                instruction_ids: Sequence[str] = (), max_constraints: int = 4,
-                                main_ids: Sequence[str] = ()) -> list[dict[str, Any]]:
+def generate_constraint_prompts(
+    n: int,
+    *,
+    seed: int = 0,
+    tasks: Sequence[str] = TASKS,
+    instruction_ids: Sequence[str] = (),
+    max_constraints: int = 4,
+    main_ids: Sequence[str] = (),
+) -> list[dict[str, Any]]:
     """``n`` prompts in IFEval's schema: {key, prompt, instruction_id_list, kwargs}. Deterministic in ``seed``.
 
     Each prompt has a main constraint drawn from ``main_ids`` (default: ``instruction_ids``) and 1-3 more (at most

@@ -15,8 +15,8 @@ from typing import Any, Iterable, Sequence
 
 from spar_jax import files
 from spar_jax.judge import generation as gen
-from spar_jax.spar.mining import PromptRecord
 from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, actor_messages, judge_messages, refine_messages
+from spar_jax.spar.mining import PromptRecord
 from spar_jax.spar.tree_search import TreeRecord
 
 POOLS = ("refine", "tree_judge_yes", "tree_judge_no", "actor_judge_no", "actor_judge_yes")
@@ -42,16 +42,23 @@ class MixtureConfig:
             optional = f.name.endswith("_per_tree")
             if (value is None and optional) or (isinstance(value, int) and value >= (1 if optional else 0)):
                 continue
-            raise ValueError(f"MixtureConfig.{f.name} must be an int >= {1 if optional else 0}"
-                             f"{' or None' if optional else ''}, got {value!r}")
+            raise ValueError(
+                f"MixtureConfig.{f.name} must be an int >= {1 if optional else 0}"
+                f"{' or None' if optional else ''}, got {value!r}"
+            )
 
     def cap(self, pool: str) -> int:
         return getattr(self, f"cap_{pool}")
 
 
 def _pair(instruction: str, chosen: str, rejected: str, prompt_id: str, **extra) -> dict[str, Any]:
-    return {"prompt": actor_messages(instruction), "chosen": [{"role": "assistant", "content": chosen}],
-            "rejected": [{"role": "assistant", "content": rejected}], "prompt_id": prompt_id, **extra}  # fmt: skip
+    return {
+        "prompt": actor_messages(instruction),
+        "chosen": [{"role": "assistant", "content": chosen}],
+        "rejected": [{"role": "assistant", "content": rejected}],
+        "prompt_id": prompt_id,
+        **extra,
+    }
 
 
 def same_text(a: str, b: str) -> bool:
@@ -143,8 +150,9 @@ def first_user_message(example: dict[str, Any]) -> str:
     return next(m["content"] for m in example["messages"] if m["role"] == "user")
 
 
-def finalize_pool(examples: Sequence[dict[str, Any]], *, cap: int, seed: int,
-                  seen: set[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def finalize_pool(
+    examples: Sequence[dict[str, Any]], *, cap: int, seed: int, seen: set[str] | None = None
+) -> list[dict[str, Any]]:
     """Shuffle (seeded), drop examples whose first user message was already seen, keep the first `cap`.
 
     ``seen`` is shared across pools (and updated) to de-duplicate across all of them."""
@@ -175,19 +183,30 @@ def refiner_mixture(
     raw = {
         "refine": refine_examples(trees, templates),
         "tree_judge_yes": tree_judgement_examples(
-            trees, pool="tree_judge_yes", low=0.5, high=1.0, per_tree=config.tree_judge_yes_per_tree, seed=seed,
+            trees,
+            pool="tree_judge_yes",
+            low=0.5,
+            high=1.0,
+            per_tree=config.tree_judge_yes_per_tree,
+            seed=seed,
             templates=templates,
         ),
         "tree_judge_no": tree_judgement_examples(
-            trees, pool="tree_judge_no", low=0.0, high=0.5, per_tree=config.tree_judge_no_per_tree, seed=seed,
+            trees,
+            pool="tree_judge_no",
+            low=0.0,
+            high=0.5,
+            per_tree=config.tree_judge_no_per_tree,
+            seed=seed,
             templates=templates,
         ),
         "actor_judge_no": actor_judgement_examples(mined, label="no", templates=templates),
         "actor_judge_yes": actor_judgement_examples(mined, label="yes", templates=templates),
     }
     seen: set[str] = set()
-    pools = {p: finalize_pool(raw[p], cap=config.cap(p), seed=gen.derive_seed(seed, "pool", p), seen=seen)
-             for p in POOLS}  # fmt: skip
+    pools = {
+        p: finalize_pool(raw[p], cap=config.cap(p), seed=gen.derive_seed(seed, "pool", p), seen=seen) for p in POOLS
+    }
     mixture = [ex for p in POOLS for ex in pools[p]]
     random.Random(gen.derive_seed(seed, "mixture")).shuffle(mixture)
     return mixture, {p: len(pools[p]) for p in POOLS}

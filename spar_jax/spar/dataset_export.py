@@ -19,8 +19,13 @@ from typing import Any
 
 from spar_jax import files
 
-_TAGS = {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-         "system_tag": "system"}  # fmt: skip
+_TAGS = {
+    "role_tag": "role",
+    "content_tag": "content",
+    "user_tag": "user",
+    "assistant_tag": "assistant",
+    "system_tag": "system",
+}
 
 
 def is_preference(record: dict[str, Any]) -> bool:

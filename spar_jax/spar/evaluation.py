@@ -27,25 +27,37 @@ def sample_responses(engine, prompts: list[dict], *, n: int, sampling, seed: int
     """``n`` sampled answers per prompt (one engine call), for Stage-0 data from the actor's own outputs."""
     requests = [actor_messages(p["prompt"]) for p in prompts]
     with gen.naming_prompts(requests):
-        results = engine.generate(requests, max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature,
-                                  top_p=sampling.top_p, n=n, seed=seed)  # fmt: skip
+        results = engine.generate(
+            requests,
+            max_new_tokens=sampling.max_new_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            n=n,
+            seed=seed,
+        )
     return [[c.text for c in r.completions] for r in results]
 
 
 def score(prompts: list[dict], responses: list[str], directory: str, title: str) -> dict:
     report = ifeval.score_responses(prompts, responses)
     ifeval.write_report(report, directory, title=title)
-    files.write_jsonl(os.path.join(directory, "responses.jsonl"),
-                   [{"prompt": p["prompt"], "response": r} for p, r in zip(prompts, responses)])  # fmt: skip
+    files.write_jsonl(
+        os.path.join(directory, "responses.jsonl"),
+        [{"prompt": p["prompt"], "response": r} for p, r in zip(prompts, responses)],
+    )
     return dict(report.metrics)
 
 
 def ifeval_responses(engine, prompts: list, directory: str, *, max_new_tokens: int) -> list[str]:
     """Greedy IFEval answers generated in resumable shards of 64 prompts under ``directory/shards`` (greedy: the
     seed is fixed at 0, so the shards match those of the ``ifeval`` stage for the same model and settings)."""
-    records = sharded(os.path.join(directory, "shards"), prompts, 64,
-                      lambda shard, _: generate_responses(engine, shard, max_new_tokens=max_new_tokens, seed=0),
-                      keys=[(p.key, p.prompt, max_new_tokens, 0) for p in prompts])  # fmt: skip
+    records = sharded(
+        os.path.join(directory, "shards"),
+        prompts,
+        64,
+        lambda shard, _: generate_responses(engine, shard, max_new_tokens=max_new_tokens, seed=0),
+        keys=[(p.key, p.prompt, max_new_tokens, 0) for p in prompts],
+    )
     return [r["response"] for r in records]
 
 
@@ -68,8 +80,15 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
             return out
         if cfg.eval.ifeval_limit:
             prompts = prompts[: cfg.eval.ifeval_limit]
-        records = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
-                    "kwargs": [dict(k) for k in p.kwargs]} for p in prompts]  # fmt: skip
+        records = [
+            {
+                "key": p.key,
+                "prompt": p.prompt,
+                "instruction_id_list": list(p.instruction_id_list),
+                "kwargs": [dict(k) for k in p.kwargs],
+            }
+            for p in prompts
+        ]
         target = os.path.join(directory, "ifeval")
         with gen.prompt_source([(p.key, p.prompt) for p in prompts], cfg.eval.ifeval_source):
             responses = ifeval_responses(engine, prompts, target, max_new_tokens=cfg.eval.max_new_tokens)

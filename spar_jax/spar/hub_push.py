@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from spar_jax import files, progress
 
@@ -33,20 +33,49 @@ def model_card(cfg: RunConfig, role: str, it: int, rows: list[dict]) -> str:
     if "/" in base and not os.path.exists(base):
         front.append(f"base_model: {base.partition('@')[0]}")
     front.append("---")
-    return "\n".join([
-        *front, "", f"# SPaR {role}, iteration {it}", "",
-        f"The {role} of a SPaR run (Self-Play with Tree-Search Refinement, Cheng et al. 2024) "
-        f"after iteration {it} of {cfg.spar.iterations}, trained with spar_jax: {trained}.", "",
-        f"- base model: `{base}`", f"- iteration: {it}", "", "## Metrics", "", table, "", "## Config", "",
-        "```json", json.dumps(cfg.raw, indent=2, sort_keys=True, default=str), "```", "",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            *front,
+            "",
+            f"# SPaR {role}, iteration {it}",
+            "",
+            f"The {role} of a SPaR run (Self-Play with Tree-Search Refinement, Cheng et al. 2024) "
+            f"after iteration {it} of {cfg.spar.iterations}, trained with spar_jax: {trained}.",
+            "",
+            f"- base model: `{base}`",
+            f"- iteration: {it}",
+            "",
+            "## Metrics",
+            "",
+            table,
+            "",
+            "## Config",
+            "",
+            "```json",
+            json.dumps(cfg.raw, indent=2, sort_keys=True, default=str),
+            "```",
+            "",
+        ]
+    )
 
 
 def data_card(cfg: RunConfig, it: int) -> str:
-    return "\n".join(["---", "tags:", "- spar", "- dpo", "---", "", "# SPaR training data", "",
-                      f"Per iteration `iter_N/`: `dpo.jsonl` (actor DPO pairs) and `refiner_sft.jsonl` (refiner SFT "
-                      "mixture), their Parquet copies and a LLaMA-Factory `dataset_info.json`. Latest: iteration "
-                      f"{it}; base model `{cfg.actor.path}`.", ""])  # fmt: skip
+    return "\n".join(
+        [
+            "---",
+            "tags:",
+            "- spar",
+            "- dpo",
+            "---",
+            "",
+            "# SPaR training data",
+            "",
+            f"Per iteration `iter_N/`: `dpo.jsonl` (actor DPO pairs) and `refiner_sft.jsonl` (refiner SFT "
+            "mixture), their Parquet copies and a LLaMA-Factory `dataset_info.json`. Latest: iteration "
+            f"{it}; base model `{cfg.actor.path}`.",
+            "",
+        ]
+    )
 
 
 def push_iteration(cfg: RunConfig, it: int, rows: list[dict], api: Any = None) -> list[str]:
@@ -77,10 +106,21 @@ def push_iteration(cfg: RunConfig, it: int, rows: list[dict], api: Any = None) -
     if cfg.hub.push_data and f"data:{it}" not in state and os.path.isdir(data):
         repo = f"{cfg.hub.push_to}-data"
         api.create_repo(repo, repo_type="dataset", private=cfg.hub.private, exist_ok=True)
-        api.upload_folder(repo_id=repo, repo_type="dataset", folder_path=data, path_in_repo=f"iter_{it}",
-                          commit_message=message, allow_patterns=["*.jsonl", "*.parquet", "dataset_info.json"])
-        api.upload_file(repo_id=repo, repo_type="dataset", path_or_fileobj=data_card(cfg, it).encode(),
-                        path_in_repo="README.md", commit_message=message)  # fmt: skip
+        api.upload_folder(
+            repo_id=repo,
+            repo_type="dataset",
+            folder_path=data,
+            path_in_repo=f"iter_{it}",
+            commit_message=message,
+            allow_patterns=["*.jsonl", "*.parquet", "dataset_info.json"],
+        )
+        api.upload_file(
+            repo_id=repo,
+            repo_type="dataset",
+            path_or_fileobj=data_card(cfg, it).encode(),
+            path_in_repo="README.md",
+            commit_message=message,
+        )
         state[f"data:{it}"] = repo
         pushed.append(repo)
         files.write_json(path, state)

@@ -73,7 +73,12 @@ def parse_evolved(text: str) -> str | None:
 
 
 def evolve_instructions(
-    engine, seeds: Sequence[str], *, seed: int = 0, max_new_tokens: int = 256, temperature: float = 0.7,
+    engine,
+    seeds: Sequence[str],
+    *,
+    seed: int = 0,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
     top_p: float = 0.9,
 ) -> list[dict[str, Any]]:
     """Rewrite ``seeds`` with the model behind ``engine`` (any checkpoint the engine loads: the actor or a stronger
@@ -82,13 +87,25 @@ def evolve_instructions(
     type. Math/code seeds (model output "None") and unparseable outputs are dropped."""
     requests = evolve_requests(seeds, seed=seed)
     results = engine.generate(
-        [messages for messages, _, _ in requests], max_new_tokens=max_new_tokens, temperature=temperature,
-        top_p=top_p, n=1, seed=derive_seed(seed, "evolve-call"),
-    )  # fmt: skip
+        [messages for messages, _, _ in requests],
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        n=1,
+        seed=derive_seed(seed, "evolve-call"),
+    )
     out = []
     for i, ((_, main, extra), result) in enumerate(zip(requests, results)):
         instruction = parse_evolved(result.completions[0].text)
         if instruction is not None:
-            out.append({"seed_index": i, "seed": seeds[i], "instruction": instruction, "main_constraint": main,
-                        "constraint_group": CONSTRAINT_GROUP[main], "extra_constraints": extra})
+            out.append(
+                {
+                    "seed_index": i,
+                    "seed": seeds[i],
+                    "instruction": instruction,
+                    "main_constraint": main,
+                    "constraint_group": CONSTRAINT_GROUP[main],
+                    "extra_constraints": extra,
+                }
+            )
     return out

@@ -15,8 +15,8 @@ import dataclasses
 from typing import Any, Mapping, Protocol, Sequence
 
 from spar_jax.judge import generation as gen
-from spar_jax.judge.votes import Judgement, judge
 from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
+from spar_jax.judge.votes import Judgement, judge
 
 KINDS = ("model", "rules", "hybrid")
 
@@ -28,8 +28,9 @@ class Judge(Protocol):
 
     kind: str
 
-    def judge(self, items: Sequence[tuple[str, str]], *, k: int, sampling: gen.SamplingParams,
-              seed: int) -> list[Judgement]: ...  # fmt: skip
+    def judge(
+        self, items: Sequence[tuple[str, str]], *, k: int, sampling: gen.SamplingParams, seed: int
+    ) -> list[Judgement]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,8 +85,10 @@ class RulesJudge:
         for instruction, response in items:
             c = self.constraints.get(instruction)
             if not checkable(c):
-                raise ValueError("judge.kind='rules' needs prompts whose every constraint the IFEval checker can "
-                                 f"verify; this one cannot be: {instruction[:80]!r}. Use judge.kind='hybrid'.")
+                raise ValueError(
+                    "judge.kind='rules' needs prompts whose every constraint the IFEval checker can "
+                    f"verify; this one cannot be: {instruction[:80]!r}. Use judge.kind='hybrid'."
+                )
             out.append(rule_judgement(instruction, response, c))
         return out
 
@@ -100,14 +103,17 @@ class HybridJudge:
 
     def judge(self, items, *, k, sampling, seed):
         rules = [checkable(self.constraints.get(instruction)) for instruction, _ in items]
-        by_model = iter(self.model.judge([it for it, r in zip(items, rules) if not r], k=k, sampling=sampling,
-                                         seed=seed))  # fmt: skip
-        return [rule_judgement(i, resp, self.constraints[i]) if r else next(by_model)
-                for (i, resp), r in zip(items, rules)]  # fmt: skip
+        by_model = iter(
+            self.model.judge([it for it, r in zip(items, rules) if not r], k=k, sampling=sampling, seed=seed)
+        )
+        return [
+            rule_judgement(i, resp, self.constraints[i]) if r else next(by_model) for (i, resp), r in zip(items, rules)
+        ]
 
 
-def make_judge(kind: str, refiner: Any, prompts: Sequence[Mapping[str, Any]] = (),
-               templates: Templates = DEFAULT_TEMPLATES) -> Judge:  # fmt: skip
+def make_judge(
+    kind: str, refiner: Any, prompts: Sequence[Mapping[str, Any]] = (), templates: Templates = DEFAULT_TEMPLATES
+) -> Judge:
     """The judge of ``kind`` for these prompt records; ``refiner`` is an engine (unused by ``rules``)."""
     if kind not in KINDS:
         raise ValueError(f"judge kind must be one of {KINDS}, got {kind!r}")

@@ -11,9 +11,9 @@ import random
 from typing import Any, Sequence
 
 from spar_jax.judge import generation as gen
-from spar_jax.spar.judges import Judge, ModelJudge
-from spar_jax.judge.votes import Judgement
 from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, actor_messages
+from spar_jax.judge.votes import Judgement
+from spar_jax.spar.judges import Judge, ModelJudge
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,8 +109,9 @@ class PromptRecord:
             raise ValueError(f"mining record is missing key {e.args[0]!r}") from None
 
 
-def choose_root(labels: Sequence[str | None], *, seed: int, prompt_id: str,
-                finish_reasons: Sequence[str] | None = None) -> int | None:  # fmt: skip
+def choose_root(
+    labels: Sequence[str | None], *, seed: int, prompt_id: str, finish_reasons: Sequence[str] | None = None
+) -> int | None:
     """Index of one majority-"no" label drawn uniformly, or None if there is none.
 
     A sample cut by the length limit (``finish_reason == "length"``) is never a root: its fix would be to finish,
@@ -156,14 +157,20 @@ def mine(
     )
     items = [(instr, c.text) for instr, completions in zip(instructions, sampled) for c in completions]
     judge = judge or ModelJudge(refiner, templates)
-    judgements = judge.judge(items, k=config.k_votes, sampling=config.judge_sampling, seed=gen.derive_seed(seed, "judge"))
+    judgements = judge.judge(
+        items, k=config.k_votes, sampling=config.judge_sampling, seed=gen.derive_seed(seed, "judge")
+    )
     records = []
     for p, (pid, instr, completions) in enumerate(zip(ids, instructions, sampled)):
         samples = tuple(
             Sample(c.text, c.finish_reason, j) for c, j in zip(completions, judgements[p * n : (p + 1) * n])
         )
-        root = choose_root([s.judgement.label for s in samples], seed=seed, prompt_id=pid,
-                           finish_reasons=None if config.truncated_roots else [s.finish_reason for s in samples])
+        root = choose_root(
+            [s.judgement.label for s in samples],
+            seed=seed,
+            prompt_id=pid,
+            finish_reasons=None if config.truncated_roots else [s.finish_reason for s in samples],
+        )
         records.append(PromptRecord(pid, instr, samples, root))
     return records
 

@@ -25,18 +25,18 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Sequence, TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from spar_jax import files, fingerprint, progress
+from spar_jax.judge import generation as gen
+from spar_jax.judge.generation import derive_seed
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
 from spar_jax.parallel import sync_processes
 from spar_jax.resumable import sharded
 from spar_jax.spar import stats as S
 from spar_jax.spar.data import dpo_pairs, refiner_mixture, same_text, sample_pairs
-from spar_jax.judge import generation as gen
-from spar_jax.judge.generation import derive_seed
 from spar_jax.spar.judges import checker_verdicts, constraints_by_instruction, make_judge
 from spar_jax.spar.mining import PromptRecord, mine, roots
-from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
 from spar_jax.spar.runtime import Runtime
 from spar_jax.spar.tree_search import TreeRecord, search
 
@@ -94,8 +94,11 @@ class Pipeline:
         from spar_jax.spar import sources
 
         directory = self.path("prompts")
-        run_step(directory, lambda: sources.prepare(self.cfg, self.runtime, directory),
-                  fingerprint.stage_inputs(self.cfg, "prompts"))
+        run_step(
+            directory,
+            lambda: sources.prepare(self.cfg, self.runtime, directory),
+            fingerprint.stage_inputs(self.cfg, "prompts"),
+        )
         train = list(files.read_jsonl(os.path.join(directory, "train.jsonl")))
         heldout_path = os.path.join(directory, "heldout.jsonl")
         heldout = list(files.read_jsonl(heldout_path)) if os.path.exists(heldout_path) else []
@@ -107,18 +110,27 @@ class Pipeline:
         iterations = self.cfg.spar.iterations
         per = self.cfg.prompts.per_iteration or len(pool) // iterations
         if per < 1 or per * iterations > len(pool):
-            raise ValueError(f"prompts: the pool has {len(pool)} prompts; {iterations} iterations of "
-                             f"{per or 'at least 1'} fresh prompts need {max(per, 1) * iterations} "
-                             "(raise prompts.num_train or lower prompts.per_iteration)")  # fmt: skip
+            raise ValueError(
+                f"prompts: the pool has {len(pool)} prompts; {iterations} iterations of "
+                f"{per or 'at least 1'} fresh prompts need {max(per, 1) * iterations} "
+                "(raise prompts.num_train or lower prompts.per_iteration)"
+            )
         return pool[(it - 1) * per : it * per]
 
     def judge(self, refiner: str):
         """The configured judge (`judges.make_judge`); the refiner's engine is loaded only if it is used."""
         kind = self.cfg.judge_kind
         engine = None if kind == "rules" else self.runtime.deferred_engine("refiner", refiner)
-        return make_judge(kind, engine, [], self.templates) if kind == "model" else \
-            make_judge(kind, engine, [{"prompt": k, "instruction_id_list": v[0], "kwargs": v[1]}
-                                      for k, v in self.constraints.items()], self.templates)  # fmt: skip
+        return (
+            make_judge(kind, engine, [], self.templates)
+            if kind == "model"
+            else make_judge(
+                kind,
+                engine,
+                [{"prompt": k, "instruction_id_list": v[0], "kwargs": v[1]} for k, v in self.constraints.items()],
+                self.templates,
+            )
+        )
 
     def sampling(self, fn: Callable[[], dict]) -> Callable[[], dict]:
         """``fn`` (a sampling step) whose record also gets ``sampling``: the engines' counters over the step and
@@ -141,15 +153,22 @@ class Pipeline:
 
         def shard(items, s):
             recs = mine(
-                self.runtime.engine("actor", actor), None,
-                [p["prompt"] for p in items], ids=[str(p["key"]) for p in items], config=self.cfg.mining,
-                seed=derive_seed(self.cfg.seed, it, "mine", s), templates=self.templates, judge=self.judge(refiner),
-            )  # fmt: skip
+                self.runtime.engine("actor", actor),
+                None,
+                [p["prompt"] for p in items],
+                ids=[str(p["key"]) for p in items],
+                config=self.cfg.mining,
+                seed=derive_seed(self.cfg.seed, it, "mine", s),
+                templates=self.templates,
+                judge=self.judge(refiner),
+            )
             return [r.to_dict() for r in recs]
 
         def step():
-            recs = [PromptRecord.from_dict(r) for r in
-                    sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])]
+            recs = [
+                PromptRecord.from_dict(r)
+                for r in sharded(directory, prompts, self.cfg.spar.shard_size, shard, [p["key"] for p in prompts])
+            ]
             verdicts = [[self.verdict(r.instruction, s.response) for s in r.samples] for r in recs]
             return S.mining_stats(recs, verdicts)
 
@@ -157,19 +176,26 @@ class Pipeline:
         run_step(directory, self.sampling(step), inputs)
         return [PromptRecord.from_dict(r) for r in _read_shards(directory)]
 
-    def search(self, it: int, mined: list[PromptRecord], refiner: str, *, sub: str = "",
-               config=None) -> list[TreeRecord]:  # fmt: skip
+    def search(
+        self, it: int, mined: list[PromptRecord], refiner: str, *, sub: str = "", config=None
+    ) -> list[TreeRecord]:
         """Tree search over the iteration's roots (``sub``/``config``: an ablation's directory and search budget)."""
         directory = self.path(f"iter_{it}", sub, "search")
         tree_roots = roots(mined)
         config = config or self.cfg.search
 
         def shard(items, s):
-            outcome = search(self.runtime.engine("refiner", refiner), items, config=config,
-                             seed=derive_seed(self.cfg.seed, it, "search", s), templates=self.templates,
-                             judge=self.judge(refiner))  # fmt: skip
-            calls = [dict(kind=c.kind, step=c.step, attempt=c.attempt, n_requests=c.n_requests, n=c.n)
-                     for c in outcome.calls]  # fmt: skip
+            outcome = search(
+                self.runtime.engine("refiner", refiner),
+                items,
+                config=config,
+                seed=derive_seed(self.cfg.seed, it, "search", s),
+                templates=self.templates,
+                judge=self.judge(refiner),
+            )
+            calls = [
+                dict(kind=c.kind, step=c.step, attempt=c.attempt, n_requests=c.n_requests, n=c.n) for c in outcome.calls
+            ]
             files.write_json(os.path.join(directory, f"shard_{s:05d}.calls.json"), calls)
             return [t.to_dict() for t in outcome.trees]
 
@@ -196,26 +222,47 @@ class Pipeline:
             else:
                 pairs = dpo_pairs(trees)
                 equal = sum(t.success and same_text(t.nodes[t.success_index].response, t.root.response) for t in trees)
-            mixture, per_pool = refiner_mixture(trees, mined, config=self.cfg.mixture,
-                                                seed=derive_seed(self.cfg.seed, it, "mixture"), templates=self.templates)
+            mixture, per_pool = refiner_mixture(
+                trees,
+                mined,
+                config=self.cfg.mixture,
+                seed=derive_seed(self.cfg.seed, it, "mixture"),
+                templates=self.templates,
+            )
             files.write_jsonl(os.path.join(directory, "dpo.jsonl"), pairs)
             files.write_jsonl(os.path.join(directory, "refiner_sft.jsonl"), mixture)
-            return {"pairs": len(pairs), "equal_pairs_dropped": equal, "refiner_examples": len(mixture),
-                    "per_pool": per_pool, "edit_similarity": S.mean_edit_similarity(pairs),
-                    "checker": S.pair_checker_stats(pairs, self.verdict)}  # fmt: skip
+            return {
+                "pairs": len(pairs),
+                "equal_pairs_dropped": equal,
+                "refiner_examples": len(mixture),
+                "per_pool": per_pool,
+                "edit_similarity": S.mean_edit_similarity(pairs),
+                "checker": S.pair_checker_stats(pairs, self.verdict),
+            }
 
         return run_step(directory, step, fingerprint.stage_inputs(self.cfg, "data"))
 
-    def train(self, it: int | str, name: str, kind: str, data_path: str, init: str, role: str, n_examples: int,
-              initial: bool = False, sub: str = "") -> str:  # fmt: skip
+    def train(
+        self,
+        it: int | str,
+        name: str,
+        kind: str,
+        data_path: str,
+        init: str,
+        role: str,
+        n_examples: int,
+        initial: bool = False,
+        sub: str = "",
+    ) -> str:
         """Train and return the new checkpoint path (``init`` unchanged when there is no data)."""
         directory = self.path(f"iter_{it}", sub, name)
 
         def step():
             if n_examples == 0:
                 return {"skipped": "no training examples", "checkpoint": init}
-            out = self.runtime.train(kind, data_path, init, directory, role=role,
-                                     seed=derive_seed(self.cfg.seed, it, name), initial=initial)  # fmt: skip
+            out = self.runtime.train(
+                kind, data_path, init, directory, role=role, seed=derive_seed(self.cfg.seed, it, name), initial=initial
+            )
             return {**out, "checkpoint": os.path.join(directory, "hf")}
 
         section = "dpo" if kind == "dpo" else "sft0" if initial else "sft"
@@ -226,10 +273,20 @@ class Pipeline:
         from spar_jax.spar import evaluation
 
         directory = self.path(f"iter_{it}", sub, "eval")
-        return run_step(directory, self.sampling(lambda: evaluation.evaluate_actor(
-            self.runtime.engine("actor", actor), heldout, self.cfg, directory,
-            seed=derive_seed(self.cfg.seed, it, "eval"), with_ifeval=ifeval)),
-            fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}))  # fmt: skip
+        return run_step(
+            directory,
+            self.sampling(
+                lambda: evaluation.evaluate_actor(
+                    self.runtime.engine("actor", actor),
+                    heldout,
+                    self.cfg,
+                    directory,
+                    seed=derive_seed(self.cfg.seed, it, "eval"),
+                    with_ifeval=ifeval,
+                )
+            ),
+            fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}),
+        )
 
     def ablation(self, name: str, mined: list[PromptRecord], actor: str, refiner: str, heldout: list[dict]) -> str:
         """One of the paper's ablations at iteration 1, from the iteration's own mined samples and starting models:
@@ -258,12 +315,20 @@ class Pipeline:
 
         def step():
             prompts = sources.generate_excluding(
-                self.cfg, cfg.bootstrap_prompts, seed=derive_seed(self.cfg.seed, "bootstrap-prompts"),
-                exclude=[p["prompt"] for p in avoid])  # fmt: skip
+                self.cfg,
+                cfg.bootstrap_prompts,
+                seed=derive_seed(self.cfg.seed, "bootstrap-prompts"),
+                exclude=[p["prompt"] for p in avoid],
+            )
             seed = derive_seed(self.cfg.seed, "bootstrap")
             if cfg.bootstrap_responses == "actor":
-                responses = sample_responses(self.runtime.engine("actor", actor), prompts, n=cfg.bootstrap_per_prompt,
-                                             sampling=self.cfg.mining.actor_sampling, seed=seed)  # fmt: skip
+                responses = sample_responses(
+                    self.runtime.engine("actor", actor),
+                    prompts,
+                    n=cfg.bootstrap_per_prompt,
+                    sampling=self.cfg.mining.actor_sampling,
+                    seed=seed,
+                )
             else:
                 responses = [bootstrap.synthetic_responses(p, cfg.bootstrap_per_prompt, seed=seed) for p in prompts]
             pools, counts = bootstrap.bootstrap_examples(prompts, responses, self.templates, seed=seed)
@@ -272,19 +337,23 @@ class Pipeline:
             files.write_jsonl(os.path.join(directory, "actor_sft.jsonl"), pools["actor"])
             return {**counts, "refiner_examples": len(refiner), "actor_examples": len(pools["actor"])}
 
-        return run_step(directory, self.sampling(step),
-                        fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor}))
+        return run_step(
+            directory, self.sampling(step), fingerprint.stage_inputs(self.cfg, "bootstrap", models={"actor": actor})
+        )
 
     # -- the loop -----------------------------------------------------------------------------------------------
 
     def run(self, on_eval: Callable[[str, str], None] | None = None) -> dict:
         """The loop; ``on_eval(name, eval_dir)`` is called after each evaluation ("iter_N" or "iter_1/ablation_X").
-        An engine error about an over-long prompt names the prompt's key and file (``judge.generation.prompt_source``)."""
+        An engine error about an over-long prompt names the prompt's key and file
+        (``judge.generation.prompt_source``)."""
         fingerprint.check_config(self.wd, self.cfg.raw)
         pool, heldout = self.prompts()
         train_file, heldout_file = self.path("prompts", "train.jsonl"), self.path("prompts", "heldout.jsonl")
-        with gen.prompt_source([(p["key"], p["prompt"]) for p in pool], train_file), \
-                gen.prompt_source([(p["key"], p["prompt"]) for p in heldout], heldout_file):
+        with (
+            gen.prompt_source([(p["key"], p["prompt"]) for p in pool], train_file),
+            gen.prompt_source([(p["key"], p["prompt"]) for p in heldout], heldout_file),
+        ):
             return self._loop(pool, heldout, on_eval)
 
     def _loop(self, pool: list[dict], heldout: list[dict], on_eval) -> dict:
@@ -304,7 +373,9 @@ class Pipeline:
         if actor_sft:
             actor = self.train(0, "sft_actor", "sft", actor_sft, actor, "actor", counts["actor"], initial=True)
         if refiner_sft:
-            refiner = self.train(0, "sft_refiner", "sft", refiner_sft, refiner, "refiner", counts["refiner"], initial=True)
+            refiner = self.train(
+                0, "sft_refiner", "sft", refiner_sft, refiner, "refiner", counts["refiner"], initial=True
+            )
         if cfg.spar.eval_base:
             self.evaluate(0, actor, heldout)
             notify("iter_0", self.path("iter_0", "eval"))
@@ -315,8 +386,9 @@ class Pipeline:
             d = self.path(f"iter_{it}", "data")
             start_refiner = refiner
             new_actor = self.train(it, "actor", "dpo", os.path.join(d, "dpo.jsonl"), actor, "actor", data["pairs"])
-            refiner = self.train(it, "refiner", "sft", os.path.join(d, "refiner_sft.jsonl"), refiner, "refiner",
-                                 data["refiner_examples"])  # fmt: skip
+            refiner = self.train(
+                it, "refiner", "sft", os.path.join(d, "refiner_sft.jsonl"), refiner, "refiner", data["refiner_examples"]
+            )
             final = it == cfg.spar.iterations
             self.evaluate(it, new_actor, heldout, ifeval=final or not cfg.eval.ifeval_final_only)
             notify(f"iter_{it}", self.path(f"iter_{it}", "eval"))

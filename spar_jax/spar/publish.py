@@ -6,9 +6,8 @@ never touched again."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
+from typing import TYPE_CHECKING
 
 from spar_jax import progress
 

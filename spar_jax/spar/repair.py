@@ -57,8 +57,9 @@ _LIST_MARK = re.compile(r"^\s*(?:[*\-•+]|\d+[.)])\s+")
 _HEADING = re.compile(r"^\s*(?:#{1,6}\s+\S.*|\*\*[^*\n]+\*\*:?)\s*$")
 _PLACEHOLDER = re.compile(r"\[.*?\]")
 _WORD = re.compile(r"\w+")
-_TITLE_STOP = frozenset("a an the and or but of for to in on at by with is are was were be it its this that i you "
-                        "your my we our".split())
+_TITLE_STOP = frozenset(
+    "a an the and or but of for to in on at by with is are was were be it its this that i you your my we our".split()
+)
 _TITLE_LEAD = frozenset("let me sure here is are i i'll will okay ok well so certainly of course".split())
 _MIN_CUT_WORDS = 3  # a sentence is never cut below this many words
 
@@ -296,8 +297,12 @@ def _extras(d: _Draft) -> list[tuple[str, str]]:
     out = []
     if d.keywords:
         listed, one = _listing(d.keywords), len(d.keywords) == 1
-        out.append((f"{'A word' if one else 'Words'} to keep in mind here {'is' if one else 'are'} {listed}.",
-                    f"with {listed} in mind"))
+        out.append(
+            (
+                f"{'A word' if one else 'Words'} to keep in mind here {'is' if one else 'are'} {listed}.",
+                f"with {listed} in mind",
+            )
+        )
     if d.placeholders:
         listed = _listing([f"[{n}]" for n in d.placeholders])
         out.append((f"Fill in {listed} as needed.", f"with {listed} filled in"))
@@ -403,8 +408,9 @@ def _make_title(d: _Draft, r: _Rules) -> str:
     return " ".join(w[0].upper() + w[1:] for w in words) or "A Short Answer"
 
 
-def fix_response(response: str, instruction_id_list: Sequence[str],
-                 kwargs: Sequence[Mapping[str, Any] | None]) -> str | None:
+def fix_response(
+    response: str, instruction_id_list: Sequence[str], kwargs: Sequence[Mapping[str, Any] | None]
+) -> str | None:
     """`response` rewritten by rule to satisfy every instruction, or None when the checker does not pass the
     result strictly. A response that already passes is returned unchanged.
 
@@ -423,8 +429,10 @@ def fix_response(response: str, instruction_id_list: Sequence[str],
         _strip_closing(d, r.end_phrase)  # before bullets: the closing sentence must not become a bullet
     if r.bullets is not None:
         _make_bullets(d, r.bullets)
-    if r.title and d.title is None and not any(
-        t.strip("<>").strip() for t in _ANY_TITLE.findall(_body(d, r) + "\n" + (d.ps or ""))
+    if (
+        r.title
+        and d.title is None
+        and not any(t.strip("<>").strip() for t in _ANY_TITLE.findall(_body(d, r) + "\n" + (d.ps or "")))
     ):
         d.title = _make_title(d, r)
     if r.ps_marker is not None and d.ps is None:

@@ -35,9 +35,16 @@ def heldout_splits(workdir: str, it: int) -> dict[str, dict[str, float]]:
     groups: dict[str, list] = {}
     for r in files.read_jsonl(results) if split_of else ():
         if str(r["key"]) in split_of:
-            groups.setdefault(split_of[str(r["key"])], []).append(PromptResult(
-                r["key"], r["prompt"], r["response"], tuple(r["instruction_id_list"]),
-                tuple(r["follow_instruction_list_strict"]), tuple(r["follow_instruction_list_loose"])))
+            groups.setdefault(split_of[str(r["key"])], []).append(
+                PromptResult(
+                    r["key"],
+                    r["prompt"],
+                    r["response"],
+                    tuple(r["instruction_id_list"]),
+                    tuple(r["follow_instruction_list_strict"]),
+                    tuple(r["follow_instruction_list_loose"]),
+                )
+            )
     return {split: dict(Report.from_results(rs).metrics) for split, rs in sorted(groups.items())}
 
 
@@ -47,14 +54,28 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
     row: dict[str, Any] = {"iteration": it}
     if s["mine"]:
         m = s["mine"]
-        row.update(prompts=m["prompts"], responses=m["responses"], votes=m["votes"], invalid_votes=m["invalid_votes"],
-                   negatives=m["prompts_with_negative"], judge_agreement=m["judge_agreement"],
-                   labels_yes=m["labels"]["yes"], labels_no=m["labels"]["no"], labels_tie=m["labels"]["tie"])  # fmt: skip
+        row.update(
+            prompts=m["prompts"],
+            responses=m["responses"],
+            votes=m["votes"],
+            invalid_votes=m["invalid_votes"],
+            negatives=m["prompts_with_negative"],
+            judge_agreement=m["judge_agreement"],
+            labels_yes=m["labels"]["yes"],
+            labels_no=m["labels"]["no"],
+            labels_tie=m["labels"]["tie"],
+        )
     if s["search"]:
         t = s["search"]
-        row.update(trees=t["trees"], successes=t["successes"], success_rate=t["success_rate"],
-                   engine_calls=t["engine_calls"], refinements=t["refinements"], judgments=t["judgments"],
-                   main_calls_per_level=t["engine_calls_main_per_level"])  # fmt: skip
+        row.update(
+            trees=t["trees"],
+            successes=t["successes"],
+            success_rate=t["success_rate"],
+            engine_calls=t["engine_calls"],
+            refinements=t["refinements"],
+            judgments=t["judgments"],
+            main_calls_per_level=t["engine_calls_main_per_level"],
+        )
         for depth, rate in t["success_by_depth"].items():
             row[f"success_rate_depth_{depth}"] = rate
     if s["data"]:
@@ -63,8 +84,13 @@ def iteration_row(workdir: str, it: int) -> dict[str, Any]:
         row.update({f"pool_{k}": v for k, v in d["per_pool"].items()})
     if s["bootstrap"]:
         b = s["bootstrap"]
-        row.update(bootstrap_prompts=b["prompts"], bootstrap_failing=b["failing"], bootstrap_fixed=b["fixed"],
-                   bootstrap_refiner_examples=b["refiner_examples"], bootstrap_actor_examples=b["actor_examples"])
+        row.update(
+            bootstrap_prompts=b["prompts"],
+            bootstrap_failing=b["failing"],
+            bootstrap_fixed=b["fixed"],
+            bootstrap_refiner_examples=b["refiner_examples"],
+            bootstrap_actor_examples=b["actor_examples"],
+        )
     for name in ("sft_actor", "sft_refiner", "actor", "refiner"):
         if s[name] and "steps" in s[name]:
             row[f"{name}_steps"] = s[name]["steps"]
@@ -98,8 +124,9 @@ def _fmt(v) -> str:
 
 def scalars(row: dict) -> dict[str, float]:
     """The numeric entries of a report row (what TensorBoard and W&B get), without the iteration itself."""
-    return {k: v for k, v in row.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration"}
+    return {
+        k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "iteration"
+    }
 
 
 def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
@@ -108,25 +135,44 @@ def render(rows: list[dict], links: dict[int, str] | None = None) -> str:
     for r in rows:
         keys.extend(k for k in r if k not in keys and k not in ("iteration", "note"))
     head = "| metric | " + " | ".join(f"iter {r['iteration']}" for r in rows) + " |"
-    lines = ["# SPaR run report", "", "Iteration 0 is the starting actor (evaluation only).", "", head,
-             "|---|" + "---|" * len(rows)]  # fmt: skip
+    lines = [
+        "# SPaR run report",
+        "",
+        "Iteration 0 is the starting actor (evaluation only).",
+        "",
+        head,
+        "|---|" + "---|" * len(rows),
+    ]
     lines += [f"| {k} | " + " | ".join(_fmt(r.get(k)) for r in rows) + " |" for k in keys]
     total = sum(v for r in rows for k, v in r.items() if k.startswith("seconds_") and v)
     lines += ["", f"Total step wall time: {total:.1f} s.", ""]
     lines += [f"Iteration {r['iteration']}: {r['note']}" for r in rows if r.get("note")]
     if any(k.startswith("heldout_out_of_distribution_") for r in rows for k in r):
-        lines += ["", "Held-out prompts: heldout_in_distribution_* use the training prompts' constraint types and "
-                  "task stems; heldout_out_of_distribution_* have a main constraint of a type reserved by "
-                  "prompts.heldout_types, on task stems never used in training; heldout_* is both together."]
+        lines += [
+            "",
+            "Held-out prompts: heldout_in_distribution_* use the training prompts' constraint types and "
+            "task stems; heldout_out_of_distribution_* have a main constraint of a type reserved by "
+            "prompts.heldout_types, on task stems never used in training; heldout_* is both together.",
+        ]
     elif any(k.startswith("heldout_") for r in rows for k in r):
-        lines += ["", "Held-out prompts come from the training prompts' generator (in distribution only); set "
-                  "prompts.heldout_types for an out-of-distribution split."]
+        lines += [
+            "",
+            "Held-out prompts come from the training prompts' generator (in distribution only); set "
+            "prompts.heldout_types for an out-of-distribution split.",
+        ]
     if any(k.startswith("utilization_") for r in rows for k in r):
-        lines += ["", "utilization_<step>: generated tokens / decode slot-steps of the step's engines (the share of "
-                  "decode rows x steps that produced a token; low when rows sit finished while others decode)."]
+        lines += [
+            "",
+            "utilization_<step>: generated tokens / decode slot-steps of the step's engines (the share of "
+            "decode rows x steps that produced a token; low when rows sit finished while others decode).",
+        ]
     if links:
-        lines += ["", "Refinement trees and DPO pairs: " + ", ".join(
-            f"[iteration {it}]({path})" for it, path in sorted(links.items())) + "."]  # fmt: skip
+        lines += [
+            "",
+            "Refinement trees and DPO pairs: "
+            + ", ".join(f"[iteration {it}]({path})" for it, path in sorted(links.items()))
+            + ".",
+        ]
     return "\n".join(lines)
 
 
@@ -136,8 +182,11 @@ def plot(rows: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = [k for k in ("heldout_average", "heldout_prompt_level_strict", "ifeval_average", "success_rate",
-                          "judge_agreement") if any(r.get(k) is not None for r in rows)]  # fmt: skip
+    series = [
+        k
+        for k in ("heldout_average", "heldout_prompt_level_strict", "ifeval_average", "success_rate", "judge_agreement")
+        if any(r.get(k) is not None for r in rows)
+    ]
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in series:
         pts = [(r["iteration"], r[k]) for r in rows if r.get(k) is not None]
@@ -175,8 +224,11 @@ def write_report(workdir: str, iterations: int) -> dict:
     """Write report.md, metrics.jsonl, tensorboard/ and metrics.png for iterations 0..``iterations``."""
     rows = [iteration_row(workdir, it) for it in range(iterations + 1)]
     rows = [r for r in rows if len(r) > 1]
-    links = {it: f"iter_{it}/search/trees.html" for it in range(iterations + 1)
-             if os.path.exists(os.path.join(workdir, f"iter_{it}", "search", "trees.html"))}  # fmt: skip
+    links = {
+        it: f"iter_{it}/search/trees.html"
+        for it in range(iterations + 1)
+        if os.path.exists(os.path.join(workdir, f"iter_{it}", "search", "trees.html"))
+    }
     files.write_text(os.path.join(workdir, "report.md"), render(rows, links))
     files.write_jsonl(os.path.join(workdir, "metrics.jsonl"), rows)
     if files.is_writer():  # the event file and the plot, like every shared file, come from process 0 only

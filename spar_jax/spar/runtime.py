@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any, Callable, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # the loop is driven by the run config; config.py builds on spar, not the reverse
     from spar_jax.config import ModelSpec, RunConfig
@@ -83,8 +83,14 @@ class Runtime:
         from spar_jax.sampling import Engine
 
         _log.info("loading %s from %s", role, path)
-        model = from_pretrained(path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
-                                rules=self.cfg.mesh.rules, attention_impl=spec.attention_impl)  # fmt: skip
+        model = from_pretrained(
+            path,
+            dtype=spec.dtype,
+            param_dtype=spec.param_dtype,
+            mesh=self.mesh,
+            rules=self.cfg.mesh.rules,
+            attention_impl=spec.attention_impl,
+        )
         e = self.cfg.engine
         return Engine(
             model,
@@ -113,8 +119,9 @@ class Runtime:
         self._engines.clear()
         gc.collect()
 
-    def train(self, kind: str, data_path: str, init_path: str, out_dir: str, *, role: str, seed: int,
-              initial: bool = False) -> dict:
+    def train(
+        self, kind: str, data_path: str, init_path: str, out_dir: str, *, role: str, seed: int, initial: bool = False
+    ) -> dict:
         """Train ``kind`` ("dpo" | "sft") from checkpoint ``init_path`` on ``data_path``; export to ``out_dir/hf``.
 
         ``initial`` selects the Stage-0 SFT settings (``sft0``). Resumes from ``out_dir/checkpoints`` when present.
@@ -135,9 +142,16 @@ class Runtime:
             **settings,
         )
         tokenizer = load_tokenizer(init_path)
-        model = from_pretrained(init_path, dtype=spec.dtype, param_dtype=spec.param_dtype, mesh=self.mesh,
-                                rules=self.cfg.mesh.rules, remat=spec.remat, scan_layers=spec.scan_layers,
-                                attention_impl=spec.attention_impl)  # fmt: skip
+        model = from_pretrained(
+            init_path,
+            dtype=spec.dtype,
+            param_dtype=spec.param_dtype,
+            mesh=self.mesh,
+            rules=self.cfg.mesh.rules,
+            remat=spec.remat,
+            scan_layers=spec.scan_layers,
+            attention_impl=spec.attention_impl,
+        )
         data = load_data(data_path, tokenizer, config)
         trainer = Trainer(model, data, config, tokenizer=tokenizer)
         try:

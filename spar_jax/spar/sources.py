@@ -11,10 +11,14 @@ from typing import Any, Iterable
 
 from spar_jax import files
 from spar_jax.judge.generation import derive_seed
-from spar_jax.spar.constraint_prompts import (HELDOUT_TASKS, MAKERS, TASKS,  # noqa: F401
-                                              generate_constraint_prompts, parse_constraint_types)
+from spar_jax.spar.constraint_prompts import (  # noqa: F401
+    HELDOUT_TASKS,
+    MAKERS,
+    TASKS,
+    generate_constraint_prompts,
+    parse_constraint_types,
+)
 from spar_jax.spar.instruction_evolution import evolve_instructions
-
 
 HELDOUT_KEY_OFFSET = 1_000_000  # held-out keys never collide with generated training keys
 IN_DISTRIBUTION, OUT_OF_DISTRIBUTION = "in_distribution", "out_of_distribution"  # held-out "split" labels
@@ -65,8 +69,10 @@ def _records(source: str, field: str) -> Iterable[tuple[str, dict]]:
     try:
         ds = datasets.load_dataset(source, split="train")
     except Exception as e:
-        raise ValueError(f"prompts source {source!r} could not be loaded with datasets ({type(e).__name__}: {e}); "
-                         "pass a local JSONL path or use prompts.source='generated'") from None  # fmt: skip
+        raise ValueError(
+            f"prompts source {source!r} could not be loaded with datasets ({type(e).__name__}: {e}); "
+            "pass a local JSONL path or use prompts.source='generated'"
+        ) from None
     for i, r in enumerate(ds):
         yield f"{source}[{i}]", dict(r)
 
@@ -105,8 +111,13 @@ def training_tasks(cfg) -> tuple[str, ...]:
 def generated(cfg, n: int, *, seed: int) -> list[dict]:
     """``n`` generated training-side constraint prompts: ``training_types`` on ``training_tasks``, at most
     ``prompts.max_constraints`` constraints each."""
-    return generate_constraint_prompts(n, seed=seed, tasks=training_tasks(cfg), instruction_ids=training_types(cfg),
-                                       max_constraints=cfg.prompts.max_constraints)  # fmt: skip
+    return generate_constraint_prompts(
+        n,
+        seed=seed,
+        tasks=training_tasks(cfg),
+        instruction_ids=training_types(cfg),
+        max_constraints=cfg.prompts.max_constraints,
+    )
 
 
 def generate_excluding(cfg, n: int, *, seed: int, exclude: Iterable[str] = ()) -> list[dict]:
@@ -121,8 +132,14 @@ def out_of_distribution(cfg, n: int, *, seed: int, exclude: Iterable[str] = ()) 
     seen = set(exclude)
     reserved = parse_constraint_types(cfg.prompts.heldout_types)
     every = sorted(set(training_types(cfg) or MAKERS) | set(reserved))
-    made = generate_constraint_prompts(n + len(seen), seed=seed, tasks=HELDOUT_TASKS, instruction_ids=every,
-                                       main_ids=reserved, max_constraints=cfg.prompts.max_constraints)  # fmt: skip
+    made = generate_constraint_prompts(
+        n + len(seen),
+        seed=seed,
+        tasks=HELDOUT_TASKS,
+        instruction_ids=every,
+        main_ids=reserved,
+        max_constraints=cfg.prompts.max_constraints,
+    )
     return [p for p in made if p["prompt"] not in seen][:n]
 
 
@@ -139,9 +156,9 @@ def heldout_prompts(cfg, exclude: Iterable[str] = ()) -> list[dict]:
     n_out = n // 2
     inside = generate_excluding(cfg, n - n_out, seed=seed, exclude=exclude)
     outside = out_of_distribution(cfg, n_out, seed=derive_seed(seed, "ood"), exclude=exclude)
-    return ([{**h, "key": HELDOUT_KEY_OFFSET + i, "split": IN_DISTRIBUTION} for i, h in enumerate(inside)]
-            + [{**h, "key": HELDOUT_KEY_OFFSET + len(inside) + i, "split": OUT_OF_DISTRIBUTION}
-               for i, h in enumerate(outside)])  # fmt: skip
+    return [{**h, "key": HELDOUT_KEY_OFFSET + i, "split": IN_DISTRIBUTION} for i, h in enumerate(inside)] + [
+        {**h, "key": HELDOUT_KEY_OFFSET + len(inside) + i, "split": OUT_OF_DISTRIBUTION} for i, h in enumerate(outside)
+    ]
 
 
 def prepare(cfg, runtime, directory: str) -> dict:
@@ -153,10 +170,21 @@ def prepare(cfg, runtime, directory: str) -> dict:
         train = load_prompts(p.source, p.field, p.num_train)
     evolved = 0
     if p.evolve:
-        kept = evolve_instructions(runtime.engine("actor", p.evolve_model or cfg.actor.path), [t["prompt"] for t in train],
-                                   seed=derive_seed(cfg.seed, "evolve"), max_new_tokens=p.evolve_max_new_tokens)  # fmt: skip
-        train = [{"key": train[k["seed_index"]]["key"], "prompt": k["instruction"], "seed_prompt": k["seed"],
-                  "main_constraint": k["main_constraint"]} for k in kept]  # fmt: skip
+        kept = evolve_instructions(
+            runtime.engine("actor", p.evolve_model or cfg.actor.path),
+            [t["prompt"] for t in train],
+            seed=derive_seed(cfg.seed, "evolve"),
+            max_new_tokens=p.evolve_max_new_tokens,
+        )
+        train = [
+            {
+                "key": train[k["seed_index"]]["key"],
+                "prompt": k["instruction"],
+                "seed_prompt": k["seed"],
+                "main_constraint": k["main_constraint"],
+            }
+            for k in kept
+        ]
         evolved = len(train)
     heldout = heldout_prompts(cfg, exclude=[t["prompt"] for t in train])
     files.write_jsonl(os.path.join(directory, "train.jsonl"), train)

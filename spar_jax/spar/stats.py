@@ -25,13 +25,16 @@ def judge_vs_checker(labels: Sequence[str | None], verdicts: Sequence[bool | Non
         "judge_yes_rate": sum(lab == "yes" for lab, _ in pairs) / n if n else None,
         "checker_pass_rate": sum(v for _, v in pairs) / n if n else None,
         "checker_agreement": sum((lab == "yes") == v for lab, v in pairs) / n if n else None,
-        "yes_pass": counts[("yes", True)], "yes_fail": counts[("yes", False)],
-        "no_pass": counts[("no", True)], "no_fail": counts[("no", False)],
-    }  # fmt: skip
+        "yes_pass": counts[("yes", True)],
+        "yes_fail": counts[("yes", False)],
+        "no_pass": counts[("no", True)],
+        "no_fail": counts[("no", False)],
+    }
 
 
-def mining_stats(records: Sequence[PromptRecord], verdicts: Sequence[Sequence[bool | None]] | None = None
-                 ) -> dict[str, Any]:  # fmt: skip
+def mining_stats(
+    records: Sequence[PromptRecord], verdicts: Sequence[Sequence[bool | None]] | None = None
+) -> dict[str, Any]:
     """Counts of prompts, responses, votes (valid/invalid), labels, negatives (tree roots) and judge agreement.
 
     Judge agreement = fraction of valid votes that agree with their response's majority label (responses with a
@@ -65,8 +68,9 @@ def mining_stats(records: Sequence[PromptRecord], verdicts: Sequence[Sequence[bo
         "roots_lost_to_truncation": sum(bool(c) and all(c) for c in cut_no),
     }
     if verdicts is not None:
-        out["checker"] = judge_vs_checker([s.judgement.label for r in records for s in r.samples],
-                                          [v for vs in verdicts for v in vs])  # fmt: skip
+        out["checker"] = judge_vs_checker(
+            [s.judgement.label for r in records for s in r.samples], [v for vs in verdicts for v in vs]
+        )
     return out
 
 
@@ -100,9 +104,12 @@ def pair_checker_stats(pairs: Sequence[dict], verdict) -> dict[str, Any]:
         if c is not None and r is not None:
             known.append((c, r))
     n = len(known)
-    return {"checked": n, "chosen_pass": sum(c for c, _ in known) / n if n else None,
-            "rejected_fail": sum(not r for _, r in known) / n if n else None,
-            "right_pairs": sum(c and not r for c, r in known) / n if n else None}  # fmt: skip
+    return {
+        "checked": n,
+        "chosen_pass": sum(c for c, _ in known) / n if n else None,
+        "rejected_fail": sum(not r for _, r in known) / n if n else None,
+        "right_pairs": sum(c and not r for c, r in known) / n if n else None,
+    }
 
 
 def search_stats(trees: Sequence[TreeRecord], calls_per_shard: Sequence[Sequence[dict]]) -> dict[str, Any]:

@@ -13,10 +13,10 @@ from collections import Counter
 from typing import Any, Sequence
 
 from spar_jax.judge import generation as gen
-from spar_jax.spar.judges import Judge, ModelJudge
-from spar_jax.judge.votes import Judgement
-from spar_jax.spar.mining import TreeRoot
 from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates, parse_refinement, refine_messages
+from spar_jax.judge.votes import Judgement
+from spar_jax.spar.judges import Judge, ModelJudge
+from spar_jax.spar.mining import TreeRoot
 
 STRATEGIES = ("bfs", "dfs")
 
@@ -192,8 +192,9 @@ def _rank(nodes: Sequence[Node], candidates: Sequence[int]) -> list[int]:
 
 def _refine(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, step: int, calls: list):
     """Up to `branch` parsed refinements (refined response, raw output) per job, retrying unparseable ones."""
-    requests = [refine_messages(t.root.instruction, t.nodes[p].response, t.nodes[p].critique, templates)
-                for t, p in jobs]
+    requests = [
+        refine_messages(t.root.instruction, t.nodes[p].response, t.nodes[p].critique, templates) for t, p in jobs
+    ]
     candidates: list[list[tuple[str, str]]] = [[] for _ in jobs]
     missing = [cfg.branch] * len(jobs)
     for attempt in range(cfg.max_refine_retries + 1):
@@ -202,7 +203,10 @@ def _refine(refiner, jobs, cfg: SearchConfig, templates: Templates, seed: int, s
             break
         n = cfg.branch if attempt == 0 else 1
         outs = gen.generate(
-            refiner, [requests[j] for j in slots], n=n, sampling=cfg.refine_sampling,
+            refiner,
+            [requests[j] for j in slots],
+            n=n,
+            sampling=cfg.refine_sampling,
             seed=gen.derive_seed(seed, "refine", step, attempt),
         )
         calls.append(EngineCall("refine", step, attempt, len(slots), n))
@@ -235,8 +239,10 @@ def _judge_new(judge: Judge, jobs, candidates, cfg: SearchConfig, seed: int, ste
         if not todo:
             break
         judgements = judge.judge(
-            [(pending[key].root.instruction, key[1]) for key in todo], k=cfg.k_votes,
-            sampling=cfg.judge_sampling, seed=gen.derive_seed(seed, "judge", step, attempt),
+            [(pending[key].root.instruction, key[1]) for key in todo],
+            k=cfg.k_votes,
+            sampling=cfg.judge_sampling,
+            seed=gen.derive_seed(seed, "judge", step, attempt),
         )
         if judge.kind != "rules":
             calls.append(EngineCall("judge", step, attempt, len(todo), cfg.k_votes))
@@ -332,8 +338,15 @@ def search(
     (_bfs if config.strategy == "bfs" else _dfs)(refiner, judge, trees, config, templates, seed, calls)
     records = tuple(
         TreeRecord(
-            t.root.prompt_id, t.root.instruction, config.strategy, tuple(t.nodes), t.success,
-            t.n_expansions, t.n_refinements, t.n_unparseable, t.n_judgments,
+            t.root.prompt_id,
+            t.root.instruction,
+            config.strategy,
+            tuple(t.nodes),
+            t.success,
+            t.n_expansions,
+            t.n_refinements,
+            t.n_unparseable,
+            t.n_judgments,
         )
         for t in trees
     )

@@ -55,8 +55,11 @@ def _votes(node: Node) -> str:
     v = node.judgement.votes
     invalid = sum(x is None for x in v)
     value = "–" if node.value is None else f"{node.value:.2f}"
-    return f"votes yes {v.count('yes')} / no {v.count('no')}" + (f" / invalid {invalid}" if invalid else "") + \
-        f" · V={value}"
+    return (
+        f"votes yes {v.count('yes')} / no {v.count('no')}"
+        + (f" / invalid {invalid}" if invalid else "")
+        + f" · V={value}"
+    )
 
 
 def _node(tree: TreeRecord, node: Node, children: dict[int, list[Node]], path: set[int]) -> str:
@@ -65,12 +68,17 @@ def _node(tree: TreeRecord, node: Node, children: dict[int, list[Node]], path: s
     kind = "root" if node.parent is None else f"depth {node.depth}"
     status = "" if node.status in ("ok", "root") else f" · {node.status}"
     summary = f"#{node.index} {kind} · {_votes(node)}{status}"
-    parts = [f'<details class="{" ".join(classes)}" id="{html.escape(tree.prompt_id)}-{node.index}" open>',
-             f"<summary>{html.escape(summary)}</summary>", '<div class="label">answer</div>',
-             f"<pre>{html.escape(node.response)}</pre>"]  # fmt: skip
+    parts = [
+        f'<details class="{" ".join(classes)}" id="{html.escape(tree.prompt_id)}-{node.index}" open>',
+        f"<summary>{html.escape(summary)}</summary>",
+        '<div class="label">answer</div>',
+        f"<pre>{html.escape(node.response)}</pre>",
+    ]
     if node.parent is not None:
-        parts += ['<div class="label">diff against its parent</div>',
-                  f'<pre class="diff">{word_diff(tree.nodes[node.parent].response, node.response)}</pre>']
+        parts += [
+            '<div class="label">diff against its parent</div>',
+            f'<pre class="diff">{word_diff(tree.nodes[node.parent].response, node.response)}</pre>',
+        ]
     if node.critique:
         parts += ['<div class="label">critique</div>', f'<pre class="critique">{html.escape(node.critique)}</pre>']
     parts += [_node(tree, c, children, path) for c in children.get(node.index, [])]
@@ -86,10 +94,16 @@ def render_tree(tree: TreeRecord) -> str:
     path = set(tree.path(tree.success_index)) if tree.success else set()
     outcome = f"passes at depth {tree.success_depth}" if tree.success else "no passing refinement"
     head = f"{tree.prompt_id} · {outcome} · {len(tree.nodes)} nodes · {tree.strategy}"
-    return "\n".join([f'<details class="tree{" pass" if tree.success else ""}">',
-                      f"<summary>{html.escape(head)}</summary>", '<div class="label">instruction</div>',
-                      f"<pre>{html.escape(tree.instruction)}</pre>", _node(tree, tree.root, children, path),
-                      "</details>"])  # fmt: skip
+    return "\n".join(
+        [
+            f'<details class="tree{" pass" if tree.success else ""}">',
+            f"<summary>{html.escape(head)}</summary>",
+            '<div class="label">instruction</div>',
+            f"<pre>{html.escape(tree.instruction)}</pre>",
+            _node(tree, tree.root, children, path),
+            "</details>",
+        ]
+    )
 
 
 def _content(messages: Any) -> str:
@@ -101,26 +115,39 @@ def _content(messages: Any) -> str:
 def render_pair(pair: dict[str, Any]) -> str:
     """A DPO pair: the prompt, then the rejected response turned into the chosen one as a word diff."""
     head = f"{pair.get('prompt_id', '')} · depth {pair.get('depth', '?')}"
-    return "\n".join(['<details class="pair">', f"<summary>{html.escape(head)}</summary>",
-                      '<div class="label">prompt</div>', f"<pre>{html.escape(_content(pair['prompt']))}</pre>",
-                      '<div class="label">rejected → chosen</div>',
-                      f'<pre class="diff">{word_diff(_content(pair["rejected"]), _content(pair["chosen"]))}</pre>',
-                      "</details>"])  # fmt: skip
+    return "\n".join(
+        [
+            '<details class="pair">',
+            f"<summary>{html.escape(head)}</summary>",
+            '<div class="label">prompt</div>',
+            f"<pre>{html.escape(_content(pair['prompt']))}</pre>",
+            '<div class="label">rejected → chosen</div>',
+            f'<pre class="diff">{word_diff(_content(pair["rejected"]), _content(pair["chosen"]))}</pre>',
+            "</details>",
+        ]
+    )
 
 
 def render(trees: Sequence[TreeRecord], pairs: Sequence[dict[str, Any]], title: str) -> str:
     """The whole page (self-contained HTML)."""
     passed = sum(t.success for t in trees)
-    return "\n".join([
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>", f"<h1>{html.escape(title)}</h1>",
-        f"<p>{len(trees)} trees, {passed} with a passing refinement; {len(pairs)} DPO pairs. "
-        "Highlighted nodes: the path from the actor's response to the passing refinement. "
-        "<ins>added</ins> / <del>removed</del> words are against the parent node.</p>",
-        "<h2>Trees</h2>", *[render_tree(t) for t in trees],
-        "<h2>DPO pairs</h2>", *[render_pair(p) for p in pairs],
-        "</body></html>",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{_CSS}</style></head><body>",
+            f"<h1>{html.escape(title)}</h1>",
+            f"<p>{len(trees)} trees, {passed} with a passing refinement; {len(pairs)} DPO pairs. "
+            "Highlighted nodes: the path from the actor's response to the passing refinement. "
+            "<ins>added</ins> / <del>removed</del> words are against the parent node.</p>",
+            "<h2>Trees</h2>",
+            *[render_tree(t) for t in trees],
+            "<h2>DPO pairs</h2>",
+            *[render_pair(p) for p in pairs],
+            "</body></html>",
+        ]
+    )
 
 
 def write_page(iteration_dir: str, title: str) -> str | None:

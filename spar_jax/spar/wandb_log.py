@@ -27,8 +27,9 @@ def log_rows(workdir: str, project: str, rows: list[dict], config: dict[str, Any
     try:
         import wandb
     except ImportError:
-        raise ValueError("config key 'logging.wandb_project' is set but wandb is not installed: "
-                         "pip install 'spar_jax[wandb]'") from None  # fmt: skip
+        raise ValueError(
+            "config key 'logging.wandb_project' is set but wandb is not installed: pip install 'spar_jax[wandb]'"
+        ) from None
     from spar_jax.spar.report import scalars
 
     path = os.path.join(workdir, STATE)
@@ -39,8 +40,14 @@ def log_rows(workdir: str, project: str, rows: list[dict], config: dict[str, Any
     todo = [r for r in rows if r["iteration"] not in state["logged"] and scalars(r)]
     if not todo:
         return []
-    run = wandb.init(project=project, id=state["run_id"], resume="allow", dir=workdir, config=config,
-                     name=os.path.basename(os.path.abspath(workdir)))  # fmt: skip
+    run = wandb.init(
+        project=project,
+        id=state["run_id"],
+        resume="allow",
+        dir=workdir,
+        config=config,
+        name=os.path.basename(os.path.abspath(workdir)),
+    )
     try:
         for r in sorted(todo, key=lambda r: r["iteration"]):
             run.log({f"spar/{k}": v for k, v in scalars(r).items()}, step=r["iteration"])

@@ -23,13 +23,26 @@ def run(cfg: RunConfig, runtime) -> dict:
     prompts = load_prompts(cfg)
     mesh = parallel.make_mesh(cfg.mesh.shape)
     model = from_pretrained(
-        cfg.actor.path, dtype=cfg.actor.dtype, param_dtype=cfg.actor.param_dtype, mesh=mesh, rules=cfg.mesh.rules,
+        cfg.actor.path,
+        dtype=cfg.actor.dtype,
+        param_dtype=cfg.actor.param_dtype,
+        mesh=mesh,
+        rules=cfg.mesh.rules,
         attention_impl=cfg.actor.attention_impl,
     )
     tokenizer = load_tokenizer(cfg.actor.path)
     e = cfg.engine
-    engine = Engine(model, tokenizer, mesh=mesh, batch_size=e.batch_size, batching=e.batching, dtype=e.dtype,
-                    max_length=e.max_length or None, truncate=e.truncate, progress=e.progress)
+    engine = Engine(
+        model,
+        tokenizer,
+        mesh=mesh,
+        batch_size=e.batch_size,
+        batching=e.batching,
+        dtype=e.dtype,
+        max_length=e.max_length or None,
+        truncate=e.truncate,
+        progress=e.progress,
+    )
     requests = [[{"role": "user", "content": p}] for p in prompts]
     source = cfg.answer.prompts_file or "config key answer.prompts"
     with gen.prompt_source([(str(i), p) for i, p in enumerate(prompts)], source), gen.naming_prompts(requests):

@@ -13,5 +13,6 @@ def run(cfg: RunConfig, runtime) -> dict:
     settings = eval_settings(cfg, "calibration")
     deferred = runtime.deferred_engine  # each loaded on first use, after the stage has read its inputs
     actor = None if settings.responses_file else deferred("actor", cfg.actor.path)
-    return calibration.run(deferred("refiner", refiner_path(cfg)), settings, os.path.join(cfg.workdir, "calibration"),
-                           actor_engine=actor)
+    return calibration.run(
+        deferred("refiner", refiner_path(cfg)), settings, os.path.join(cfg.workdir, "calibration"), actor_engine=actor
+    )

@@ -42,4 +42,6 @@ def eval_settings(cfg: RunConfig, name: str) -> Any:
     settings = cfg.evals[name]
     if settings.label:
         return settings
-    return dataclasses.replace(settings, label=cfg.actor.path if name in ("ifeval", "followbench") else refiner_path(cfg))
+    return dataclasses.replace(
+        settings, label=cfg.actor.path if name in ("ifeval", "followbench") else refiner_path(cfg)
+    )

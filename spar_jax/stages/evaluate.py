@@ -18,5 +18,6 @@ def run(cfg: RunConfig, runtime) -> dict:
     directory = os.path.join(cfg.workdir, "evaluate")
     source = path if os.path.exists(path) else "the generated held-out prompts"
     with gen.prompt_source([(p["key"], p["prompt"]) for p in heldout], source):
-        return evaluation.evaluate_actor(runtime.engine("actor", cfg.actor.path), heldout, cfg, directory,
-                                         seed=cfg.seed)
+        return evaluation.evaluate_actor(
+            runtime.engine("actor", cfg.actor.path), heldout, cfg, directory, seed=cfg.seed
+        )

@@ -17,5 +17,6 @@ def run(cfg: RunConfig, runtime) -> dict:
     actor = None if settings.responses_file else deferred("actor", cfg.actor.path)
     if not settings.judge_name:
         settings = dataclasses.replace(settings, judge_name=judge_path)
-    return followbench.run(actor, settings, os.path.join(cfg.workdir, "followbench"),
-                           judge_engine=deferred("refiner", judge_path))
+    return followbench.run(
+        actor, settings, os.path.join(cfg.workdir, "followbench"), judge_engine=deferred("refiner", judge_path)
+    )

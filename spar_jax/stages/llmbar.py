@@ -11,5 +11,6 @@ from spar_jax.stages.common import eval_settings, refiner_path
 
 def run(cfg: RunConfig, runtime) -> dict:
     settings = eval_settings(cfg, "llmbar")
-    return llmbar.run(runtime.deferred_engine("refiner", refiner_path(cfg)), settings,
-                      os.path.join(cfg.workdir, "llmbar"))
+    return llmbar.run(
+        runtime.deferred_engine("refiner", refiner_path(cfg)), settings, os.path.join(cfg.workdir, "llmbar")
+    )

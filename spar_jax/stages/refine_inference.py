@@ -9,29 +9,44 @@ import os
 from spar_jax import files, ifeval
 from spar_jax.config import RunConfig
 from spar_jax.judge.generation import SamplingParams, derive_seed
+from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
+from spar_jax.spar import sources
 from spar_jax.spar.evaluation import answer, score
 from spar_jax.spar.judges import Judge, ModelJudge, make_judge
 from spar_jax.spar.mining import TreeRoot
-from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
-from spar_jax.spar import sources
 from spar_jax.spar.tree_search import SearchConfig, search
 from spar_jax.stages.common import refiner_path
 
 
-def refine_answers(actor, refiner, prompts: list[dict], *, search_config: SearchConfig, judge_votes: int,
-                   judge_sampling: SamplingParams, max_new_tokens: int, seed: int,
-                   templates: Templates = DEFAULT_TEMPLATES,
-                   judge: Judge | None = None) -> tuple[list[str], list[str], dict]:  # fmt: skip
+def refine_answers(
+    actor,
+    refiner,
+    prompts: list[dict],
+    *,
+    search_config: SearchConfig,
+    judge_votes: int,
+    judge_sampling: SamplingParams,
+    max_new_tokens: int,
+    seed: int,
+    templates: Templates = DEFAULT_TEMPLATES,
+    judge: Judge | None = None,
+) -> tuple[list[str], list[str], dict]:
     """Returns (original answers, refined answers, stats). Engine calls: 1 actor + 1 judge + the search's.
     ``judge`` labels answers and tree nodes (default: the refiner)."""
     judge = judge or ModelJudge(refiner, templates)
     original = answer(actor, prompts, max_new_tokens=max_new_tokens, seed=seed)
-    judgements = judge.judge([(p["prompt"], r) for p, r in zip(prompts, original)], k=judge_votes,
-                             sampling=judge_sampling, seed=derive_seed(seed, "judge"))  # fmt: skip
-    roots = [TreeRoot(str(p["key"]), p["prompt"], r, j)
-             for p, r, j in zip(prompts, original, judgements) if j.label == "no"]  # fmt: skip
-    outcome = search(refiner, roots, config=search_config, seed=derive_seed(seed, "search"), templates=templates,
-                     judge=judge)  # fmt: skip
+    judgements = judge.judge(
+        [(p["prompt"], r) for p, r in zip(prompts, original)],
+        k=judge_votes,
+        sampling=judge_sampling,
+        seed=derive_seed(seed, "judge"),
+    )
+    roots = [
+        TreeRoot(str(p["key"]), p["prompt"], r, j) for p, r, j in zip(prompts, original, judgements) if j.label == "no"
+    ]
+    outcome = search(
+        refiner, roots, config=search_config, seed=derive_seed(seed, "search"), templates=templates, judge=judge
+    )
     refined_by_key = {t.prompt_id: t.answer for t in outcome.trees}
     refined = [refined_by_key.get(str(p["key"]), r) for p, r in zip(prompts, original)]
     stats = {
@@ -51,10 +66,17 @@ def refine_and_score(engines, prompts: list[dict], cfg, directory: str, *, seed:
     actor, refiner = engines
     templates = Templates.from_file(cfg.spar.templates_file) if cfg.spar.templates_file else DEFAULT_TEMPLATES
     original, refined, stats = refine_answers(
-        actor, refiner, prompts, search_config=cfg.search, judge_votes=cfg.mining.k_votes,
-        judge_sampling=cfg.mining.judge_sampling, max_new_tokens=cfg.eval.max_new_tokens, seed=seed,
-        templates=templates, judge=make_judge(cfg.judge_kind, refiner, prompts, templates),
-    )  # fmt: skip
+        actor,
+        refiner,
+        prompts,
+        search_config=cfg.search,
+        judge_votes=cfg.mining.k_votes,
+        judge_sampling=cfg.mining.judge_sampling,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        seed=seed,
+        templates=templates,
+        judge=make_judge(cfg.judge_kind, refiner, prompts, templates),
+    )
     before = score(prompts, original, os.path.join(directory, "before"), "actor answers")
     after = score(prompts, refined, os.path.join(directory, "after"), "after inference-time tree search")
     out = {**stats, "before": before, "after": after}
@@ -66,8 +88,15 @@ def prompts(cfg: RunConfig) -> list[dict]:
     """IFEval's prompts when ``eval.ifeval_source`` is set (first ``eval.ifeval_limit``), else generated ones."""
     if not cfg.eval.ifeval_source:
         return sources.generated(cfg, cfg.prompts.num_heldout, seed=cfg.seed)
-    out = [{"key": p.key, "prompt": p.prompt, "instruction_id_list": list(p.instruction_id_list),
-            "kwargs": [dict(k) for k in p.kwargs]} for p in ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)]
+    out = [
+        {
+            "key": p.key,
+            "prompt": p.prompt,
+            "instruction_id_list": list(p.instruction_id_list),
+            "kwargs": [dict(k) for k in p.kwargs],
+        }
+        for p in ifeval.load_ifeval_prompts(cfg.eval.ifeval_source)
+    ]
     return out[: cfg.eval.ifeval_limit] if cfg.eval.ifeval_limit else out
 
 

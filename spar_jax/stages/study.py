@@ -40,23 +40,34 @@ def variant(cfg: RunConfig, **changes: Any) -> RunConfig:
 def run(cfg: RunConfig, runtime) -> dict[str, Any]:
     """Runs the loop, its ablations and (optionally) the rules-judged loop; returns the results summary."""
     if not cfg.eval.ifeval_source:
-        raise ValueError("config key 'eval.ifeval_source' must name the IFEval prompts for the study (a JSONL path "
-                         "or google/IFEval)")  # fmt: skip
+        raise ValueError(
+            "config key 'eval.ifeval_source' must name the IFEval prompts for the study (a JSONL path or google/IFEval)"
+        )
     wd = cfg.workdir
 
     def publish(*_):
-        results.write_results(wd, cfg.study.results_dir, cfg.eval.ifeval_source, iterations=cfg.spar.iterations,
-                              title="SPaR study")  # fmt: skip
+        results.write_results(
+            wd, cfg.study.results_dir, cfg.eval.ifeval_source, iterations=cfg.spar.iterations, title="SPaR study"
+        )
 
     main = variant(cfg, workdir=os.path.join(wd, "spar"), **{"eval.ifeval_final_only": False})
     Pipeline(main, runtime).run(on_eval=publish)
     if cfg.study.rules_run:
         stage0 = step_info(os.path.join(wd, "spar", "iter_0", "sft_refiner"))  # the same Stage-0 refiner
-        rules = variant(cfg, workdir=os.path.join(wd, "rules"), **{
-            "judge.kind": "rules", "spar.eval_base": False, "spar.ablations": (), "spar.bootstrap_prompts": 0,
-            "spar.bootstrap_actor": False, "spar.initial_sft_refiner": "", "eval.ifeval_final_only": False,
-            "refiner.path": stage0["checkpoint"] if stage0 else cfg.refiner.path,
-        })  # fmt: skip
+        rules = variant(
+            cfg,
+            workdir=os.path.join(wd, "rules"),
+            **{
+                "judge.kind": "rules",
+                "spar.eval_base": False,
+                "spar.ablations": (),
+                "spar.bootstrap_prompts": 0,
+                "spar.bootstrap_actor": False,
+                "spar.initial_sft_refiner": "",
+                "eval.ifeval_final_only": False,
+                "refiner.path": stage0["checkpoint"] if stage0 else cfg.refiner.path,
+            },
+        )
         Pipeline(rules, runtime).run(on_eval=publish)
     summary = results.write_results(wd, cfg.study.results_dir, cfg.eval.ifeval_source, iterations=cfg.spar.iterations)
     return {"rows": {k: v["metrics"] for k, v in summary["rows"].items()}, "results_dir": cfg.study.results_dir}

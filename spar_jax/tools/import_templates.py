@@ -31,8 +31,10 @@ from pathlib import Path
 from spar_jax import files
 from spar_jax.judge.templates import Templates
 
-JUDGE_SOURCES = (("src/tasks/prompts.py", "variable", "judge_template"),
-                 ("src/judge.py", "function", "build_judge_template"))
+JUDGE_SOURCES = (
+    ("src/tasks/prompts.py", "variable", "judge_template"),
+    ("src/judge.py", "function", "build_judge_template"),
+)
 REFINE_SOURCE = ("src/tasks/science.py", "build_refine_message")
 FIELDS = ("instruction", "response")
 
@@ -130,9 +132,14 @@ def field_order(repo: Path, variable: str = "judge_template") -> tuple[str, str]
         except (OSError, SyntaxError, UnicodeDecodeError):
             continue
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == variable
-                    and len(node.args) == 2):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "format"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == variable
+                and len(node.args) == 2
+            ):
                 first = ast.unparse(node.args[0]).lower()
                 return ("response", "instruction") if "response" in first else FIELDS
     return FIELDS
@@ -186,8 +193,9 @@ def import_templates(repo: str | Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spar_jax.tools.import_templates",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m spar_jax.tools.import_templates", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("repo", help="local clone of the authors' repository (thu-coai/SPaR)")
     parser.add_argument("--out", default="templates.json", help="JSON file to write (spar.templates_file)")
     args = parser.parse_args(argv)
@@ -197,8 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     files.write_json(args.out, templates)
-    print(f"wrote {args.out}: judge {len(templates['judge'])} chars, refine {len(templates['refine'])} chars; "
-          f"set spar.templates_file (and eval judges' templates_file) to it")
+    print(
+        f"wrote {args.out}: judge {len(templates['judge'])} chars, refine {len(templates['refine'])} chars; "
+        f"set spar.templates_file (and eval judges' templates_file) to it"
+    )
     return 0
 
 

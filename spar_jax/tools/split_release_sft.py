@@ -60,7 +60,9 @@ def split_records(records: Iterable[tuple[str, dict]], prefix: str) -> tuple[lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spar_jax.tools.split_release_sft", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m spar_jax.tools.split_release_sft", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("data", help="the release's sft/data.json (or any LLaMA-Factory .json / .jsonl)")
     parser.add_argument("--templates", required=True, help="templates JSON from spar_jax.tools.import_templates")
     parser.add_argument("--actor", default="", help="actor output (default: actor.jsonl next to DATA)")

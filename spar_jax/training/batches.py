@@ -62,8 +62,10 @@ class TokenizedData:
         """[N] DPO: tokens of each pair packed by ``pack_pair`` (shared prefix once, then both branches)."""
         if self.kind != "dpo":
             raise ValueError("packed lengths are defined for DPO pairs")
-        return np.asarray([len(c) + len(r) - shared_prefix_length(c, r, cm, rm)
-                           for (c, r), (cm, rm) in zip(self.ids, self.masks)], np.int64)
+        return np.asarray(
+            [len(c) + len(r) - shared_prefix_length(c, r, cm, rm) for (c, r), (cm, rm) in zip(self.ids, self.masks)],
+            np.int64,
+        )
 
     def fingerprint(self) -> str:
         """A hash of every token id and mask, to check that cached reference log-probs belong to this data."""
@@ -84,8 +86,9 @@ class TokenizedData:
 
 
 def _render(tokenizer, messages: R.Messages, generation_prompt: bool) -> list[int]:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True,
-                                        return_dict=False)
+    ids = tokenizer.apply_chat_template(
+        messages, add_generation_prompt=generation_prompt, tokenize=True, return_dict=False
+    )
     if hasattr(ids, "keys"):
         ids = ids["input_ids"]
     return [int(i) for i in ids]
@@ -93,8 +96,10 @@ def _render(tokenizer, messages: R.Messages, generation_prompt: bool) -> list[in
 
 def _check_prefix(prefix: list[int], full: list[int], where: str) -> None:
     if full[: len(prefix)] != prefix:
-        raise ValueError(f"{where}: the chat template does not render a conversation as an extension of its prefix, "
-                         "so assistant turns cannot be located in the token ids")
+        raise ValueError(
+            f"{where}: the chat template does not render a conversation as an extension of its prefix, "
+            "so assistant turns cannot be located in the token ids"
+        )
 
 
 def conversation_ids(tokenizer, messages: R.Messages, where: str) -> tuple[list[int], list[bool]]:
@@ -110,14 +115,15 @@ def conversation_ids(tokenizer, messages: R.Messages, where: str) -> tuple[list[
         upto = _render(tokenizer, messages[: i + 1], False)
         _check_prefix(before, upto, where)
         _check_prefix(upto, full, where)
-        mask[len(before): len(upto)] = [True] * (len(upto) - len(before))
+        mask[len(before) : len(upto)] = [True] * (len(upto) - len(before))
     if not any(mask):
         raise ValueError(f"{where}: the rendered conversation has no assistant tokens")
     return full, mask
 
 
-def truncate(ids: Sequence[int], mask: Sequence[bool], max_length: int,
-             max_prompt_length: int) -> tuple[list[int], list[bool], bool, bool]:
+def truncate(
+    ids: Sequence[int], mask: Sequence[bool], max_length: int, max_prompt_length: int
+) -> tuple[list[int], list[bool], bool, bool]:
     """Fit one sequence into ``max_length``: prompt cut from the left, then response from the right.
 
     Returns (ids, mask, prompt_was_cut, response_was_cut). The prompt is cut only when the sequence is too long.
@@ -164,8 +170,10 @@ def tokenize_dpo(records: Any, tokenizer, *, max_length: int, max_prompt_length:
     ids, masks, stats = [], [], TruncationStats()
     for where, record in R.iter_records(records):
         prompt, chosen, rejected = R.dpo_triple(record, where)
-        seqs = [conversation_ids(tokenizer, [*prompt, {"role": "assistant", "content": text}], where)
-                for text in (chosen, rejected)]
+        seqs = [
+            conversation_ids(tokenizer, [*prompt, {"role": "assistant", "content": text}], where)
+            for text in (chosen, rejected)
+        ]
         longest = max(range(2), key=lambda i: len(seqs[i][0]))
         _, _, p_cut, _ = truncate(*seqs[longest], max_length, max_prompt_length)
         prompt_len = seqs[0][1].index(True)
@@ -184,8 +192,13 @@ def _finish(data: TokenizedData) -> TokenizedData:
         raise ValueError("training data: no records")
     s = data.stats
     if s.prompts_truncated or s.responses_truncated:
-        _log.warning("%s data: %d of %d examples had their prompt cut (from the left), %d their response cut "
-                     "(from the right)", data.kind, s.prompts_truncated, s.examples, s.responses_truncated)
+        _log.warning(
+            "%s data: %d of %d examples had their prompt cut (from the left), %d their response cut (from the right)",
+            data.kind,
+            s.prompts_truncated,
+            s.examples,
+            s.responses_truncated,
+        )
     return data
 
 
@@ -209,8 +222,15 @@ def length_buckets(max_length: int, smallest: int = 64) -> tuple[int, ...]:
     return (*out, max_length)
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, *,
-                  group_by_length: bool = True, window_batches: int = 32) -> list[np.ndarray]:
+def epoch_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    *,
+    group_by_length: bool = True,
+    window_batches: int = 32,
+) -> list[np.ndarray]:
     """Example indices of every batch of ``epoch``, a pure function of (lengths, batch_size, seed, epoch).
 
     A seeded permutation; with ``group_by_length`` each window of ``window_batches`` batches is sorted by length
@@ -220,16 +240,18 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, *
     order = rng.permutation(len(lengths))
     if group_by_length:
         window = batch_size * window_batches
-        order = np.concatenate([w[np.argsort(-lengths[w], kind="stable")]
-                                for w in np.split(order, range(window, len(order), window))])
+        order = np.concatenate(
+            [w[np.argsort(-lengths[w], kind="stable")] for w in np.split(order, range(window, len(order), window))]
+        )
     batches = np.split(order, range(batch_size, len(order), batch_size))
     if group_by_length:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
 
 
-def shared_prefix_length(chosen: np.ndarray, rejected: np.ndarray, chosen_mask: np.ndarray,
-                         rejected_mask: np.ndarray) -> int:
+def shared_prefix_length(
+    chosen: np.ndarray, rejected: np.ndarray, chosen_mask: np.ndarray, rejected_mask: np.ndarray
+) -> int:
     """Leading tokens two sequences have in common, with the same loss mask (the prompt, and more when the
     responses start alike)."""
     n = min(len(chosen), len(rejected))
@@ -251,8 +273,9 @@ def pack_pair(seqs: tuple[np.ndarray, np.ndarray], masks: tuple[np.ndarray, np.n
     return (np.concatenate([c, r[n:]]).astype(np.int32), np.concatenate([cm, rm[n:]]).astype(bool), segments)
 
 
-def collate(data: TokenizedData, indices: np.ndarray, rows: int, length: int, pad_id: int = 0, *,
-            packed: bool = False) -> dict[str, np.ndarray]:
+def collate(
+    data: TokenizedData, indices: np.ndarray, rows: int, length: int, pad_id: int = 0, *, packed: bool = False
+) -> dict[str, np.ndarray]:
     """Pad examples ``indices`` into a batch of ``rows`` examples (extra rows are invalid padding).
 
     Returns numpy arrays with S = 1 (sft, or dpo with ``packed``: one ``pack_pair`` row per pair) or 2 (dpo; chosen
@@ -280,8 +303,12 @@ def collate(data: TokenizedData, indices: np.ndarray, rows: int, length: int, pa
             attention[r * per + s, : len(seq)] = True
             if packed:
                 segment_ids[r, : len(seq)] = seg[0]
-    out = {"input_ids": ids, "loss_mask": loss_mask, "attention_mask": attention,
-           "valid": np.arange(rows) < len(indices)}
+    out = {
+        "input_ids": ids,
+        "loss_mask": loss_mask,
+        "attention_mask": attention,
+        "valid": np.arange(rows) < len(indices),
+    }
     if packed:
         out["segment_ids"] = segment_ids
     if data.ref_logps is not None:
@@ -294,16 +321,26 @@ def collate(data: TokenizedData, indices: np.ndarray, rows: int, length: int, pa
 class Batches:
     """Global batches of ``batch_size`` examples over epochs in a seeded, resumable order."""
 
-    def __init__(self, data: TokenizedData, batch_size: int, *, seed: int = 0, buckets: Sequence[int] = (),
-                 group_by_length: bool = True, pad_id: int = 0, packed: bool = False):
+    def __init__(
+        self,
+        data: TokenizedData,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        buckets: Sequence[int] = (),
+        group_by_length: bool = True,
+        pad_id: int = 0,
+        packed: bool = False,
+    ):
         if batch_size <= 0:
             raise ValueError(f"batch_size must be > 0, got {batch_size}")
         self.data, self.batch_size, self.seed, self.packed = data, batch_size, seed, packed
         self.lengths = data.packed_lengths() if packed else data.lengths
         self.buckets = tuple(sorted(buckets)) or (int(self.lengths.max()),)
         if self.lengths.max() > self.buckets[-1]:
-            raise ValueError(f"an example has {self.lengths.max()} tokens, longer than the largest bucket "
-                             f"{self.buckets[-1]}")
+            raise ValueError(
+                f"an example has {self.lengths.max()} tokens, longer than the largest bucket {self.buckets[-1]}"
+            )
         self.group_by_length, self.pad_id = group_by_length, pad_id
 
     @property

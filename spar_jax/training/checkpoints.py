@@ -34,8 +34,11 @@ def signature_mismatch(saved: dict, current: dict, limit: int = 6) -> list[str]:
     """Human-readable differences between two signatures (empty when they match)."""
     problems = [f"missing in checkpoint: {k}" for k in sorted(set(current) - set(saved))]
     problems += [f"unexpected in checkpoint: {k}" for k in sorted(set(saved) - set(current))]
-    problems += [f"{k}: checkpoint has {saved[k][0]} {saved[k][1]}, model has {current[k][0]} {current[k][1]}"
-                 for k in sorted(set(saved) & set(current)) if list(saved[k]) != list(current[k])]
+    problems += [
+        f"{k}: checkpoint has {saved[k][0]} {saved[k][1]}, model has {current[k][0]} {current[k][1]}"
+        for k in sorted(set(saved) & set(current))
+        if list(saved[k]) != list(current[k])
+    ]
     return problems[:limit] + ([f"... and {len(problems) - limit} more"] if len(problems) > limit else [])
 
 
@@ -49,8 +52,13 @@ class CheckpointStore:
         # A save killed midway leaves a "<step>.orbax-checkpoint-tmp-*" directory (a model's size): removed here, before
         # the manager opens the directory (Orbax's own cleanup_tmp_directories may run in the background).
         _remove_stale_tmp(self.directory)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_interval_steps=save_every, create=True,
-                                               enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep,
+            save_interval_steps=save_every,
+            create=True,
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "meta"))
 
     def latest_step(self) -> Optional[int]:
@@ -77,22 +85,32 @@ class CheckpointStore:
             except Exception as e:  # noqa: BLE001 -- Orbax/tensorstore raise many types for unreadable files
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
                 if i + 1 == len(steps):
-                    raise ValueError(f"{self.directory}: no readable checkpoint (step {s}: {reason}); delete the "
-                                     "directory to start the training over") from None
-                _log.warning("%s: checkpoint step %d is unreadable (%s); restoring step %d instead",
-                             self.directory, s, reason, steps[i + 1])
+                    raise ValueError(
+                        f"{self.directory}: no readable checkpoint (step {s}: {reason}); delete the "
+                        "directory to start the training over"
+                    ) from None
+                _log.warning(
+                    "%s: checkpoint step %d is unreadable (%s); restoring step %d instead",
+                    self.directory,
+                    s,
+                    reason,
+                    steps[i + 1],
+                )
         raise AssertionError("unreachable")
 
     def _restore_step(self, step: int, abstract_state: Any, current_signature: dict) -> tuple[Any, dict]:
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         saved = (meta or {}).get("signature")
         if saved is None:
-            raise ValueError(f"{self.directory}: checkpoint step {step} has no model signature; it was not written "
-                             "by spar_jax's trainer")
+            raise ValueError(
+                f"{self.directory}: checkpoint step {step} has no model signature; it was not written "
+                "by spar_jax's trainer"
+            )
         problems = signature_mismatch(saved, current_signature)
         if problems:
-            raise ValueError(f"{self.directory}: checkpoint step {step} does not match the model:\n  "
-                             + "\n  ".join(problems))
+            raise ValueError(
+                f"{self.directory}: checkpoint step {step} does not match the model:\n  " + "\n  ".join(problems)
+            )
         args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
         restored = self.manager.restore(step, args=args)
         return restored["state"], restored["meta"]
@@ -124,8 +142,10 @@ class CheckpointStore:
             saved = str(f["fingerprint"])
             ref = np.asarray(f["ref_logps"])
         if saved != fingerprint:
-            raise ValueError(f"{path}: reference log-probs were computed for different training data "
-                             f"(fingerprint {saved}, data {fingerprint}); use a fresh checkpoint directory")
+            raise ValueError(
+                f"{path}: reference log-probs were computed for different training data "
+                f"(fingerprint {saved}, data {fingerprint}); use a fresh checkpoint directory"
+            )
         return ref
 
 

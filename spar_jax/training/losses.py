@@ -52,7 +52,8 @@ def token_logprobs(logits: jax.Array, targets: jax.Array) -> jax.Array:
     if logits.ndim != 3 or targets.shape != logits.shape[:2]:
         raise ValueError(
             f"token_logprobs: expected logits [B, T, V] and targets [B, T], got logits {logits.shape} "
-            f"and targets {targets.shape}")
+            f"and targets {targets.shape}"
+        )
     return _target_logprobs_from_logits(logits.astype(jnp.float32), targets)
 
 
@@ -66,8 +67,14 @@ def _chunk_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array) -
     return _target_logprobs_from_logits(_chunk_logits(hidden, unembed), targets)
 
 
-def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, *,
-                           chunk_size: int = 256, mask: Optional[jax.Array] = None) -> jax.Array:
+def chunked_token_logprobs(
+    hidden: jax.Array,
+    unembed: jax.Array,
+    targets: jax.Array,
+    *,
+    chunk_size: int = 256,
+    mask: Optional[jax.Array] = None,
+) -> jax.Array:
     """Per-token log-probs of ``targets`` under ``hidden @ unembed`` without the full [B, T, V] logits.
 
     The sequence axis is cut into chunks of ``chunk_size`` tokens and scanned; each chunk's body is under
@@ -88,11 +95,16 @@ def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.A
     Returns:
       [B, T] float32 log-probabilities.
     """
-    if hidden.ndim != 3 or unembed.ndim != 2 or targets.shape != hidden.shape[:2] \
-            or unembed.shape[0] != hidden.shape[2]:
+    if (
+        hidden.ndim != 3
+        or unembed.ndim != 2
+        or targets.shape != hidden.shape[:2]
+        or unembed.shape[0] != hidden.shape[2]
+    ):
         raise ValueError(
             f"chunked_token_logprobs: expected hidden [B, T, E], unembed [E, V], targets [B, T], got hidden "
-            f"{hidden.shape}, unembed {unembed.shape}, targets {targets.shape}")
+            f"{hidden.shape}, unembed {unembed.shape}, targets {targets.shape}"
+        )
     if int(chunk_size) <= 0:
         raise ValueError(f"chunked_token_logprobs: chunk_size must be > 0, got {chunk_size}")
     batch, length, width = hidden.shape
@@ -121,8 +133,7 @@ def chunked_token_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.A
     return out.swapaxes(0, 1).reshape(batch, n_chunks * chunk)[:, :length]
 
 
-def _span_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, mask: jax.Array,
-                   chunk: int) -> jax.Array:
+def _span_logprobs(hidden: jax.Array, unembed: jax.Array, targets: jax.Array, mask: jax.Array, chunk: int) -> jax.Array:
     """``chunked_token_logprobs`` in whole chunks from the first True position of ``mask`` (any row) through the
     last, 0.0 elsewhere.
 
@@ -218,7 +229,8 @@ _span.defvjp(_span_fwd, _span_bwd)
 def _check_mask(name: str, token_logps: jax.Array, mask: jax.Array) -> None:
     if token_logps.ndim != 2 or mask.shape != token_logps.shape:
         raise ValueError(
-            f"{name}: expected token_logps [B, T] and mask [B, T], got {token_logps.shape} and {mask.shape}")
+            f"{name}: expected token_logps [B, T] and mask [B, T], got {token_logps.shape} and {mask.shape}"
+        )
 
 
 def sequence_logps(token_logps: jax.Array, mask: jax.Array) -> jax.Array:
@@ -243,10 +255,17 @@ def _masked_mean(values: jax.Array, weights: Optional[jax.Array]) -> jax.Array:
     return jnp.sum(jnp.where(keep, values, 0.0)) / jnp.maximum(jnp.sum(keep).astype(jnp.float32), 1.0)
 
 
-def dpo_loss(policy_chosen_logps: jax.Array, policy_rejected_logps: jax.Array,
-             ref_chosen_logps: jax.Array, ref_rejected_logps: jax.Array, *, beta: float = 0.1,
-             loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-             pair_mask: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def dpo_loss(
+    policy_chosen_logps: jax.Array,
+    policy_rejected_logps: jax.Array,
+    ref_chosen_logps: jax.Array,
+    ref_rejected_logps: jax.Array,
+    *,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    pair_mask: Optional[jax.Array] = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """DPO loss on sequence log-probs (TRL's definitions; β is applied exactly once).
 
     With ``logits = (πc - πr) - (refc - refr)`` per pair:
@@ -278,21 +297,28 @@ def dpo_loss(policy_chosen_logps: jax.Array, policy_rejected_logps: jax.Array,
         raise ValueError(f"dpo_loss: label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if label_smoothing and loss_type != "sigmoid":
         raise ValueError(
-            f"dpo_loss: label_smoothing={label_smoothing} only applies to loss_type='sigmoid', not {loss_type!r}")
+            f"dpo_loss: label_smoothing={label_smoothing} only applies to loss_type='sigmoid', not {loss_type!r}"
+        )
     inputs = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     shapes = [x.shape for x in inputs]
-    if len(shapes[0]) != 1 or any(s != shapes[0] for s in shapes) or (
-            pair_mask is not None and pair_mask.shape != shapes[0]):
-        raise ValueError(f"dpo_loss: expected four [B] log-prob arrays (and a [B] pair_mask), got shapes {shapes}"
-                         f"{'' if pair_mask is None else f' and pair_mask {pair_mask.shape}'}")
+    if (
+        len(shapes[0]) != 1
+        or any(s != shapes[0] for s in shapes)
+        or (pair_mask is not None and pair_mask.shape != shapes[0])
+    ):
+        raise ValueError(
+            f"dpo_loss: expected four [B] log-prob arrays (and a [B] pair_mask), got shapes {shapes}"
+            f"{'' if pair_mask is None else f' and pair_mask {pair_mask.shape}'}"
+        )
     pc, pr, rc, rr = (x.astype(jnp.float32) for x in inputs)
     chosen_logratios = pc - rc
     rejected_logratios = pr - rr
     # TRL's grouping (policy ratio minus reference ratio) so float rounding matches it too.
     logits = (pc - pr) - (rc - rr)
     if loss_type == "sigmoid":
-        losses = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * logits)
-                  - label_smoothing * jax.nn.log_sigmoid(-beta * logits))
+        losses = -(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * logits) - label_smoothing * jax.nn.log_sigmoid(
+            -beta * logits
+        )
     elif loss_type == "ipo":
         losses = (logits - 1.0 / (2.0 * beta)) ** 2
     else:
@@ -338,11 +364,20 @@ def sft_loss(token_logps: jax.Array, loss_mask: jax.Array) -> tuple[jax.Array, d
     return nll, {"nll": lax.stop_gradient(nll), "tokens": count}
 
 
-def spar_actor_loss(policy_chosen_token_logps: jax.Array, chosen_mask: jax.Array,
-                    policy_rejected_token_logps: jax.Array, rejected_mask: jax.Array,
-                    ref_chosen_logps: jax.Array, ref_rejected_logps: jax.Array, *, beta: float = 0.1,
-                    sft_weight: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                    pair_mask: Optional[jax.Array] = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+def spar_actor_loss(
+    policy_chosen_token_logps: jax.Array,
+    chosen_mask: jax.Array,
+    policy_rejected_token_logps: jax.Array,
+    rejected_mask: jax.Array,
+    ref_chosen_logps: jax.Array,
+    ref_rejected_logps: jax.Array,
+    *,
+    beta: float = 0.1,
+    sft_weight: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    pair_mask: Optional[jax.Array] = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """SPaR actor objective: ``dpo_loss + sft_weight * nll``.
 
     Policy sequence log-probs are masked *sums* of the token log-probs (``sequence_logps``), so the reference
@@ -367,13 +402,22 @@ def spar_actor_loss(policy_chosen_token_logps: jax.Array, chosen_mask: jax.Array
     _check_mask("spar_actor_loss (rejected)", policy_rejected_token_logps, rejected_mask)
     chosen_logps = sequence_logps(policy_chosen_token_logps, chosen_mask)
     rejected_logps = sequence_logps(policy_rejected_token_logps, rejected_mask)
-    dpo, metrics = dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta,
-                            loss_type=loss_type, label_smoothing=label_smoothing, pair_mask=pair_mask)
+    dpo, metrics = dpo_loss(
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        beta=beta,
+        loss_type=loss_type,
+        label_smoothing=label_smoothing,
+        pair_mask=pair_mask,
+    )
     nll_mask = chosen_mask.astype(bool)
     if pair_mask is not None:
         nll_mask = nll_mask & pair_mask.astype(bool)[:, None]
     nll, count = _token_mean_nll(policy_chosen_token_logps, nll_mask)
     loss = dpo + sft_weight * nll
-    metrics = dict(metrics, **{"dpo_loss": lax.stop_gradient(dpo), "nll": lax.stop_gradient(nll),
-                               "tokens/chosen": count})
+    metrics = dict(
+        metrics, **{"dpo_loss": lax.stop_gradient(dpo), "nll": lax.stop_gradient(nll), "tokens/chosen": count}
+    )
     return loss, metrics

@@ -133,8 +133,10 @@ def sft_messages(record: dict, where: str) -> Messages:
         messages = _with_system(record, _alpaca_prompt(record, where), where)
         messages.append({"role": "assistant", "content": record["output"]})
     else:
-        raise ValueError(f"{where}: an SFT record needs 'messages', 'conversations' or 'instruction'+'output'; "
-                         f"got keys {sorted(record)}")
+        raise ValueError(
+            f"{where}: an SFT record needs 'messages', 'conversations' or 'instruction'+'output'; "
+            f"got keys {sorted(record)}"
+        )
     _check_roles(messages, where)
     if not any(m["role"] == "assistant" for m in messages):
         raise ValueError(f"{where}: the conversation has no assistant turn to train on")
@@ -171,10 +173,14 @@ def dpo_triple(record: dict, where: str) -> tuple[Messages, str, str]:
     elif "instruction" in record:
         messages = _with_system(record, _alpaca_prompt(record, where), where)
     else:
-        raise ValueError(f"{where}: a DPO record needs 'prompt', 'conversations' or 'instruction'; "
-                         f"got keys {sorted(record)}")
+        raise ValueError(
+            f"{where}: a DPO record needs 'prompt', 'conversations' or 'instruction'; got keys {sorted(record)}"
+        )
     _check_roles(messages, where)
     if messages[-1]["role"] != "user":
         raise ValueError(f"{where}: the DPO prompt must end with a user turn")
-    return (messages, _response(record["chosen"], f"{where}: 'chosen'"),
-            _response(record["rejected"], f"{where}: 'rejected'"))
+    return (
+        messages,
+        _response(record["chosen"], f"{where}: 'chosen'"),
+        _response(record["rejected"], f"{where}: 'rejected'"),
+    )

@@ -46,8 +46,11 @@ def make_schedule(kind: str, learning_rate: float, total_steps: int, warmup_rati
     if kind not in SCHEDULES:
         raise ValueError(f"schedule {kind!r}: choose one of {SCHEDULES}")
     warmup = math.ceil(warmup_ratio * total_steps)
-    after = (optax.constant_schedule(learning_rate) if kind == "constant"
-             else optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1)))
+    after = (
+        optax.constant_schedule(learning_rate)
+        if kind == "constant"
+        else optax.linear_schedule(learning_rate, 0.0, max(total_steps - warmup, 1))
+    )
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warmup), after], [warmup])
@@ -55,6 +58,7 @@ def make_schedule(kind: str, learning_rate: float, total_steps: int, warmup_rati
 
 def decay_mask(params: Any) -> Any:
     """Weight decay on matrices only: norms and biases (names ending in ``norm`` / ``bias``) are exempt."""
+
     def keep(path, _):
         name = str(getattr(path[-1], "key", path[-1]))
         return not (name.endswith("norm") or name.endswith("bias"))
@@ -62,8 +66,9 @@ def decay_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(schedule: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps: float,
-                   max_grad_norm: float | None) -> optax.GradientTransformation:
+def make_optimizer(
+    schedule: optax.Schedule, *, weight_decay: float, b1: float, b2: float, eps: float, max_grad_norm: float | None
+) -> optax.GradientTransformation:
     """Global-norm clipping (when ``max_grad_norm``) then AdamW with decoupled, masked weight decay."""
     adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
     return adamw if not max_grad_norm else optax.chain(optax.clip_by_global_norm(max_grad_norm), adamw)
@@ -80,8 +85,9 @@ def shift_targets(input_ids: jax.Array, loss_mask: jax.Array, attention_mask: ja
     return targets, target_mask
 
 
-def token_logps(model, input_ids: jax.Array, attention_mask: jax.Array, chunk_size: int,
-                target_mask: jax.Array | None = None) -> jax.Array:
+def token_logps(
+    model, input_ids: jax.Array, attention_mask: jax.Array, chunk_size: int, target_mask: jax.Array | None = None
+) -> jax.Array:
     """[R, T] log p(input_ids[:, t + 1] | ids[:, :t + 1]) (the last column is meaningless; mask it).
 
     ``chunk_size`` > 0: chunked over the sequence, logits recomputed in the backward pass (memory ~ chunk × V);
@@ -153,8 +159,9 @@ def batch_totals(batch: dict[str, jax.Array], kind: str) -> dict[str, jax.Array]
     return {"tokens": jnp.sum(tmask).astype(jnp.float32)}
 
 
-def micro_loss(model, mb: dict[str, jax.Array], totals: dict[str, jax.Array],
-               spec: LossSpec) -> tuple[jax.Array, dict[str, jax.Array]]:
+def micro_loss(
+    model, mb: dict[str, jax.Array], totals: dict[str, jax.Array], spec: LossSpec
+) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The global-batch-weighted loss of one micro-batch (arrays without the leading A axis) and its metrics.
 
     SFT: token-mean NLL over target tokens. DPO: ``dpo_loss`` (mean over valid pairs) + ``sft_weight`` × token-mean
@@ -167,20 +174,38 @@ def micro_loss(model, mb: dict[str, jax.Array], totals: dict[str, jax.Array],
         nll, _ = sft_loss(tlp, mask)
         w = jnp.sum(mask) / jnp.maximum(totals["tokens"], 1.0)
         loss = nll * w
-        return loss, {"loss": loss, "nll": jax.lax.stop_gradient(loss), "tokens/target": jnp.sum(mask, dtype=jnp.float32)}
+        return loss, {
+            "loss": loss,
+            "nll": jax.lax.stop_gradient(loss),
+            "tokens/target": jnp.sum(mask, dtype=jnp.float32),
+        }
     valid = mb["valid"]
     seq, chosen_tlp, chosen_mask = pair_logps(model, mb, spec.chunk_size)
     ref = mb["ref_logps"]
-    dpo, metrics = dpo_loss(seq[:, 0], seq[:, 1], ref[:, 0], ref[:, 1], beta=spec.beta, loss_type=spec.loss_type,
-                            label_smoothing=spec.label_smoothing, pair_mask=valid)
+    dpo, metrics = dpo_loss(
+        seq[:, 0],
+        seq[:, 1],
+        ref[:, 0],
+        ref[:, 1],
+        beta=spec.beta,
+        loss_type=spec.loss_type,
+        label_smoothing=spec.label_smoothing,
+        pair_mask=valid,
+    )
     chosen_mask = chosen_mask & valid[:, None]
     nll, _ = sft_loss(chosen_tlp, chosen_mask)
     wp = jnp.sum(valid) / jnp.maximum(totals["pairs"], 1.0)
     wt = jnp.sum(chosen_mask) / jnp.maximum(totals["tokens"], 1.0)
     loss = dpo * wp + spec.sft_weight * nll * wt
     out = {k: v * wp for k, v in metrics.items()}
-    out.update({"loss": jax.lax.stop_gradient(loss), "dpo_loss": jax.lax.stop_gradient(dpo * wp),
-                "nll": jax.lax.stop_gradient(nll * wt), "tokens/chosen": jnp.sum(chosen_mask, dtype=jnp.float32)})
+    out.update(
+        {
+            "loss": jax.lax.stop_gradient(loss),
+            "dpo_loss": jax.lax.stop_gradient(dpo * wp),
+            "nll": jax.lax.stop_gradient(nll * wt),
+            "tokens/chosen": jnp.sum(chosen_mask, dtype=jnp.float32),
+        }
+    )
     return loss, out
 
 
@@ -189,8 +214,9 @@ def params_to_state(params: dict, state_def) -> nnx.State:
     return jax.tree.unflatten(state_def, jax.tree.leaves(params))
 
 
-def make_train_step(graphdef, state_def, rest, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                    spec: LossSpec) -> Callable:
+def make_train_step(
+    graphdef, state_def, rest, tx: optax.GradientTransformation, schedule: optax.Schedule, spec: LossSpec
+) -> Callable:
     """``step(state, batch) -> (state, metrics)``, pure and jittable; the A axis of the batch is accumulated."""
 
     def loss_fn(params, mb, totals):
@@ -205,6 +231,7 @@ def make_train_step(graphdef, state_def, rest, tx: optax.GradientTransformation,
         if batch["input_ids"].shape[0] == 1:
             (_, metrics), grads = grad_fn(params, jax.tree.map(lambda x: x[0], batch), totals)
         else:
+
             def body(acc, mb):
                 (_, m), g = grad_fn(params, mb, totals)
                 return jax.tree.map(jnp.add, acc, (g, m)), None
@@ -214,8 +241,12 @@ def make_train_step(graphdef, state_def, rest, tx: optax.GradientTransformation,
             (grads, metrics), _ = jax.lax.scan(body, zeros, batch)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
-        new_state = {"step": state["step"] + 1, "params": optax.apply_updates(params, updates),
-                     "opt_state": opt_state, "rng": jax.random.split(state["rng"])[0]}
+        new_state = {
+            "step": state["step"] + 1,
+            "params": optax.apply_updates(params, updates),
+            "opt_state": opt_state,
+            "rng": jax.random.split(state["rng"])[0],
+        }
         metrics = dict(metrics, grad_norm=grad_norm, learning_rate=schedule(state["step"]))
         return new_state, metrics
 

@@ -3,14 +3,15 @@
 import json
 
 import pytest
-from eval_fakes import IFEVAL_PROMPTS, write_json, write_jsonl
-from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 from spar_jax.eval import calibration
 from spar_jax.eval.calibration import CalibrationConfig, calibration_metrics
 from spar_jax.judge.settings import JudgeConfig
-from spar_jax.judge.votes import Judgement
 from spar_jax.judge.templates import judge_messages
+from spar_jax.judge.votes import Judgement
+
+from eval_fakes import IFEVAL_PROMPTS, write_json, write_jsonl
+from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 _VOTE = {"y": "yes", "n": "no", "x": None}
 
@@ -50,18 +51,22 @@ def test_undefined_rates_are_none_not_zero():
 
 # Truth by the rule checker: "Hi there friend" passes no_comma, "Hi, friend" fails it, "hi there" passes lowercase,
 # "hi, there" fails no_comma.
-RESPONSES = [("Say hi without commas.", "Hi there friend", "yyyyy"),  # tn
-             ("Say hi without commas.", "Hi, friend", "nnnyy"),  # tp
-             ("Say hi in lowercase.", "hi there", "nnnnn"),  # fp
-             ("Say hi in lowercase, no commas.", "hi, there", "yyynx")]  # fn  # fmt: skip
+RESPONSES = [
+    ("Say hi without commas.", "Hi there friend", "yyyyy"),  # tn
+    ("Say hi without commas.", "Hi, friend", "nnnyy"),  # tp
+    ("Say hi in lowercase.", "hi there", "nnnnn"),  # fp
+    ("Say hi in lowercase, no commas.", "hi, there", "yyynx"),
+]  # fn
 VOTES = {r: v for _, r, v in RESPONSES}
 
 
 def _setup(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", IFEVAL_PROMPTS)
     templates = write_json(tmp_path / "templates.json", TEMPLATES.to_dict())
-    engine = ScriptedEngine(judge=lambda i, r, n: [vote_text(c, r) for c in VOTES[r]],
-                            actor=lambda i, n: ["Hi there friend", "Hi, friend"][:n])  # fmt: skip
+    engine = ScriptedEngine(
+        judge=lambda i, r, n: [vote_text(c, r) for c in VOTES[r]],
+        actor=lambda i, n: ["Hi there friend", "Hi, friend"][:n],
+    )
     return str(prompts), str(templates), engine
 
 
@@ -69,8 +74,12 @@ def test_run_on_a_responses_file_uses_the_spar_judge(tmp_path):
     prompts, templates, engine = _setup(tmp_path)
     rows = [{"prompt": p, "response": r} for p, r, _ in RESPONSES] + [{"prompt": "unknown", "response": "x"}]
     responses = write_jsonl(tmp_path / "responses.jsonl", rows)
-    settings = CalibrationConfig(prompts_source=prompts, responses_file=str(responses),
-                                 judge=JudgeConfig(templates_file=templates), label="refiner it1")  # fmt: skip
+    settings = CalibrationConfig(
+        prompts_source=prompts,
+        responses_file=str(responses),
+        judge=JudgeConfig(templates_file=templates),
+        label="refiner it1",
+    )
     summary = calibration.run(engine, settings, tmp_path / "out")
     (call,) = engine.calls
     assert call.kind == "judge" and call.n == 5 and call.sampling["temperature"] == 0.7
@@ -80,8 +89,12 @@ def test_run_on_a_responses_file_uses_the_spar_judge(tmp_path):
     assert summary["metrics"]["accuracy"] == 0.5 and summary["responses_ignored"] == 1
     assert (summary["items"], summary["prompts"], summary["invalid_votes"]) == (4, 3, 1)
     lines = [json.loads(s) for s in (tmp_path / "out" / "judgements.jsonl").read_text().splitlines()]
-    assert [(d["truth"], d["judgement"]["label"]) for d in lines] == [("yes", "yes"), ("no", "no"), ("yes", "no"),
-                                                                      ("no", "yes")]  # fmt: skip
+    assert [(d["truth"], d["judgement"]["label"]) for d in lines] == [
+        ("yes", "yes"),
+        ("no", "no"),
+        ("yes", "no"),
+        ("no", "yes"),
+    ]
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
     report = (tmp_path / "out" / "report.md").read_text()
     assert "refiner it1" in report and "| accuracy (decided items) | 50.00 |" in report
@@ -89,8 +102,9 @@ def test_run_on_a_responses_file_uses_the_spar_judge(tmp_path):
 
 def test_run_samples_responses_from_the_actor(tmp_path):
     prompts, templates, engine = _setup(tmp_path)
-    settings = CalibrationConfig(prompts_source=prompts, limit=1, samples_per_prompt=2,
-                                 judge=JudgeConfig(k=5, templates_file=templates))  # fmt: skip
+    settings = CalibrationConfig(
+        prompts_source=prompts, limit=1, samples_per_prompt=2, judge=JudgeConfig(k=5, templates_file=templates)
+    )
     summary = calibration.run(engine, settings, tmp_path / "out")
     actor, judge = engine.calls
     assert actor.kind == "actor" and actor.n == 2 and len(actor.requests) == 1
@@ -102,8 +116,9 @@ def test_run_samples_responses_from_the_actor(tmp_path):
 def test_bad_inputs_get_clear_errors(tmp_path):
     prompts, _, engine = _setup(tmp_path)
     with pytest.raises(ValueError, match="responses file not found"):
-        calibration.run(engine, CalibrationConfig(prompts_source=prompts, responses_file=str(tmp_path / "no")),
-                        tmp_path / "o")  # fmt: skip
+        calibration.run(
+            engine, CalibrationConfig(prompts_source=prompts, responses_file=str(tmp_path / "no")), tmp_path / "o"
+        )
     none = write_jsonl(tmp_path / "none.jsonl", [{"prompt": "other", "response": "x"}])
     with pytest.raises(ValueError, match="no response matches any of the 3 selected"):
         calibration.run(engine, CalibrationConfig(prompts_source=prompts, responses_file=str(none)), tmp_path / "o")

@@ -4,11 +4,12 @@ import json
 from collections import Counter
 
 import pytest
-from eval_fakes import FnEngine, write_json
 
 from spar_jax.eval import followbench
 from spar_jax.eval.followbench import FollowBenchConfig, followbench_metrics
 from spar_jax.eval.followbench_data import CATEGORIES, JudgeTemplates, build_checks, load_followbench
+
+from eval_fakes import FnEngine, write_json
 
 
 def test_loads_the_shared_copy_and_builds_checks(shared_data):
@@ -32,7 +33,8 @@ def test_loads_the_shared_copy_and_builds_checks(shared_data):
     assert [(c.index, c.previous, c.current) for c in level3] == [(j, by_level[j - 1], by_level[j]) for j in (1, 2, 3)]
     empty_base = next(cs for cs in checks if (cs[0].record.category, cs[0].record.example_id) == ("content", 9))
     assert empty_base[0].previous == "" and "[Version before the step]\n(empty: " in JudgeTemplates().render(
-        empty_base[0], "r")  # fmt: skip
+        empty_base[0], "r"
+    )
     limited = load_followbench(str(shared_data / "followbench"), ["mixed"], limit=2)
     assert len(limited) == 12 and {r.example_id for r in limited} == {1, 2}
 
@@ -57,8 +59,13 @@ def test_bad_files_get_clear_errors(tmp_path):
 
 
 def test_ssr_and_hsr_per_level_by_hand():
-    rows = [("content", 1, ["yes"]), ("content", 1, ["no"]), ("content", 2, ["yes", "no"]),
-            ("style", 2, ["yes", None]), ("example", 2, ["yes"])]  # fmt: skip
+    rows = [
+        ("content", 1, ["yes"]),
+        ("content", 1, ["no"]),
+        ("content", 2, ["yes", "no"]),
+        ("style", 2, ["yes", None]),
+        ("example", 2, ["yes"]),
+    ]
     stats = followbench_metrics(rows)
     m = stats["metrics"]
     assert m["ssr_level_1"] == 0.5 and m["ssr_level_2"] == pytest.approx(2 / 3)
@@ -84,11 +91,17 @@ def test_templates_are_validated_and_overridable(tmp_path):
 
 
 def _data(tmp_path):
-    write_json(tmp_path / "fb" / "content_constraints.json", [
-        {"example_id": 1, "level": lv, "instruction": text, "target": ""}
-        for lv, text in enumerate(["base", "base + A", "base + A + B", "base + A + B + C"])])  # fmt: skip
-    write_json(tmp_path / "fb" / "example_constraints.json",
-               [{"example_id": 7, "level": 1, "instruction": "pattern Q", "target": "", "answer": "ANS"}])  # fmt: skip
+    write_json(
+        tmp_path / "fb" / "content_constraints.json",
+        [
+            {"example_id": 1, "level": lv, "instruction": text, "target": ""}
+            for lv, text in enumerate(["base", "base + A", "base + A + B", "base + A + B + C"])
+        ],
+    )
+    write_json(
+        tmp_path / "fb" / "example_constraints.json",
+        [{"example_id": 7, "level": 1, "instruction": "pattern Q", "target": "", "answer": "ANS"}],
+    )
     return str(tmp_path / "fb")
 
 
@@ -105,8 +118,14 @@ def test_run_generates_judges_each_constraint_and_names_the_judge(tmp_path):
     source = _data(tmp_path)
     actor = FnEngine(lambda messages, n: [f"answer to {messages[0]['content']}"] * n)
     judge = FnEngine(_judge)
-    settings = FollowBenchConfig(source=source, categories=("content", "example"), levels=(1, 2), max_new_tokens=32,
-                                 judge_name="tiny-judge", label="iter 2")  # fmt: skip
+    settings = FollowBenchConfig(
+        source=source,
+        categories=("content", "example"),
+        levels=(1, 2),
+        max_new_tokens=32,
+        judge_name="tiny-judge",
+        label="iter 2",
+    )
     summary = followbench.run(actor, settings, tmp_path / "out", judge_engine=judge)
     (gen,) = actor.calls
     assert [r[0]["content"] for r in gen.requests] == ["base + A", "base + A + B", "pattern Q"]
@@ -131,17 +150,34 @@ def test_run_generates_judges_each_constraint_and_names_the_judge(tmp_path):
 
     # Re-judge the saved responses with another judge, without generating.
     rejudge = FnEngine(_judge)
-    again = followbench.run(None, FollowBenchConfig(source=source, categories=("content", "example"), levels=(1, 2),
-                                                    responses_file=str(tmp_path / "out" / "responses.jsonl")),
-                            tmp_path / "again", judge_engine=rejudge)  # fmt: skip
+    again = followbench.run(
+        None,
+        FollowBenchConfig(
+            source=source,
+            categories=("content", "example"),
+            levels=(1, 2),
+            responses_file=str(tmp_path / "out" / "responses.jsonl"),
+        ),
+        tmp_path / "again",
+        judge_engine=rejudge,
+    )
     assert again["metrics"] == m and len(rejudge.calls) == 1 and again["judge"] == "unnamed judge model"
     assert "not GPT-4" in again["note"]
 
-    with pytest.raises(ValueError, match="1 of 4 FollowBench records have no response; first missing: "
-                                         "category=content example_id=1 level=3"):  # fmt: skip
-        followbench.run(None, FollowBenchConfig(source=source, categories=("content", "example"),
-                                                responses_file=str(tmp_path / "out" / "responses.jsonl")),
-                        tmp_path / "x", judge_engine=rejudge)  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match="1 of 4 FollowBench records have no response; first missing: category=content example_id=1 level=3",
+    ):
+        followbench.run(
+            None,
+            FollowBenchConfig(
+                source=source,
+                categories=("content", "example"),
+                responses_file=str(tmp_path / "out" / "responses.jsonl"),
+            ),
+            tmp_path / "x",
+            judge_engine=rejudge,
+        )
 
 
 def test_self_judging_uses_the_same_engine(tmp_path):
@@ -152,13 +188,22 @@ def test_self_judging_uses_the_same_engine(tmp_path):
         return _judge(messages, n) if "Final Judgement" in text else [f"answer to {text}"] * n
 
     engine = FnEngine(both)
-    summary = followbench.run(engine, FollowBenchConfig(source=source, categories=("content",), levels=(3,)),
-                              tmp_path / "out")  # fmt: skip
+    summary = followbench.run(
+        engine, FollowBenchConfig(source=source, categories=("content",), levels=(3,)), tmp_path / "out"
+    )
     assert len(engine.calls) == 2 and summary["judge"] == "the evaluated model itself"
     assert summary["metrics"]["ssr_level_3"] == pytest.approx(2 / 3) and summary["metrics"]["hsr_level_3"] == 0.0
 
 
-@pytest.mark.parametrize("name, noted", [("gpt-4-1106-preview", False), ("GPT-4", False), ("GPT 4o", False),
-                                         ("runs/x/iter_3/refiner/hf", True), ("gpt-3.5-turbo", True)])
+@pytest.mark.parametrize(
+    "name, noted",
+    [
+        ("gpt-4-1106-preview", False),
+        ("GPT-4", False),
+        ("GPT 4o", False),
+        ("runs/x/iter_3/refiner/hf", True),
+        ("gpt-3.5-turbo", True),
+    ],
+)
 def test_note_unless_the_judge_is_gpt4(name, noted):
     assert (followbench.judge_note(name) is not None) == noted

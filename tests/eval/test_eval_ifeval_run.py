@@ -3,15 +3,18 @@
 import json
 
 import pytest
-from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
 
 from spar_jax.eval import run_ifeval
 from spar_jax.eval.run_ifeval import IFEvalRunConfig
 
+from eval_fakes import IFEVAL_PROMPTS, FnEngine, write_jsonl
+
 # key 1 passes (no comma); key 2 fails strict ("Hi" is not lowercase); key 3 passes one of two (has a comma).
-ANSWERS = {"Say hi without commas.": "Hi there friend",
-           "Say hi in lowercase.": "Hi there",
-           "Say hi in lowercase, no commas.": "hi, there"}  # fmt: skip
+ANSWERS = {
+    "Say hi without commas.": "Hi there friend",
+    "Say hi in lowercase.": "Hi there",
+    "Say hi in lowercase, no commas.": "hi, there",
+}
 
 
 def _engine():
@@ -22,8 +25,7 @@ def test_generates_greedily_and_writes_every_output(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", IFEVAL_PROMPTS)
     engine = _engine()
     out = tmp_path / "out"
-    summary = run_ifeval.run(engine, IFEvalRunConfig(prompts_source=str(prompts), max_new_tokens=64, label="base"),
-                             out)  # fmt: skip
+    summary = run_ifeval.run(engine, IFEvalRunConfig(prompts_source=str(prompts), max_new_tokens=64, label="base"), out)
     (call,) = engine.calls
     assert call.n == 1 and call.sampling["temperature"] == 0.0 and call.sampling["max_new_tokens"] == 64
     assert [list(r) for r in call.requests] == [[{"role": "user", "content": p["prompt"]}] for p in IFEVAL_PROMPTS]
@@ -48,17 +50,18 @@ def test_generates_greedily_and_writes_every_output(tmp_path):
 def test_scores_an_existing_responses_file_without_an_engine(tmp_path):
     prompts = write_jsonl(tmp_path / "prompts.jsonl", IFEVAL_PROMPTS)
     generated = run_ifeval.run(_engine(), IFEvalRunConfig(prompts_source=str(prompts)), tmp_path / "gen")
-    scored = run_ifeval.run(None, IFEvalRunConfig(prompts_source=str(prompts),
-                                                  responses_file=str(tmp_path / "gen" / "responses.jsonl")),
-                            tmp_path / "scored")  # fmt: skip
+    scored = run_ifeval.run(
+        None,
+        IFEvalRunConfig(prompts_source=str(prompts), responses_file=str(tmp_path / "gen" / "responses.jsonl")),
+        tmp_path / "scored",
+    )
     assert scored["metrics"] == generated["metrics"]
     assert scored["generation"] is None and not (tmp_path / "scored" / "responses.jsonl").exists()
     with pytest.raises(ValueError, match="no engine to generate with"):
         run_ifeval.run(None, IFEvalRunConfig(prompts_source=str(prompts)), tmp_path / "x")
     partial = write_jsonl(tmp_path / "partial.jsonl", [{"prompt": "Say hi in lowercase.", "response": "hi"}])
     with pytest.raises(ValueError, match="2 of 3 IFEval prompts have no response"):
-        run_ifeval.run(None, IFEvalRunConfig(prompts_source=str(prompts), responses_file=str(partial)),
-                       tmp_path / "y")  # fmt: skip
+        run_ifeval.run(None, IFEvalRunConfig(prompts_source=str(prompts), responses_file=str(partial)), tmp_path / "y")
 
 
 def test_loads_the_shared_ifeval_copy_and_limits(shared_data):
@@ -83,8 +86,9 @@ def test_generation_resumes_from_the_next_unwritten_shard(tmp_path):
     assert resumed["metrics"] == done["metrics"]
     assert (tmp_path / "killed" / "responses.jsonl").read_text() == (tmp_path / "full" / "responses.jsonl").read_text()
     with pytest.raises(ValueError, match="produced from other inputs"):
-        run_ifeval.run(_engine(), IFEvalRunConfig(prompts_source=str(prompts), shard_size=2, max_new_tokens=7),
-                       tmp_path / "killed")  # fmt: skip
+        run_ifeval.run(
+            _engine(), IFEvalRunConfig(prompts_source=str(prompts), shard_size=2, max_new_tokens=7), tmp_path / "killed"
+        )
 
 
 def test_settings_are_validated():

@@ -4,12 +4,13 @@ import json
 from collections import Counter
 
 import pytest
-from eval_fakes import write_json
-from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 from spar_jax.eval import llmbar
 from spar_jax.judge.settings import JudgeConfig
 from spar_jax.judge.votes import Judgement
+
+from eval_fakes import write_json
+from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 
 def test_loads_the_shared_copy_with_the_documented_counts(shared_data):
@@ -25,8 +26,12 @@ def test_loads_the_shared_copy_with_the_documented_counts(shared_data):
 
 
 def _record(i, label=1):
-    return {"input": f"instruction {i}", "output_1": f"good {i}" if label == 1 else f"bad {i}",
-            "output_2": f"bad {i}" if label == 1 else f"good {i}", "label": label}  # fmt: skip
+    return {
+        "input": f"instruction {i}",
+        "output_1": f"good {i}" if label == 1 else f"bad {i}",
+        "output_2": f"bad {i}" if label == 1 else f"good {i}",
+        "label": label,
+    }
 
 
 def test_reads_upstream_layout_and_rejects_bad_records(tmp_path):
@@ -43,14 +48,20 @@ def test_reads_upstream_layout_and_rejects_bad_records(tmp_path):
         llmbar.load_llmbar("http://127.0.0.1:9/LLMBar", ["Natural"])
     with pytest.raises(ValueError, match="unknown or empty"):
         llmbar.LLMBarConfig(subsets=("Natural", "Hard"))
-    assert llmbar.subset_location(llmbar.DEFAULT_SOURCE, "GPTOut").endswith("/Dataset/LLMBar/Adversarial/GPTOut/"
-                                                                           "dataset.json")  # fmt: skip
+    assert llmbar.subset_location(llmbar.DEFAULT_SOURCE, "GPTOut").endswith(
+        "/Dataset/LLMBar/Adversarial/GPTOut/dataset.json"
+    )
 
 
 def test_metric_is_a_strict_inequality_and_averages_adversarial_subsets():
-    rows = [("Natural", 0.8, 0.2), ("Natural", 0.4, 0.4),  # right, tie (wrong)
-            ("Neighbor", 0.0, 0.0), ("Neighbor", 0.6, 0.2), ("Neighbor", 0.2, 1.0),  # tie, right, wrong
-            ("GPTInst", 1.0, 0.8)]  # right  # fmt: skip
+    rows = [
+        ("Natural", 0.8, 0.2),
+        ("Natural", 0.4, 0.4),  # right, tie (wrong)
+        ("Neighbor", 0.0, 0.0),
+        ("Neighbor", 0.6, 0.2),
+        ("Neighbor", 0.2, 1.0),  # tie, right, wrong
+        ("GPTInst", 1.0, 0.8),
+    ]  # right
     stats = llmbar.llmbar_metrics(rows)
     m = stats["metrics"]
     assert m["natural"] == 0.5 and m["neighbor"] == pytest.approx(1 / 3) and m["gptinst"] == 1.0
@@ -68,14 +79,24 @@ def test_run_judges_both_outputs_and_scores_pairs(tmp_path):
     data = tmp_path / "llmbar"
     write_json(data / "Natural.json", [_record(0), _record(1, 2), _record(2)])
     write_json(data / "GPTOut.json", [_record(3, 2)])
-    votes = {"good 0": "yyynn", "bad 0": "ynnnn",  # 0.6 > 0.2: right
-             "good 1": "yynnx", "bad 1": "yynnn",  # 0.5 > 0.4: right (invalid votes are not counted)
-             "good 2": "xxxxx", "bad 2": "nnnnn",  # 0 vs 0: tie, wrong
-             "good 3": "nnnnn", "bad 3": "ynnnn"}  # 0 < 0.2: wrong  # fmt: skip
+    votes = {
+        "good 0": "yyynn",
+        "bad 0": "ynnnn",  # 0.6 > 0.2: right
+        "good 1": "yynnx",
+        "bad 1": "yynnn",  # 0.5 > 0.4: right (invalid votes are not counted)
+        "good 2": "xxxxx",
+        "bad 2": "nnnnn",  # 0 vs 0: tie, wrong
+        "good 3": "nnnnn",
+        "bad 3": "ynnnn",
+    }  # 0 < 0.2: wrong
     engine = ScriptedEngine(judge=lambda i, r, n: [vote_text(c) for c in votes[r]])
     templates = write_json(tmp_path / "t.json", TEMPLATES.to_dict())
-    settings = llmbar.LLMBarConfig(source=str(data), subsets=("Natural", "GPTOut"),
-                                   judge=JudgeConfig(templates_file=str(templates)), label="judge A")  # fmt: skip
+    settings = llmbar.LLMBarConfig(
+        source=str(data),
+        subsets=("Natural", "GPTOut"),
+        judge=JudgeConfig(templates_file=str(templates)),
+        label="judge A",
+    )
     summary = llmbar.run(engine, settings, tmp_path / "out")
     (call,) = engine.calls
     assert call.kind == "judge" and call.n == 5 and call.sampling["temperature"] == 0.7
@@ -90,8 +111,10 @@ def test_run_judges_both_outputs_and_scores_pairs(tmp_path):
     assert "judge A" in report and "| Natural | 3 | 1 | 66.67 |" in report
     assert "| Overall (all pairs) | 4 | 1 | 50.00 |" in report
     # Pointwise: good 0 Yes / bad 0 No; good 1 tie and good 2 no valid vote count as No; GPTOut both No.
-    assert summary["confusion"] == {"Natural": {"tp": 1, "fp": 0, "fn": 2, "tn": 3},
-                                    "GPTOut": {"tp": 0, "fp": 0, "fn": 1, "tn": 1}}  # fmt: skip
+    assert summary["confusion"] == {
+        "Natural": {"tp": 1, "fp": 0, "fn": 2, "tn": 3},
+        "GPTOut": {"tp": 0, "fp": 0, "fn": 1, "tn": 1},
+    }
     assert m["pointwise_acc_natural"] == pytest.approx(4 / 6) and m["pointwise_f1_natural"] == pytest.approx(0.5)
     assert m["pointwise_acc_gptout"] == 0.5 and m["pointwise_f1_gptout"] == 0.0
     assert m["pointwise_acc_overall"] == pytest.approx((4 / 6 + 0.5) / 2)
@@ -101,9 +124,15 @@ def test_run_judges_both_outputs_and_scores_pairs(tmp_path):
 
 def test_pointwise_accuracy_and_f1_by_hand():
     T, F = True, False
-    rows = [("Natural", T, F), ("Natural", T, T), ("Natural", T, T), ("Natural", F, F),  # TP 3, FP 2, FN 1, TN 2
-            ("GPTInst", F, F), ("GPTInst", F, F),  # TP 0, FP 0, FN 2, TN 2
-            ("Manual", T, F)]  # TP 1, TN 1  # fmt: skip
+    rows = [
+        ("Natural", T, F),
+        ("Natural", T, T),
+        ("Natural", T, T),
+        ("Natural", F, F),  # TP 3, FP 2, FN 1, TN 2
+        ("GPTInst", F, F),
+        ("GPTInst", F, F),  # TP 0, FP 0, FN 2, TN 2
+        ("Manual", T, F),
+    ]  # TP 1, TN 1
     out = llmbar.pointwise_metrics(rows)
     m = out["metrics"]
     assert out["confusion"]["Natural"] == {"tp": 3, "fp": 2, "fn": 1, "tn": 2}

@@ -5,8 +5,8 @@ import json
 import pytest
 
 from spar_jax.eval import plots
-from spar_jax.judge.settings import JudgeConfig
 from spar_jax.eval.summary import base_summary, load_summary, markdown_table, pct, ratio, write_summary
+from spar_jax.judge.settings import JudgeConfig
 
 
 def test_markdown_table_pct_and_ratio():
@@ -56,8 +56,11 @@ def test_plot_writes_a_png_from_summary_files(tmp_path):
     dirs = []
     for it, avg in enumerate((0.30, 0.35, 0.41)):
         d = tmp_path / f"iter_{it}"
-        write_summary(d, base_summary("ifeval", f"iter {it}", {"average": avg, "prompt_level_strict": avg - 0.1},
-                                      JudgeConfig()), "# x")  # fmt: skip
+        write_summary(
+            d,
+            base_summary("ifeval", f"iter {it}", {"average": avg, "prompt_level_strict": avg - 0.1}, JudgeConfig()),
+            "# x",
+        )
         dirs.append(d)
     out = plots.plot_metrics(dirs, tmp_path / "plots" / "ifeval.png")
     data = out.read_bytes()

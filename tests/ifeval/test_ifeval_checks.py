@@ -34,7 +34,12 @@ CASES = [
     # language:response_language — undetectable text counts as followed
     ("language:response_language", {"language": "fr"}, "Le chat est sur la table et il dort tranquillement.", True),
     ("language:response_language", {"language": "fr"}, "The cat is on the table and it is sleeping quietly.", False),
-    ("language:response_language", {"language": "es"}, "Hola, ¿cómo estás? Espero que todo vaya bien en tu trabajo.", True),
+    (
+        "language:response_language",
+        {"language": "es"},
+        "Hola, ¿cómo estás? Espero que todo vaya bien en tu trabajo.",
+        True,
+    ),
     ("language:response_language", {"language": "de"}, "12345 !!! ...", True),
     # length_constraints:number_sentences — Punkt knows "Dr." is an abbreviation
     ("length_constraints:number_sentences", {"num_sentences": 3, "relation": AL}, "One. Two. Three.", True),
@@ -54,17 +59,37 @@ CASES = [
     ("length_constraints:number_words", {"num_words": 4, "relation": LT}, "one two three-four", False),
     ("length_constraints:number_words", {"num_words": 5, "relation": LT}, "one two three-four", True),
     # length_constraints:nth_paragraph_first_word
-    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "weekend"},
-     'Hello there.\n\n"Weekend, finally!" we said.\n\nBye.', True),
-    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "Weekend"},
-     'Hello there.\n\nweekend fun.\n\nBye.', True),
-    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "weekend"},
-     'Hello there.\n\nWeekend fun.\n\nBye.', False),
-    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "weekend"},
-     'Hello there.\n\nWeekends rock.\n\nBye.', False),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "weekend"},
+        'Hello there.\n\n"Weekend, finally!" we said.\n\nBye.',
+        True,
+    ),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "Weekend"},
+        "Hello there.\n\nweekend fun.\n\nBye.",
+        True,
+    ),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "weekend"},
+        "Hello there.\n\nWeekend fun.\n\nBye.",
+        False,
+    ),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 3, "nth_paragraph": 2, "first_word": "weekend"},
+        "Hello there.\n\nWeekends rock.\n\nBye.",
+        False,
+    ),
     # quirk: the count skips blank pieces, the nth piece is taken from the unfiltered split
-    ("length_constraints:nth_paragraph_first_word", {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "weekend"},
-     "\n\nHello\n\nWeekend fun", False),
+    (
+        "length_constraints:nth_paragraph_first_word",
+        {"num_paragraphs": 2, "nth_paragraph": 2, "first_word": "weekend"},
+        "\n\nHello\n\nWeekend fun",
+        False,
+    ),
     # detectable_content:number_placeholders — at least n
     ("detectable_content:number_placeholders", {"num_placeholders": 2}, "[name] lives at [address]", True),
     ("detectable_content:number_placeholders", {"num_placeholders": 3}, "[name] lives at [address]", False),
@@ -92,14 +117,30 @@ CASES = [
     ("detectable_format:number_highlighted_sections", {"num_highlights": 2}, "**bold**", False),
     ("detectable_format:number_highlighted_sections", {"num_highlights": 1}, "* * and *\nx*", False),
     # detectable_format:multiple_sections — at least n, case-sensitive spliter
-    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2},
-     "SECTION 1\nx\nSECTION 2\ny", True),
-    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 3},
-     "SECTION 1\nx\nSECTION 2\ny", False),
-    ("detectable_format:multiple_sections", {"section_spliter": "SECTION", "num_sections": 2},
-     "Section 1\nx\nSection 2\ny", False),
-    ("detectable_format:multiple_sections", {"section_spliter": " Section ", "num_sections": 1},
-     "Section X\nno digit", False),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "SECTION", "num_sections": 2},
+        "SECTION 1\nx\nSECTION 2\ny",
+        True,
+    ),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "SECTION", "num_sections": 3},
+        "SECTION 1\nx\nSECTION 2\ny",
+        False,
+    ),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "SECTION", "num_sections": 2},
+        "Section 1\nx\nSection 2\ny",
+        False,
+    ),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": " Section ", "num_sections": 1},
+        "Section X\nno digit",
+        False,
+    ),
     # detectable_format:json_format — bare JSON or inside a code fence
     ("detectable_format:json_format", {}, '  {"a": 1}\n', True),
     ("detectable_format:json_format", {}, '```json\n{"a": [1, 2]}\n```', True),
@@ -126,16 +167,37 @@ CASES = [
     ("startend:end_checker", {"end_phrase": "Any other questions? "}, '"Done. any other questions?"', True),
     ("startend:end_checker", {"end_phrase": "Any other questions?"}, "Any other questions? Bye.", False),
     # change_case:capital_word_frequency — NLTK tokens that are all caps
-    ("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": AL},
-     "NASA and the USA use STATE-OF-THE-ART tools.", True),
-    ("change_case:capital_word_frequency", {"capital_frequency": 4, "capital_relation": AL},
-     "NASA and the USA use STATE-OF-THE-ART tools.", False),
-    ("change_case:capital_word_frequency", {"capital_frequency": 3, "capital_relation": LT},
-     "NASA and the USA use STATE-OF-THE-ART tools.", False),
-    ("change_case:capital_word_frequency", {"capital_frequency": 4, "capital_relation": LT},
-     "NASA and the USA use STATE-OF-THE-ART tools.", True),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 3, "capital_relation": AL},
+        "NASA and the USA use STATE-OF-THE-ART tools.",
+        True,
+    ),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 4, "capital_relation": AL},
+        "NASA and the USA use STATE-OF-THE-ART tools.",
+        False,
+    ),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 3, "capital_relation": LT},
+        "NASA and the USA use STATE-OF-THE-ART tools.",
+        False,
+    ),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 4, "capital_relation": LT},
+        "NASA and the USA use STATE-OF-THE-ART tools.",
+        True,
+    ),
     # change_case:english_capital / english_lowercase — case rule and English
-    ("change_case:english_capital", {}, "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG AND THEN RUNS BACK HOME TO SLEEP.", True),
+    (
+        "change_case:english_capital",
+        {},
+        "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG AND THEN RUNS BACK HOME TO SLEEP.",
+        True,
+    ),
     ("change_case:english_capital", {}, "The QUICK BROWN FOX JUMPS OVER THE LAZY DOG.", False),
     ("change_case:english_capital", {}, "ЭТО ПРЕДЛОЖЕНИЕ НАПИСАНО НА РУССКОМ ЯЗЫКЕ ДЛЯ ПРОВЕРКИ.", False),
     ("change_case:english_lowercase", {}, "this is an english sentence about the weather and the sea.", True),
@@ -181,21 +243,27 @@ def test_language_detection_is_deterministic_and_leaves_langdetect_global_alone(
     assert DetectorFactory.seed == before
 
 
-@pytest.mark.parametrize("instruction_id,kwargs,needle", [
-    ("no:such_thing", {}, "'no:such_thing'"),
-    ("keywords:frequency", {"keyword": "a", "frequency": 2}, "'relation'"),
-    ("keywords:frequency", {"keyword": "a", "frequency": 2, "relation": "more than"}, "'relation'"),
-    ("keywords:frequency", {"keyword": "a", "frequency": "2", "relation": AL}, "'frequency'"),
-    ("keywords:frequency", {"keyword": "a", "frequency": -1, "relation": AL}, "'frequency'"),
-    ("keywords:frequency", {"keyword": "a", "frequency": True, "relation": AL}, "'frequency'"),
-    ("keywords:existence", {"keywords": "cat"}, "'keywords'"),
-    ("keywords:existence", {"keywords": ["("]}, "'keywords'"),
-    ("punctuation:no_comma", {"num_words": 3}, "'num_words'"),
-    ("language:response_language", {"language": "xx"}, "'language'"),
-    ("length_constraints:nth_paragraph_first_word",
-     {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"}, "'nth_paragraph'"),
-    ("combination:repeat_prompt", {}, "'prompt_to_repeat'"),
-])
+@pytest.mark.parametrize(
+    "instruction_id,kwargs,needle",
+    [
+        ("no:such_thing", {}, "'no:such_thing'"),
+        ("keywords:frequency", {"keyword": "a", "frequency": 2}, "'relation'"),
+        ("keywords:frequency", {"keyword": "a", "frequency": 2, "relation": "more than"}, "'relation'"),
+        ("keywords:frequency", {"keyword": "a", "frequency": "2", "relation": AL}, "'frequency'"),
+        ("keywords:frequency", {"keyword": "a", "frequency": -1, "relation": AL}, "'frequency'"),
+        ("keywords:frequency", {"keyword": "a", "frequency": True, "relation": AL}, "'frequency'"),
+        ("keywords:existence", {"keywords": "cat"}, "'keywords'"),
+        ("keywords:existence", {"keywords": ["("]}, "'keywords'"),
+        ("punctuation:no_comma", {"num_words": 3}, "'num_words'"),
+        ("language:response_language", {"language": "xx"}, "'language'"),
+        (
+            "length_constraints:nth_paragraph_first_word",
+            {"num_paragraphs": 2, "nth_paragraph": 3, "first_word": "a"},
+            "'nth_paragraph'",
+        ),
+        ("combination:repeat_prompt", {}, "'prompt_to_repeat'"),
+    ],
+)
 def test_bad_instruction_or_kwargs_raise_value_error_naming_it(instruction_id, kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         build_checker(instruction_id, kwargs)

@@ -8,8 +8,14 @@ from spar_jax.ifeval.scoring import PromptResult
 
 
 def result(strict, loose=None):
-    return PromptResult(0, "p", "r", tuple(f"id{i}" for i in range(len(strict))), tuple(strict),
-                        tuple(strict if loose is None else loose))
+    return PromptResult(
+        0,
+        "p",
+        "r",
+        tuple(f"id{i}" for i in range(len(strict))),
+        tuple(strict),
+        tuple(strict if loose is None else loose),
+    )
 
 
 def test_components_and_metrics_follow_ifeval_ratios():

@@ -9,29 +9,47 @@ from spar_jax import ifeval
 from spar_jax.ifeval.__main__ import main as cli_main
 
 
-
 def test_response_variants_match_reference_construction():
-    assert ifeval.response_variants("a*\nb\nc*") == (
-        "a*\nb\nc*", "a\nb\nc", "b\nc*", "a*\nb", "b", "b\nc", "a\nb", "b")
+    assert ifeval.response_variants("a*\nb\nc*") == ("a*\nb\nc*", "a\nb\nc", "b\nc*", "a*\nb", "b", "b\nc", "a\nb", "b")
     # removed-line variants are stripped, the full response and its "*"-free copy are not
     assert ifeval.response_variants(" x\ny\n") == (" x\ny\n", " x\ny\n", "y", "x\ny", "y", "y", "x\ny", "y")
 
 
-@pytest.mark.parametrize("ids,kwargs,response,strict,loose", [
-    # first line is chatter: quotation and no_comma only pass without it
-    (["startend:quotation", "punctuation:no_comma"], [{}, {}], 'Sure, here:\n"Hello world"', [False, False], [True, True]),
-    # last line is chatter
-    (["startend:end_checker"], [{"end_phrase": "Any other questions?"}],
-     "Text. Any other questions?\nHope this helps!", [False], [True]),
-    # markdown "*" removed
-    (["startend:quotation"], [{}], '*"Hello"*', [False], [True]),
-    # passes strictly, so loose too
-    (["punctuation:no_comma"], [{}], "fine", [True], [True]),
-    # nothing rescues it
-    (["punctuation:no_comma"], [{}], "a, b\nc, d\ne, f", [False], [False]),
-    # a blank response follows nothing, even "no comma"
-    (["punctuation:no_comma", "keywords:forbidden_words"], [{}, {"forbidden_words": ["x"]}], " \n ", [False, False], [False, False]),
-])
+@pytest.mark.parametrize(
+    "ids,kwargs,response,strict,loose",
+    [
+        # first line is chatter: quotation and no_comma only pass without it
+        (
+            ["startend:quotation", "punctuation:no_comma"],
+            [{}, {}],
+            'Sure, here:\n"Hello world"',
+            [False, False],
+            [True, True],
+        ),
+        # last line is chatter
+        (
+            ["startend:end_checker"],
+            [{"end_phrase": "Any other questions?"}],
+            "Text. Any other questions?\nHope this helps!",
+            [False],
+            [True],
+        ),
+        # markdown "*" removed
+        (["startend:quotation"], [{}], '*"Hello"*', [False], [True]),
+        # passes strictly, so loose too
+        (["punctuation:no_comma"], [{}], "fine", [True], [True]),
+        # nothing rescues it
+        (["punctuation:no_comma"], [{}], "a, b\nc, d\ne, f", [False], [False]),
+        # a blank response follows nothing, even "no comma"
+        (
+            ["punctuation:no_comma", "keywords:forbidden_words"],
+            [{}, {"forbidden_words": ["x"]}],
+            " \n ",
+            [False, False],
+            [False, False],
+        ),
+    ],
+)
 def test_strict_vs_loose(ids, kwargs, response, strict, loose):
     assert ifeval.check(ids, kwargs, "prompt", response) == (strict, loose)
 
@@ -45,12 +63,24 @@ def test_check_rejects_mismatched_lengths_and_non_string_response():
 
 def _hand_made_prompts():
     return [
-        {"key": 1, "prompt": "P1", "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
-         "kwargs": [{}, {}]},
-        {"key": 2, "prompt": "P2", "instruction_id_list": ["length_constraints:number_words"],
-         "kwargs": [{"num_words": 3, "relation": "at least"}]},
-        {"key": 3, "prompt": "P3", "instruction_id_list": ["detectable_format:title", "startend:end_checker"],
-         "kwargs": [{}, {"end_phrase": "Bye."}]},
+        {
+            "key": 1,
+            "prompt": "P1",
+            "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+            "kwargs": [{}, {}],
+        },
+        {
+            "key": 2,
+            "prompt": "P2",
+            "instruction_id_list": ["length_constraints:number_words"],
+            "kwargs": [{"num_words": 3, "relation": "at least"}],
+        },
+        {
+            "key": 3,
+            "prompt": "P3",
+            "instruction_id_list": ["detectable_format:title", "startend:end_checker"],
+            "kwargs": [{}, {"end_phrase": "Bye."}],
+        },
     ]
 
 
@@ -111,17 +141,29 @@ def _write_lines(path, lines):
 GOOD = json.dumps({"key": 7, "prompt": "Say hi", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]})
 
 
-@pytest.mark.parametrize("second_line,needle", [
-    ("{not json", r"prompts\.jsonl:2: invalid JSON"),
-    (json.dumps({"key": 8, "prompt": "x", "instruction_id_list": []}), r"prompts\.jsonl:2: missing field 'kwargs'"),
-    (json.dumps({"key": 8, "prompt": "x", "instruction_id_list": ["bogus:id"], "kwargs": [{}]}),
-     r"prompts\.jsonl:2: unknown IFEval instruction id 'bogus:id'"),
-    (json.dumps({"key": 8, "prompt": "x", "instruction_id_list": ["startend:end_checker"], "kwargs": [{}]}),
-     r"prompts\.jsonl:2: .*'end_phrase' is required"),
-    (json.dumps({"key": 8, "prompt": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}),
-     r"prompts\.jsonl:2: field 'kwargs'"),
-    (GOOD.replace('"key": 7', '"key": 9'), r"prompts\.jsonl:2: duplicate prompt text \(first at .*prompts\.jsonl:1\)"),
-])
+@pytest.mark.parametrize(
+    "second_line,needle",
+    [
+        ("{not json", r"prompts\.jsonl:2: invalid JSON"),
+        (json.dumps({"key": 8, "prompt": "x", "instruction_id_list": []}), r"prompts\.jsonl:2: missing field 'kwargs'"),
+        (
+            json.dumps({"key": 8, "prompt": "x", "instruction_id_list": ["bogus:id"], "kwargs": [{}]}),
+            r"prompts\.jsonl:2: unknown IFEval instruction id 'bogus:id'",
+        ),
+        (
+            json.dumps({"key": 8, "prompt": "x", "instruction_id_list": ["startend:end_checker"], "kwargs": [{}]}),
+            r"prompts\.jsonl:2: .*'end_phrase' is required",
+        ),
+        (
+            json.dumps({"key": 8, "prompt": "x", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}),
+            r"prompts\.jsonl:2: field 'kwargs'",
+        ),
+        (
+            GOOD.replace('"key": 7', '"key": 9'),
+            r"prompts\.jsonl:2: duplicate prompt text \(first at .*prompts\.jsonl:1\)",
+        ),
+    ],
+)
 def test_prompt_file_errors_name_file_and_line(tmp_path, second_line, needle):
     path = _write_lines(tmp_path / "prompts.jsonl", [GOOD, second_line])
     with pytest.raises(ValueError, match=needle):
@@ -129,8 +171,14 @@ def test_prompt_file_errors_name_file_and_line(tmp_path, second_line, needle):
 
 
 def test_prompt_file_drops_none_kwargs(tmp_path):
-    line = json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["detectable_format:number_highlighted_sections"],
-                       "kwargs": [{"num_highlights": 2, "relation": None, "language": None}]})
+    line = json.dumps(
+        {
+            "key": 1,
+            "prompt": "p",
+            "instruction_id_list": ["detectable_format:number_highlighted_sections"],
+            "kwargs": [{"num_highlights": 2, "relation": None, "language": None}],
+        }
+    )
     prompts = ifeval.load_ifeval_prompts(_write_lines(tmp_path / "p.jsonl", ["", line, ""]))
     assert prompts[0].kwargs == ({"num_highlights": 2},)
 
@@ -168,12 +216,17 @@ def test_datasets_source_is_validated_with_row_numbers(monkeypatch, tmp_path):
         ifeval.load_ifeval_prompts(str(bad))
 
 
-@pytest.mark.parametrize("lines,needle", [
-    (['{"prompt": "a"}'], r"r\.jsonl:1: missing field 'response'"),
-    (['{"prompt": "a", "response": 3}'], r"r\.jsonl:1: field 'response' must be a string"),
-    (['{"prompt": "a", "response": "x"}', '{"prompt": "a", "response": "y"}'],
-     r"r\.jsonl:2: duplicate prompt \(first at line 1\)"),
-])
+@pytest.mark.parametrize(
+    "lines,needle",
+    [
+        (['{"prompt": "a"}'], r"r\.jsonl:1: missing field 'response'"),
+        (['{"prompt": "a", "response": 3}'], r"r\.jsonl:1: field 'response' must be a string"),
+        (
+            ['{"prompt": "a", "response": "x"}', '{"prompt": "a", "response": "y"}'],
+            r"r\.jsonl:2: duplicate prompt \(first at line 1\)",
+        ),
+    ],
+)
 def test_response_file_errors(tmp_path, lines, needle):
     with pytest.raises(ValueError, match=needle):
         ifeval.load_responses(_write_lines(tmp_path / "r.jsonl", lines))
@@ -198,8 +251,9 @@ def test_write_report_files(tmp_path):
 
 def test_cli_scores_a_responses_file(tmp_path, capsys):
     prompts = _write_lines(tmp_path / "prompts.jsonl", [json.dumps(p) for p in _hand_made_prompts()])
-    responses = _write_lines(tmp_path / "responses.jsonl",
-                             [json.dumps({"prompt": p, "response": r}) for p, r in HAND_RESPONSES.items()])
+    responses = _write_lines(
+        tmp_path / "responses.jsonl", [json.dumps({"prompt": p, "response": r}) for p, r in HAND_RESPONSES.items()]
+    )
     code = cli_main(["--prompts", str(prompts), "--responses", str(responses), "--out", str(tmp_path / "o")])
     printed = json.loads(capsys.readouterr().out)
     assert code == 0

@@ -83,9 +83,9 @@ def test_parse_refinement(text, expected):
 
 def test_message_builders():
     assert actor_messages("Write a haiku.") == [{"role": "user", "content": "Write a haiku."}]
-    judge = judge_messages("Write {x} in JSON.", "{\"x\": 1}")
+    judge = judge_messages("Write {x} in JSON.", '{"x": 1}')
     assert len(judge) == 1 and judge[0]["role"] == "user"
-    assert "Write {x} in JSON." in judge[0]["content"] and "{\"x\": 1}" in judge[0]["content"]
+    assert "Write {x} in JSON." in judge[0]["content"] and '{"x": 1}' in judge[0]["content"]
     assert "Final Judgement" in judge[0]["content"]
     refine = refine_messages("Instr", "Resp", "Crit\nFinal Judgement: No")
     assert [m["role"] for m in refine] == ["user", "assistant", "user"]

@@ -9,11 +9,12 @@ import sys
 
 import pytest
 
-from spar_jax.models import from_pretrained, load_tokenizer
-from spar_jax.sampling import Engine, PromptTooLongError
 from spar_jax.judge import generation as gen
 from spar_jax.judge.votes import judge
+from spar_jax.models import from_pretrained, load_tokenizer
+from spar_jax.sampling import Engine, PromptTooLongError
 from spar_jax.spar.mining import MiningConfig, mine
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -73,13 +74,31 @@ def test_a_judgement_of_a_long_response_names_the_prompt_it_judges(tiny):
 def test_entry_point_reports_one_line(checkpoint, tmp_path):
     prompts = tmp_path / "questions.jsonl"
     prompts.write_text(json.dumps({"prompt": "Say hi."}) + "\n" + json.dumps({"prompt": LONG}) + "\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}  # one device, as a user's CPU
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+    }  # one device, as a user's CPU
     proc = subprocess.run(
-        [sys.executable, "-m", "spar_jax.main", "--config=configs/answer.py", f"--config.workdir={tmp_path / 'run'}",
-         f"--config.actor.path={checkpoint}", f"--config.answer.prompts_file={prompts}",
-         f"--config.engine.max_length={MAX_LENGTH}", "--config.answer.max_new_tokens=8"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "spar_jax.main",
+            "--config=configs/answer.py",
+            f"--config.workdir={tmp_path / 'run'}",
+            f"--config.actor.path={checkpoint}",
+            f"--config.answer.prompts_file={prompts}",
+            f"--config.engine.max_length={MAX_LENGTH}",
+            "--config.answer.max_new_tokens=8",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]

@@ -12,6 +12,7 @@ from spar_jax.kernels import splash
 from spar_jax.models import from_pretrained
 from spar_jax.models import layers as L
 from spar_jax.parallel import ShardingContext, make_mesh
+
 from tiny_checkpoints import write_checkpoint
 
 INTERPRET = A.AttentionKernel("splash", interpret=True)
@@ -71,8 +72,9 @@ def test_splash_equals_xla_values_and_gradients(case):
         return jnp.sum(w * L.causal_attention(q, k, v, mask, block=16))
 
     def kernel(q, k, v):
-        out = splash.causal_attention(q, k, v, valid=jnp.asarray(valid), segment_ids=seg, window=c["window"],
-                                      interpret=True)  # fmt: skip
+        out = splash.causal_attention(
+            q, k, v, valid=jnp.asarray(valid), segment_ids=seg, window=c["window"], interpret=True
+        )
         return jnp.sum(w * out)
 
     want_val, want_grads = jax.jit(jax.value_and_grad(xla, argnums=(0, 1, 2)))(q, k, v)
@@ -81,8 +83,9 @@ def test_splash_equals_xla_values_and_gradients(case):
     for name, got, want in zip("qkv", got_grads, want_grads, strict=True):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=2e-5, err_msg=f"d{name}")
     # The values themselves, real queries only.
-    got = splash.causal_attention(q, k, v, valid=jnp.asarray(valid), segment_ids=seg, window=c["window"],
-                                  interpret=True)  # fmt: skip
+    got = splash.causal_attention(
+        q, k, v, valid=jnp.asarray(valid), segment_ids=seg, window=c["window"], interpret=True
+    )
     want = L.attention(q, k, v, mask)
     np.testing.assert_allclose(np.asarray(got)[valid], np.asarray(want)[valid], atol=2e-6)
 
@@ -93,8 +96,9 @@ def test_splash_under_shard_map_equals_one_device():
     q, k, v = _qkv(seed=3)
     valid = jnp.asarray(np.arange(T)[None] >= np.array([[5], [0]]))
     one = splash.causal_attention(q, k, v, valid=valid, interpret=True)
-    sharded = jax.jit(lambda q, k, v: splash.causal_attention(q, k, v, valid=valid, interpret=True,
-                                                              shard=ShardingContext(mesh)))(q, k, v)  # fmt: skip
+    sharded = jax.jit(
+        lambda q, k, v: splash.causal_attention(q, k, v, valid=valid, interpret=True, shard=ShardingContext(mesh))
+    )(q, k, v)
     np.testing.assert_allclose(np.asarray(sharded)[np.asarray(valid)], np.asarray(one)[np.asarray(valid)], atol=1e-6)
 
 
@@ -128,14 +132,20 @@ def test_cases_a_kernel_cannot_express_are_refused_by_name_and_fall_back_under_a
     segments = np.stack([_packed_segments(9, 14, 11)] * 2)
     valid = segments >= 0
     mask = jnp.asarray(_dense_mask(valid, segments, window=6))
-    kw = dict(xla_attention=L.causal_attention, valid=jnp.asarray(valid), segment_ids=jnp.asarray(segments),
-              window=6, windows=(6, 6))  # fmt: skip
+    kw = dict(
+        xla_attention=L.causal_attention,
+        valid=jnp.asarray(valid),
+        segment_ids=jnp.asarray(segments),
+        window=6,
+        windows=(6, 6),
+    )
     with pytest.raises(ValueError, match="attention_impl='splash' cannot combine sliding windows with packed"):
         A.causal_self_attention(q, k, v, mask, kernel=INTERPRET, **kw)
     auto_splash = A.AttentionKernel("splash", strict=False, interpret=True)
     want = L.causal_attention(q, k, v, mask)
-    np.testing.assert_array_equal(np.asarray(A.causal_self_attention(q, k, v, mask, kernel=auto_splash, **kw)),
-                                  np.asarray(want))  # fmt: skip
+    np.testing.assert_array_equal(
+        np.asarray(A.causal_self_attention(q, k, v, mask, kernel=auto_splash, **kw)), np.asarray(want)
+    )
     # cuDNN flash attention has no float32: refused by name, xla under auto.
     with pytest.raises(ValueError, match="attention_impl='cudnn' needs bfloat16 or float16"):
         A.causal_self_attention(q, k, v, mask, kernel=A.AttentionKernel("cudnn"), **kw)

@@ -52,5 +52,5 @@ def test_greedy_answer_names_paris(demo):
         del mask
         if out[-1] == tok.eos_token_id:
             break
-    answer = tok.decode(out[len(ids):], skip_special_tokens=True)
+    answer = tok.decode(out[len(ids) :], skip_special_tokens=True)
     assert "Paris" in answer, answer

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from spar_jax.models import hub
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -29,13 +30,15 @@ def hub_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hub"
     snaps = _repo(cache, "model", "tinyorg/tiny", {"main": (SHA, None), "v2": (SHA2, None)})
     for seed, (commit, directory) in enumerate(snaps.items()):
-        write_checkpoint(directory, "llama", seed=seed, vocab_size=49152, bos_token_id=1, eos_token_id=2,
-                         pad_token_id=2)  # fmt: skip
+        write_checkpoint(
+            directory, "llama", seed=seed, vocab_size=49152, bos_token_id=1, eos_token_id=2, pad_token_id=2
+        )
         copy_demo_tokenizer(directory)
     data = _repo(cache, "dataset", "tinyorg/sft", {"main": (SHA, None)})[SHA]
     data.mkdir(parents=True)
-    (data / "train.jsonl").write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
-                                                               {"role": "assistant", "content": "hello"}]}) + "\n")
+    (data / "train.jsonl").write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}) + "\n"
+    )
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_TOKEN", "hf_SECRETTOKENVALUE")
@@ -53,8 +56,11 @@ def test_a_model_in_the_hub_cache_loads_offline_by_id_and_revision(hub_cache):
     by_id = _params(from_pretrained("tinyorg/tiny"))
     local = _params(from_pretrained(str(snaps[SHA])))
     jax.tree.map(np.testing.assert_array_equal, by_id, local)
-    jax.tree.map(np.testing.assert_array_equal, _params(from_pretrained("tinyorg/tiny@v2")),
-                 _params(from_pretrained(str(snaps[SHA2]))))
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        _params(from_pretrained("tinyorg/tiny@v2")),
+        _params(from_pretrained(str(snaps[SHA2]))),
+    )
     from spar_jax.models.tokenizer import resolve_checkpoint
 
     assert resolve_checkpoint(f"tinyorg/tiny@{SHA2}") == resolve_checkpoint("tinyorg/tiny@v2") == str(snaps[SHA2])
@@ -88,7 +94,9 @@ def test_initial_sft_data_by_hub_dataset_id(hub_cache):
     c = default_config()
     c.spar.initial_sft_actor = "tinyorg/sft"
     cfg = main._resolve_hub_data(parse(c))
-    assert cfg.spar.initial_sft_actor == str(hub_cache[0] / "datasets--tinyorg--sft" / "snapshots" / SHA / "train.jsonl")
+    assert cfg.spar.initial_sft_actor == str(
+        hub_cache[0] / "datasets--tinyorg--sft" / "snapshots" / SHA / "train.jsonl"
+    )
     assert cfg.raw["spar"]["initial_sft_actor"] == "tinyorg/sft"  # the record keeps the id
 
 
@@ -101,7 +109,9 @@ def test_process_zero_downloads_while_the_others_wait(monkeypatch):
         events = []
         monkeypatch.setattr(jax, "process_index", lambda: rank)
         monkeypatch.setattr(parallel, "sync_processes", lambda name: events.append(("barrier", name)))
-        monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: events.append(("download", repo)) or "/x")
+        monkeypatch.setattr(
+            huggingface_hub, "snapshot_download", lambda repo, **kw: events.append(("download", repo)) or "/x"
+        )
         assert hub.snapshot("org/name") == "/x"
         first, second = ("barrier", "hub:org/name:first"), ("barrier", "hub:org/name:rest")
         download = ("download", "org/name")

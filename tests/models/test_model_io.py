@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from spar_jax.models import from_pretrained, load_model_config, save_pretrained
 from spar_jax.models.gguf import hf_tensor_name, unpermute_rotary
+
 from tiny_checkpoints import ARCHS, write_checkpoint
 
 
@@ -89,7 +90,9 @@ def test_shape_mismatch_names_file_and_tensor(tmp_path):
     cfg = json.load(open(os.path.join(src, "config.json")))
     cfg["intermediate_size"] = 128  # the weights were written with 96
     json.dump(cfg, open(os.path.join(src, "config.json"), "w"))
-    with pytest.raises(ValueError, match=r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.down_proj\.weight' has shape"):
+    with pytest.raises(
+        ValueError, match=r"model\.safetensors: tensor 'model\.layers\.0\.mlp\.down_proj\.weight' has shape"
+    ):
         from_pretrained(src)
 
 

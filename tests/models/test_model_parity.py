@@ -6,6 +6,7 @@ import torch
 import transformers
 
 from spar_jax.models import from_pretrained
+
 from tiny_checkpoints import ARCHS, write_checkpoint
 
 TOL = 1e-4

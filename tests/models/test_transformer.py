@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from spar_jax.models import Transformer, config_from_hf_dict, from_pretrained
+from spar_jax.models import Transformer, config_from_hf_dict, cpu_layout, from_pretrained
 from spar_jax.models import layers as L
-from spar_jax.models import cpu_layout
 from spar_jax.models.cpu_layout import CPU, fuse_layer
 from spar_jax.models.layout import PLAIN
 from spar_jax.models.transformer import split_layers
+
 from tiny_checkpoints import hf_config, write_checkpoint
 
 
@@ -203,7 +203,11 @@ def test_gated_mlp_gradient_equals_autodiff_of_the_formula():
     # gated_mlp's hand-written backward against jax.grad of the plain SwiGLU formula.
     keys = jax.random.split(jax.random.key(3), 5)
     x = jax.random.normal(keys[0], (2, 5, 8))
-    weights = (jax.random.normal(keys[1], (8, 12)), jax.random.normal(keys[2], (8, 12)), jax.random.normal(keys[3], (12, 8)))
+    weights = (
+        jax.random.normal(keys[1], (8, 12)),
+        jax.random.normal(keys[2], (8, 12)),
+        jax.random.normal(keys[3], (12, 8)),
+    )
     cotangent = jax.random.normal(keys[4], (2, 5, 8))
 
     def formula(x, gate, up, down):
@@ -329,8 +333,9 @@ def test_prefill_into_an_empty_cache_attends_over_its_own_keys(arch, tmp_path):
     layers = model.unstacked_layers()
 
     def prefill(lp, x, m, empty):
-        return model.hidden_states(x, m, cache=model.init_cache(b, slots, per_layer=True), layer_params=lp,
-                                   empty_cache=empty)  # fmt: skip
+        return model.hidden_states(
+            x, m, cache=model.init_cache(b, slots, per_layer=True), layer_params=lp, empty_cache=empty
+        )
 
     (want, want_cache), (got, got_cache) = (prefill(layers, ids, mask, e) for e in (False, True))
     np.testing.assert_allclose(np.asarray(got)[0], np.asarray(want)[0], atol=2e-5)
@@ -365,7 +370,9 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     ids = np.random.default_rng(3).integers(3, 256, size=(2, 9)).astype(np.int32)
     mask = np.ones_like(ids)
     mask[1, :3] = 0
-    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=layers)), np.asarray(model(ids, mask)), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(model(ids, mask, layer_params=layers)), np.asarray(model(ids, mask)), atol=1e-5
+    )
     graphdef, state = nnx.split(model)
 
     def loss(s, unrolled):
@@ -380,8 +387,9 @@ def test_unrolled_layer_loop_equals_scan(arch, tmp_path):
     fused = tuple(fuse_layer(p) for p in layers)
     assert "q" not in fused[0] and fused[0]["qkv_t"].shape[1] == model.config.hidden_size
     # Concatenated weights change the matmuls' summation order: float32 rounding, relative to the logit's size.
-    np.testing.assert_allclose(np.asarray(model(ids, mask, layer_params=fused, layout=CPU)),
-                               np.asarray(model(ids, mask)), rtol=1e-5, atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(
+        np.asarray(model(ids, mask, layer_params=fused, layout=CPU)), np.asarray(model(ids, mask)), rtol=1e-5, atol=1e-5
+    )
 
     def decode(lp, layout=PLAIN):
         cache = model.init_cache(2, 12, per_layer=lp is not None)

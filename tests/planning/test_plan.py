@@ -3,7 +3,6 @@ configs, and an ahead-of-time lowering + compile of the sharded train step and d
 
 import dataclasses
 import importlib.util
-import math
 import pathlib
 import re
 import subprocess
@@ -19,15 +18,24 @@ from spar_jax.parallel import DEFAULT_RULES, make_mesh
 from spar_jax.planning import activations as A
 from spar_jax.planning import memory as M
 from spar_jax.planning import timing as T
-from spar_jax.planning.hardware import GiB, parse_topology
 from spar_jax.planning.estimate import Workload, make_plan
+from spar_jax.planning.hardware import GiB, parse_topology
 from spar_jax.planning.report import render
 from spar_jax.training import step as S
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAPER_CONFIGS = ["llama3_8b", "llama3_70b", "glm4_9b", "mistral_7b"]
-TINY = dict(model_type="llama", vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)
+TINY = dict(
+    model_type="llama",
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=512,
+)
 
 
 def _load(name):
@@ -39,10 +47,18 @@ def _load(name):
 
 # -- hardware table ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, chips, hosts, accel, hbm_gib", [
-    ("v5p-128", 64, 16, "v5p-128", 95), ("v4-32", 16, 4, "v4-32", 32), ("v5e-16", 16, 2, "v5litepod-16", 16),
-    ("v5litepod-4", 4, 1, "v5litepod-4", 16), ("v6e-8", 8, 1, "v6e-8", 32), ("v6e-256", 256, 32, "v6e-256", 32),
-])
+
+@pytest.mark.parametrize(
+    "name, chips, hosts, accel, hbm_gib",
+    [
+        ("v5p-128", 64, 16, "v5p-128", 95),
+        ("v4-32", 16, 4, "v4-32", 32),
+        ("v5e-16", 16, 2, "v5litepod-16", 16),
+        ("v5litepod-4", 4, 1, "v5litepod-4", 16),
+        ("v6e-8", 8, 1, "v6e-8", 32),
+        ("v6e-256", 256, 32, "v6e-256", 32),
+    ],
+)
 def test_topologies(name, chips, hosts, accel, hbm_gib):
     t = parse_topology(name)
     assert (t.chips, t.hosts, t.accelerator_type, t.chip.hbm_bytes) == (chips, hosts, accel, hbm_gib * GiB)
@@ -56,6 +72,7 @@ def test_topology_errors_name_the_accepted_forms():
 
 
 # -- per-chip memory vs hand computation -------------------------------------------------------------------------
+
 
 def test_tiny_model_bytes_per_chip_by_hand():
     cfg = config_from_hf_dict(TINY)
@@ -72,14 +89,18 @@ def test_tiny_model_bytes_per_chip_by_hand():
     assert layout.undivided == ()
     # One layer's matrices gathered over fsdp, in bf16, still split over tensor=2 (norms are never split).
     assert layout.gathered_layer_bytes == (per_layer - 128) // 2 * 2
-    tx = S.make_optimizer(S.make_schedule("constant", 2e-7, 1, 0.0), weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8,
-                          max_grad_norm=1.0)
+    tx = S.make_optimizer(
+        S.make_schedule("constant", 2e-7, 1, 0.0), weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8, max_grad_norm=1.0
+    )
     # AdamW: mu and nu shaped and sharded like the params, plus two int32 step counters (Adam, schedule).
-    assert M.optimizer_chip_bytes(cfg, mesh, DEFAULT_RULES, tx, dtype="bfloat16", param_dtype="float32") == \
-        2 * layout.chip_bytes + 2 * 4
+    assert (
+        M.optimizer_chip_bytes(cfg, mesh, DEFAULT_RULES, tx, dtype="bfloat16", param_dtype="float32")
+        == 2 * layout.chip_bytes + 2 * 4
+    )
     # KV cache [L=2, rows=8, S=32, K=2, D=16] bf16: rows over fsdp=4, kv heads over tensor=2; k and v.
-    assert M.kv_cache_chip_bytes(cfg, mesh, DEFAULT_RULES, rows=8, length=32, dtype="bfloat16") == \
-        2 * (2 * 2 * 32 * 1 * 16 * 2)
+    assert M.kv_cache_chip_bytes(cfg, mesh, DEFAULT_RULES, rows=8, length=32, dtype="bfloat16") == 2 * (
+        2 * 2 * 32 * 1 * 16 * 2
+    )
 
 
 def test_parameter_bytes_are_exactly_total_over_shards_when_everything_divides():
@@ -91,8 +112,9 @@ def test_parameter_bytes_are_exactly_total_over_shards_when_everything_divides()
 
 
 def test_undivided_dimensions_are_reported():
-    cfg = config_from_hf_dict(dict(TINY, num_attention_heads=9, num_key_value_heads=3, head_dim=8,
-                                   hidden_size=72, intermediate_size=144))
+    cfg = config_from_hf_dict(
+        dict(TINY, num_attention_heads=9, num_key_value_heads=3, head_dim=8, hidden_size=72, intermediate_size=144)
+    )
     layout = M.param_layout(cfg, M.abstract_mesh((1, 4, 2), 8), DEFAULT_RULES, dtype="float32", param_dtype=None)
     flagged = {(p, name, dim, axis) for p, name, dim, axis, _ in layout.undivided}
     assert ("layers.q", "heads", 9, "tensor") in flagged and ("layers.k", "kv_heads", 3, "tensor") in flagged
@@ -146,15 +168,23 @@ def test_score_residuals_are_what_xla_attention_stores():
 
     def forward(p, ids, mask):
         m = nnx.merge(graphdef, S.params_to_state(p, state_def), rest)
-        mb = {"input_ids": ids, "loss_mask": mask, "attention_mask": mask, "valid": jax.numpy.ones((1,), bool),
-              "ref_logps": jax.numpy.zeros((1, 2))}
+        mb = {
+            "input_ids": ids,
+            "loss_mask": mask,
+            "attention_mask": mask,
+            "valid": jax.numpy.ones((1,), bool),
+            "ref_logps": jax.numpy.zeros((1, 2)),
+        }
         return S.micro_loss(m, mb, {"pairs": 1.0, "tokens": float(rows * t)}, spec)[0]
 
     ids = jax.ShapeDtypeStruct((rows, t), "int32")
     mask = jax.ShapeDtypeStruct((rows, t), "bool")
     res = jax.eval_shape(lambda p, i, m: jax.vjp(lambda q: forward(q, i, m), p)[1], params, ids, mask)
-    scores = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(res)
-                 if x.ndim >= 2 and x.shape[-2] == g * 50 and x.shape[-1] % 50 == 0)
+    scores = sum(
+        x.size * x.dtype.itemsize
+        for x in jax.tree.leaves(res)
+        if x.ndim >= 2 and x.shape[-2] == g * 50 and x.shape[-1] % 50 == 0
+    )
     assert scores == A.score_residual_bytes(cfg, rows=rows, length=t, dtype="bfloat16") > 0
 
 
@@ -193,16 +223,31 @@ def test_attention_impl_choice_for_a_tpu_plan():
 def test_xla_attention_plans_more_sampling_memory_than_splash():
     base = {"mesh.shape": (1, -1, 2), "engine.batch_size": 60}
     splash = make_plan(_tiny_config(**base), config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
-    xla = make_plan(_tiny_config(**base, **{"actor.attention_impl": "xla", "refiner.attention_impl": "xla"}),
-                    config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
+    xla = make_plan(
+        _tiny_config(**base, **{"actor.attention_impl": "xla", "refiner.attention_impl": "xla"}),
+        config_from_hf_dict(TINY),
+        parse_topology("v5p-16"),
+        SHORT,
+    )
     prefill = lambda p: [b for what, b in p.phases[-1].items if what.startswith("prefill")][0]  # noqa: E731
     assert prefill(xla) > prefill(splash)
     assert xla.phases[0].total > splash.phases[0].total  # no scores in the full-remat working set
 
 
 def test_timing_by_hand():
-    m = T.Machine(chips=4, peak_flops=100e12, hbm_bandwidth=1e12, mfu=0.5, hbm_efficiency=0.5, params=10**9,
-                  layers=2, heads=4, head_dim=8, weight_bytes_per_step=2 * 10**9, tensor_shards=1)
+    m = T.Machine(
+        chips=4,
+        peak_flops=100e12,
+        hbm_bandwidth=1e12,
+        mfu=0.5,
+        hbm_efficiency=0.5,
+        params=10**9,
+        layers=2,
+        heads=4,
+        head_dim=8,
+        weight_bytes_per_step=2 * 10**9,
+        tensor_shards=1,
+    )
     # Training: 3 forward-equivalents of 2*N*tokens + 4*L*H*D*tokens*T over chips*peak*mfu.
     tokens = 16 * 128
     flops = 3 * (2e9 * tokens + 4 * 2 * 4 * 8 * tokens * 128)
@@ -218,19 +263,37 @@ def test_timing_by_hand():
     lengths = np.array([3, 10, 2, 2, 5, 1, 1, 1, 4, 4, 4, 4])
     step = lambda context: T.decode_step_s(m, rows=8, context=context, kv_bytes_per_slot=1000)  # noqa: E731
     fill = T.prefill_s(m, prompts=3, prompt_len=64)
-    static = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
-                                kv_bytes_per_slot=1000, batching="static")
+    static = T.sampling_stage_s(
+        m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10, kv_bytes_per_slot=1000, batching="static"
+    )
     assert (static.batches, static.decode_steps) == (2, 9 + 3)
     assert static.seconds == pytest.approx(fill + 9 * step(64 + 10 / 2) + 3 * step(64 + 4 / 2))
     assert static.utilization == pytest.approx(41 / (8 * 10 + 8 * 4)) and static.mean_new == pytest.approx(41 / 12)
-    cont = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
-                              kv_bytes_per_slot=1000, batching="continuous")
+    cont = T.sampling_stage_s(
+        m,
+        lengths=lengths,
+        n=4,
+        batch_rows=8,
+        prompt_len=64,
+        new_tokens=10,
+        kv_bytes_per_slot=1000,
+        batching="continuous",
+    )
     assert cont.decode_steps == 9  # the sample of 10 tokens, started at once, ends last
     assert cont.seconds == pytest.approx(fill + 9 * step(64 + 10))
     assert cont.utilization == pytest.approx(41 / (8 * 9 + 12))
     # In engine calls of 8 samples, the second call (four samples of 4) starts after the first call's drain.
-    calls = T.sampling_stage_s(m, lengths=lengths, n=4, batch_rows=8, prompt_len=64, new_tokens=10,
-                               kv_bytes_per_slot=1000, batching="continuous", call_samples=8)
+    calls = T.sampling_stage_s(
+        m,
+        lengths=lengths,
+        n=4,
+        batch_rows=8,
+        prompt_len=64,
+        new_tokens=10,
+        kv_bytes_per_slot=1000,
+        batching="continuous",
+        call_samples=8,
+    )
     assert calls.decode_steps == 9 + 3 and calls.utilization == pytest.approx(41 / (8 * 9 + 8 + 8 * 3 + 4))
     assert T.pow2_bucket(300) == 512 and T.pow2_bucket(256) == 256 and T.pow2_bucket(3) == 16
 
@@ -253,14 +316,22 @@ def _tiny_config(**overrides):
 
 
 def test_plan_of_a_fitting_tiny_run_has_no_flags():
-    plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 60}), config_from_hf_dict(TINY),
-                     parse_topology("v5p-16"), SHORT)
+    plan = make_plan(
+        _tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 60}),
+        config_from_hf_dict(TINY),
+        parse_topology("v5p-16"),
+        SHORT,
+    )
     assert plan.mesh_shape == (1, 4, 2)
     assert plan.flags == ()
     assert [p.name for p in plan.phases] == ["train actor (DPO)", "train refiner (SFT)", "sampling"]
     train = dict(plan.phases[0].items)
-    assert train["params"] == M.param_layout(config_from_hf_dict(TINY), M.abstract_mesh((1, 4, 2), 8), DEFAULT_RULES,
-                                             dtype="bfloat16", param_dtype=None).chip_bytes
+    assert (
+        train["params"]
+        == M.param_layout(
+            config_from_hf_dict(TINY), M.abstract_mesh((1, 4, 2), 8), DEFAULT_RULES, dtype="bfloat16", param_dtype=None
+        ).chip_bytes
+    )
     assert [s.name.split(":")[0] for s in plan.stages] == ["mine"] * 2 + ["search"] * 2 + ["train"] * 2
     assert "flags: none" in render(plan)
 
@@ -269,24 +340,37 @@ def test_plan_has_an_initial_sft_phase_only_when_the_run_does_one():
     base = {"mesh.shape": (1, -1, 2), "engine.batch_size": 60, "sft0.batch_size": 8}
     without = make_plan(_tiny_config(**base), config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
     assert "initial SFT (sft0)" not in [p.name for p in without.phases]
-    plan = make_plan(_tiny_config(**base, **{"spar.initial_sft_actor": "sft.jsonl"}), config_from_hf_dict(TINY),
-                     parse_topology("v5p-16"), SHORT)
+    plan = make_plan(
+        _tiny_config(**base, **{"spar.initial_sft_actor": "sft.jsonl"}),
+        config_from_hf_dict(TINY),
+        parse_topology("v5p-16"),
+        SHORT,
+    )
     sft0 = next(p for p in plan.phases if p.name == "initial SFT (sft0)")
     assert dict(sft0.items)["activations saved (2 rows x 4096, remat=none, splash attention)"] > 0  # 8 over fsdp=4
 
 
 def test_plan_flags_what_does_not_divide_the_mesh():
-    plan = make_plan(_tiny_config(**{"mesh.shape": (3, -1, 1)}), config_from_hf_dict(TINY), parse_topology("v5p-16"),
-                     SHORT)
+    plan = make_plan(
+        _tiny_config(**{"mesh.shape": (3, -1, 1)}), config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT
+    )
     assert plan.phases == () and plan.mesh_shape is None
     assert re.search(r"mesh: mesh shape .* does not divide 8 devices", plan.flags[0])
-    plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 1), "dpo.batch_size": 6, "engine.batch_size": 32}),
-                     config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
+    plan = make_plan(
+        _tiny_config(**{"mesh.shape": (1, -1, 1), "dpo.batch_size": 6, "engine.batch_size": 32}),
+        config_from_hf_dict(TINY),
+        parse_topology("v5p-16"),
+        SHORT,
+    )
     text = "\n".join(plan.flags)
     assert "train actor (DPO): micro-batch of 6 rows does not divide mesh axis fsdp=8" in text  # packed pairs
     assert "sampling: 6 prompts per engine batch (n=5) do not divide mesh axis fsdp=8" in text
-    plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 1), "dpo.batch_size": 6, "dpo.share_prompt": False}),
-                     config_from_hf_dict(TINY), parse_topology("v5p-16"), SHORT)
+    plan = make_plan(
+        _tiny_config(**{"mesh.shape": (1, -1, 1), "dpo.batch_size": 6, "dpo.share_prompt": False}),
+        config_from_hf_dict(TINY),
+        parse_topology("v5p-16"),
+        SHORT,
+    )
     assert "train actor (DPO): micro-batch of 12 rows does not divide mesh axis fsdp=8" in "\n".join(plan.flags)
 
 
@@ -300,6 +384,7 @@ def test_paper_70b_does_not_fit_a_small_slice():
 
 
 # -- paper configs -------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_paper_configs_parse_and_match_their_architecture(name):
@@ -327,17 +412,24 @@ def test_paper_plans_fit_and_readme_tables_are_current(name, topology):
     module = _load(name)
     plan = make_plan(module.get_config(), config_from_hf_dict(module.HF_CONFIG), parse_topology(topology))
     assert plan.flags == (), plan.flags
-    assert _readme_block(f"configs/{name}.py --topology={topology}") == render(plan, markdown=True), \
+    assert _readme_block(f"configs/{name}.py --topology={topology}") == render(plan, markdown=True), (
         f"regenerate with: python -m spar_jax.plan --config=configs/{name}.py --topology={topology} --format=markdown"
+    )
 
 
 def test_cli_reports_errors_in_one_line():
-    r = subprocess.run([sys.executable, "-m", "spar_jax.plan", "--config=configs/llama3_8b.py", "--topology=v9-8"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "spar_jax.plan", "--config=configs/llama3_8b.py", "--topology=v9-8"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip().startswith("error: topology 'v9-8': expected one of"), r.stderr
 
 
 # -- ahead-of-time lowering on 8 fake devices ----------------------------------------------------------------------
+
 
 def _two_layer(name):
     module = _load(name)
@@ -358,13 +450,26 @@ def test_paper_configs_sharded_train_step_compiles_at_full_width(name):
     model, mesh, cfg = _two_layer(name)
     assert len(jax.devices()) == 8
     accum = cfg.dpo["grad_accum_steps"]
-    lowered = lower_train_step(model, mesh, cfg.mesh.rules, examples=8 * accum, length=32, accum=accum,
-                               dtype=cfg.actor.dtype, param_dtype=cfg.actor.param_dtype, remat=cfg.actor.remat,
-                               chunk_size=cfg.dpo["logits_chunk_size"])
+    lowered = lower_train_step(
+        model,
+        mesh,
+        cfg.mesh.rules,
+        examples=8 * accum,
+        length=32,
+        accum=accum,
+        dtype=cfg.actor.dtype,
+        param_dtype=cfg.actor.param_dtype,
+        remat=cfg.actor.remat,
+        chunk_size=cfg.dpo["logits_chunk_size"],
+    )
     state_info, metrics_info = lowered.out_info
     assert {"loss", "dpo_loss", "grad_norm", "learning_rate"} <= set(metrics_info)
-    assert state_info["params"]["layers"]["q"].shape == (2, model.hidden_size, model.num_attention_heads,
-                                                         model.head_dim)
+    assert state_info["params"]["layers"]["q"].shape == (
+        2,
+        model.hidden_size,
+        model.num_attention_heads,
+        model.head_dim,
+    )
     compiled = lowered.compile(FAST_COMPILE)
     q = compiled.output_shardings[0]["params"]["layers"]["q"]
     tensor = "tensor" if dict(mesh.shape)["tensor"] > 1 else None
@@ -392,6 +497,7 @@ def test_70b_sharded_decode_loop_compiles():
 
 # -- plans from compiled programs ----------------------------------------------------------------------------------
 
+
 def test_tpu_topology_names():
     from spar_jax.planning.compiled import tpu_topology_name
 
@@ -408,9 +514,18 @@ def test_compiled_programs_on_8_fake_devices_next_to_the_estimate():
     from spar_jax.planning import compiled
     from spar_jax.planning.estimate import sampling_shapes
 
-    config = _tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 16, "dpo.batch_size": 8,
-                             "sft.batch_size": 8, "dpo.max_length": 64, "sft.max_length": 64,
-                             "dpo.max_prompt_length": 32, "sft.max_prompt_length": 32})
+    config = _tiny_config(
+        **{
+            "mesh.shape": (1, -1, 2),
+            "engine.batch_size": 16,
+            "dpo.batch_size": 8,
+            "sft.batch_size": 8,
+            "dpo.max_length": 64,
+            "sft.max_length": 64,
+            "dpo.max_prompt_length": 32,
+            "sft.max_prompt_length": 32,
+        }
+    )
     config.actor.param_dtype = config.refiner.param_dtype = "float32"
     model = config_from_hf_dict(TINY)
     topology = parse_topology("v5p-16")

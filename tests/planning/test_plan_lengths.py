@@ -34,13 +34,17 @@ def _run_dir(tmp_path, judge_kind):
     vote = {"texts": ["Checks: fine. Final Judgement: Yes"], "votes": ["yes"], "label": "yes", "value": 1.0}
     mine = tmp_path / "iter_1" / "mine"
     os.makedirs(mine)
-    samples = [{"response": "Hello there, friend.", "finish_reason": "stop", "judgement": vote},
-               {"response": "cut " * 40, "finish_reason": "length", "judgement": vote}]
+    samples = [
+        {"response": "Hello there, friend.", "finish_reason": "stop", "judgement": vote},
+        {"response": "cut " * 40, "finish_reason": "length", "judgement": vote},
+    ]
     (mine / "shard_00000.jsonl").write_text(json.dumps({"prompt_id": "0", "samples": samples}) + "\n")
     search = tmp_path / "iter_1" / "search"
     os.makedirs(search)
-    nodes = [{"response": "root", "output": None, "judgement": vote},
-             {"response": "better", "output": "thinking\n[[start]]\nbetter\n[[end]]", "judgement": vote}]
+    nodes = [
+        {"response": "root", "output": None, "judgement": vote},
+        {"response": "better", "output": "thinking\n[[start]]\nbetter\n[[end]]", "judgement": vote},
+    ]
     (search / "shard_00000.jsonl").write_text(json.dumps({"nodes": nodes}) + "\n")
     return str(tmp_path)
 
@@ -56,8 +60,7 @@ def test_measured_from_a_run(tmp_path):
     vote = count("Checks: fine. Final Judgement: Yes") + 1
     # Two mining votes (cap 20), one vote of the refined node (cap 25); the root is not a refinement.
     assert profile.fractions["judgement"] == pytest.approx((vote / 20, vote / 20, vote / 25))
-    assert profile.fractions["refinement"] == pytest.approx(
-        ((count("thinking\n[[start]]\nbetter\n[[end]]") + 1) / 50,))
+    assert profile.fractions["refinement"] == pytest.approx(((count("thinking\n[[start]]\nbetter\n[[end]]") + 1) / 50,))
     rules = L.from_run(_run_dir(tmp_path / "r", "rules"), tokenizer=tok)
     assert "judgement" not in rules.fractions  # the rule judge's texts are not sampled
 

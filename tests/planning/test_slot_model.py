@@ -4,6 +4,7 @@ import pytest
 
 from spar_jax.planning import slot_model as SM
 from spar_jax.sampling import buckets
+
 from tiny_checkpoints import write_checkpoint
 
 
@@ -44,8 +45,9 @@ def test_the_model_predicts_the_engines_slot_steps_exactly(model, batching):
         queue = buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets, max_rows=10)
         steps = SM.continuous_slot_steps([x for b in queue for i in b.indices for x in lengths[i]], 4)
     else:
-        steps = sum(SM.static_slot_steps([x for i in b.indices for x in lengths[i]], b.rows, 2)
-                    for b in buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets,
-                                                  max_rows=2))
+        steps = sum(
+            SM.static_slot_steps([x for i in b.indices for x in lengths[i]], b.rows, 2)
+            for b in buckets.plan_batches([len(p) for p in prompts], length_buckets=engine.length_buckets, max_rows=2)
+        )
     assert engine.stats.decode_slot_steps == steps
     assert engine.stats.generated_tokens == sum(map(sum, lengths.values()))

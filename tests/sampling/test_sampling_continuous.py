@@ -5,9 +5,11 @@ rolls, stops and one-token answers; one prefill per prompt; utilization counters
 
 import numpy as np
 import pytest
+
 from spar_jax.models import from_pretrained, load_tokenizer
 from spar_jax.sampling import Engine
 from spar_jax.sampling.slots import roll_slots, window_slots
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 MAX_LENGTH = 64
@@ -22,8 +24,9 @@ def tiny(tmp_path_factory):
 
 def _engine(tiny, batching, batch_size, **kwargs):
     model, tokenizer = tiny
-    return Engine(model, tokenizer, batch_size=batch_size, max_length=MAX_LENGTH, batching=batching, progress=False,
-                  **kwargs)  # fmt: skip
+    return Engine(
+        model, tokenizer, batch_size=batch_size, max_length=MAX_LENGTH, batching=batching, progress=False, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from spar_jax.models import from_pretrained
 from spar_jax.sampling import Engine
 from spar_jax.sampling.precision import engine_dtype
+
 from tiny_checkpoints import write_checkpoint
 
 
@@ -65,16 +67,21 @@ def test_engine_dtype_choice_and_refusal(model):
 
 @pytest.mark.parametrize("dtype, itemsize", [("auto", 2), ("float32", 4)])
 def test_planner_counts_the_engine_copies_in_engine_dtype(dtype, itemsize):
-    from spar_jax.models.config import config_from_hf_dict
-    from spar_jax.planning import memory as M
-    from spar_jax.planning.hardware import parse_topology
-    from spar_jax.planning.estimate import make_plan
-    from spar_jax.parallel import DEFAULT_RULES
     from test_plan import SHORT, TINY, _tiny_config
 
+    from spar_jax.models.config import config_from_hf_dict
+    from spar_jax.parallel import DEFAULT_RULES
+    from spar_jax.planning import memory as M
+    from spar_jax.planning.estimate import make_plan
+    from spar_jax.planning.hardware import parse_topology
+
     cfg = config_from_hf_dict(TINY)
-    plan = make_plan(_tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 60, "engine.dtype": dtype}), cfg,
-                     parse_topology("v5p-16"), SHORT)  # fmt: skip
+    plan = make_plan(
+        _tiny_config(**{"mesh.shape": (1, -1, 2), "engine.batch_size": 60, "engine.dtype": dtype}),
+        cfg,
+        parse_topology("v5p-16"),
+        SHORT,
+    )
     sampling = dict(next(p for p in plan.phases if p.name == "sampling").items)
     name = "bfloat16" if dtype == "auto" else dtype
     layout = M.param_layout(cfg, M.abstract_mesh((1, 4, 2), 8), DEFAULT_RULES, dtype=name, param_dtype=name)

@@ -4,10 +4,12 @@ sampled distribution, bounded compilation, truncation."""
 
 import numpy as np
 import pytest
+
 from spar_jax.models import from_pretrained, load_tokenizer
 from spar_jax.models.cpu_layout import chunk_rows
 from spar_jax.sampling import Engine
 from spar_jax.sampling.loop import SLOT_MULTIPLE, LoopShape, cache_slots
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 MAX_LENGTH = 64
@@ -23,8 +25,9 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(tiny):
     model, tokenizer = tiny
-    return Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, truncate="left", batching="static",
-                  progress=False)
+    return Engine(
+        model, tokenizer, batch_size=8, max_length=MAX_LENGTH, truncate="left", batching="static", progress=False
+    )
 
 
 def _ids(seed, length):
@@ -57,8 +60,9 @@ def test_eos_stop_strings_and_finish_reason(tiny, engine):
     # EOS: make the 5th sampled token (its first occurrence) the end token; the same seed replays the same prefix.
     cut = next(i for i in range(4, 14) if free.token_ids[i] not in free.token_ids[:i])
     eos = free.token_ids[cut]
-    stopper = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, eos_token_ids=[eos], batching="static",
-                     progress=False)
+    stopper = Engine(
+        model, tokenizer, batch_size=8, max_length=MAX_LENGTH, eos_token_ids=[eos], batching="static", progress=False
+    )
     ended = stopper.generate([prompt], max_new_tokens=14, temperature=1.0, seed=3)[0].completions[0]
     assert ended.finish_reason == "stop"
     assert ended.token_ids == free.token_ids[: cut + 1]
@@ -143,9 +147,13 @@ def test_over_long_prompts_error_or_left_truncate(tiny, engine):
 def test_bad_arguments_are_rejected_clearly(engine):
     ok = [_ids(0, 3)]
     for kwargs, message in [
-        (dict(top_p=0.0), "top_p"), (dict(top_p=1.5), "top_p"), (dict(temperature=-1.0), "temperature"),
-        (dict(n=0), "n must be"), (dict(top_k=-2), "top_k"), (dict(stop=[""]), "stop"),
-    ]:  # fmt: skip
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(n=0), "n must be"),
+        (dict(top_k=-2), "top_k"),
+        (dict(stop=[""]), "stop"),
+    ]:
         with pytest.raises(ValueError, match=message):
             engine.generate(ok, max_new_tokens=4, **kwargs)
     with pytest.raises(ValueError, match="max_new_tokens"):
@@ -159,13 +167,24 @@ def test_bad_arguments_are_rejected_clearly(engine):
 
 def test_growing_cache_segments_match_one_segment(tiny, engine):
     model, tokenizer = tiny
-    segmented = Engine(model, tokenizer, batch_size=8, max_length=MAX_LENGTH, first_segment=3, segment_growth=4,
-                       batching="static", progress=False)  # fmt: skip
+    segmented = Engine(
+        model,
+        tokenizer,
+        batch_size=8,
+        max_length=MAX_LENGTH,
+        first_segment=3,
+        segment_growth=4,
+        batching="static",
+        progress=False,
+    )
     requests = [_ids(9, 5), _ids(10, 11)]  # one 16-slot prompt bucket
     kwargs = dict(max_new_tokens=40, temperature=0.8, seed=5, n=2)  # a 64-token bucket: segments 3, 12, 48, 64
     # The cache really grows (32 -> 32 -> 64 -> 80 slots), or this test would not cover growth.
     assert [cache_slots(16, c) for c in LoopShape(n=2, max_new=64, first_segment=3, segment_growth=4).segments()] == [
-        32, 32, 64, 80
+        32,
+        32,
+        64,
+        80,
     ]
     a = engine.generate(requests, **kwargs)
     b = segmented.generate(requests, **kwargs)
@@ -192,8 +211,16 @@ def test_prefill_chunks_give_the_same_samples(tiny, engine):
     # The stacked cache of the scan layer loop ([L, B, ...]) merges its chunks on its second axis.
     for tokens, rows, layer_loop in ((0, 8, "auto"), (64, 2, "auto"), (40, 1, "auto"), (64, 2, "scan")):
         assert chunk_rows(8, 32, tokens) == rows
-        chunked = Engine(model, tokenizer, batch_size=16, max_length=MAX_LENGTH, prefill_chunk=tokens,
-                         layer_loop=layer_loop, batching="static", progress=False)  # fmt: skip
+        chunked = Engine(
+            model,
+            tokenizer,
+            batch_size=16,
+            max_length=MAX_LENGTH,
+            prefill_chunk=tokens,
+            layer_loop=layer_loop,
+            batching="static",
+            progress=False,
+        )
         results[rows, layer_loop] = chunked.generate(requests, **kwargs)
         assert chunked.loop.shapes == [(8, 32, 16, 16)]
     for key in ((2, "auto"), (1, "auto"), (2, "scan")):

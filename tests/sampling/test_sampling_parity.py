@@ -7,10 +7,10 @@ import pytest
 import torch
 import transformers
 
-from spar_jax.models import from_pretrained, load_tokenizer
-from spar_jax.models import cpu_layout
+from spar_jax.models import cpu_layout, from_pretrained, load_tokenizer
 from spar_jax.parallel import make_mesh
 from spar_jax.sampling import Engine
+
 from tiny_checkpoints import ARCHS, write_checkpoint
 
 NEW = 10
@@ -29,8 +29,9 @@ def _hf_greedy(directory, prompts):
     ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False,
-                             eos_token_id=EOS, pad_token_id=0)[:, width:].tolist()  # fmt: skip
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=NEW, do_sample=False, eos_token_id=EOS, pad_token_id=0
+        )[:, width:].tolist()
     return [row[: row.index(EOS) + 1] if EOS in row else row for row in out]
 
 
@@ -90,8 +91,9 @@ def test_mesh_2x2x2_equals_single_device(tmp_path):
             assert tokens(a) == tokens(b)
             np.testing.assert_allclose(
                 [lp for r in a for c in r.completions for lp in c.logprobs],
-                [lp for r in b for c in r.completions for lp in c.logprobs], atol=1e-4,
-            )  # fmt: skip
+                [lp for r in b for c in r.completions for lp in c.logprobs],
+                atol=1e-4,
+            )
 
 
 def test_demo_model_names_the_capital_of_france(demo_dir):

@@ -4,11 +4,11 @@ import json
 import os
 
 import pytest
+from test_trees_html import scripted_tree
 
 from spar_jax import files
 from spar_jax.spar.data import dpo_pairs, refine_examples
 from spar_jax.spar.dataset_export import export_directory
-from test_trees_html import scripted_tree
 
 
 def _sharegpt_check(messages, tags, ranking):
@@ -57,10 +57,18 @@ def test_dataset_info_json_is_llama_factory_layout(data_dir):
     info = json.load(open(data_dir / "dataset_info.json"))
     assert sorted(info) == ["dpo", "refiner_sft"]
     assert info["dpo"] == {
-        "file_name": "dpo.parquet", "formatting": "sharegpt", "ranking": True,
+        "file_name": "dpo.parquet",
+        "formatting": "sharegpt",
+        "ranking": True,
         "columns": {"messages": "prompt", "chosen": "chosen_message", "rejected": "rejected_message"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant",
-                 "system_tag": "system"}}  # fmt: skip
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
+    }
     assert info["refiner_sft"]["columns"] == {"messages": "messages"} and "ranking" not in info["refiner_sft"]
     for name, entry in info.items():  # what LLaMA-Factory does with the entry: load file_name, map columns
         rows = datasets.load_dataset("parquet", data_files=str(data_dir / entry["file_name"]), split="train")

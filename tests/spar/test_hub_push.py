@@ -34,8 +34,11 @@ class FakeApi:
     def upload_folder(self, *args, **kwargs):
         self._record("upload_folder", *args, **kwargs)
         folder = kwargs["folder_path"]
-        FakeApi.calls[-1][2]["files"] = {f: open(os.path.join(folder, f)).read() for f in sorted(os.listdir(folder))
-                                         if f.endswith((".md", ".json", ".jsonl"))}  # fmt: skip
+        FakeApi.calls[-1][2]["files"] = {
+            f: open(os.path.join(folder, f)).read()
+            for f in sorted(os.listdir(folder))
+            if f.endswith((".md", ".json", ".jsonl"))
+        }
 
 
 @pytest.fixture
@@ -45,13 +48,24 @@ def run(tmp_path, monkeypatch):
     workdir = tmp_path / "w"
     for role in ("actor", "refiner"):
         files.write_json(workdir / "iter_1" / role / "hf" / "config.json", {"model_type": "llama"})
-        files.write_json(workdir / "iter_1" / role / "DONE.json", {"steps": 3, "loss": 0.5, "seconds": 1.0,
-                                                                "checkpoint": str(workdir / "iter_1" / role / "hf")})
+        files.write_json(
+            workdir / "iter_1" / role / "DONE.json",
+            {"steps": 3, "loss": 0.5, "seconds": 1.0, "checkpoint": str(workdir / "iter_1" / role / "hf")},
+        )
     for it, score in ((0, 0.4), (1, 0.6)):
         files.write_json(workdir / f"iter_{it}" / "eval" / "DONE.json", {"heldout": {"average": score}, "seconds": 1.0})
-    files.write_jsonl(workdir / "iter_1" / "data" / "dpo.jsonl", [
-        {"prompt": [{"role": "user", "content": "p"}], "chosen": [{"role": "assistant", "content": "a"}],
-         "rejected": [{"role": "assistant", "content": "b"}], "prompt_id": "1", "depth": 1}])  # fmt: skip
+    files.write_jsonl(
+        workdir / "iter_1" / "data" / "dpo.jsonl",
+        [
+            {
+                "prompt": [{"role": "user", "content": "p"}],
+                "chosen": [{"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "assistant", "content": "b"}],
+                "prompt_id": "1",
+                "depth": 1,
+            }
+        ],
+    )
     c = default_config()
     c.workdir = str(workdir)
     c.actor.path = "tinyorg/base@v1"
@@ -73,11 +87,16 @@ def test_push_models_with_cards_and_data_once(run):
     publish.after_iteration(cfg, 1)
     names = [(n, a[0] if a else k.get("repo_id")) for n, a, k in FakeApi.calls]
     assert names == [
-        ("create_repo", "me/spar-run-actor"), ("upload_folder", "me/spar-run-actor"), ("create_tag", "me/spar-run-actor"),
-        ("create_repo", "me/spar-run-refiner"), ("upload_folder", "me/spar-run-refiner"),
+        ("create_repo", "me/spar-run-actor"),
+        ("upload_folder", "me/spar-run-actor"),
+        ("create_tag", "me/spar-run-actor"),
+        ("create_repo", "me/spar-run-refiner"),
+        ("upload_folder", "me/spar-run-refiner"),
         ("create_tag", "me/spar-run-refiner"),
-        ("create_repo", "me/spar-run-data"), ("upload_folder", "me/spar-run-data"), ("upload_file", "me/spar-run-data"),
-    ]  # fmt: skip
+        ("create_repo", "me/spar-run-data"),
+        ("upload_folder", "me/spar-run-data"),
+        ("upload_file", "me/spar-run-data"),
+    ]
     actor_upload = FakeApi.calls[1][2]
     assert actor_upload["commit_message"] == "SPaR iteration 1" and actor_upload["repo_type"] == "model"
     assert FakeApi.calls[2][2]["tag"] == "iter-1"

@@ -11,6 +11,7 @@ from spar_jax.spar import report
 from spar_jax.spar import stats as S
 from spar_jax.spar.pipeline import Pipeline, run_step
 from spar_jax.spar.runtime import Runtime
+
 from tiny_checkpoints import write_checkpoint
 
 
@@ -28,8 +29,9 @@ def engine(tmp_path_factory):
     from spar_jax.sampling import Engine
 
     directory = write_checkpoint(tmp_path_factory.mktemp("tiny") / "model", "llama", seed=3)
-    return Engine(from_pretrained(directory), None, batch_size=4, batching="static", eos_token_ids=[5, 6, 7, 8],
-                  progress=False)
+    return Engine(
+        from_pretrained(directory), None, batch_size=4, batching="static", eos_token_ids=[5, 6, 7, 8], progress=False
+    )
 
 
 def test_a_sampling_stage_records_its_engines_utilization_and_the_report_shows_it(engine, tmp_path):

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from spar_jax import ifeval
-from spar_jax.spar import bootstrap, constraint_prompts, repair
 from spar_jax.judge.templates import judge_messages, parse_judgement, parse_refinement, refine_messages
+from spar_jax.spar import bootstrap, constraint_prompts, repair
 
 PARAGRAPH = (
     "Bees are important for farming, because they pollinate many crops. Without bees, farmers would really "
@@ -233,8 +233,12 @@ def test_bad_input_is_named():
 
 
 def test_refiner_mixture_keeps_every_refinement_and_sets_their_share():
-    pools = {"refine": [{"id": f"r{i}"} for i in range(6)], "judge_yes": [{"id": f"y{i}"} for i in range(10)],
-             "judge_no": [{"id": f"n{i}"} for i in range(3)], "actor": []}
+    pools = {
+        "refine": [{"id": f"r{i}"} for i in range(6)],
+        "judge_yes": [{"id": f"y{i}"} for i in range(10)],
+        "judge_no": [{"id": f"n{i}"} for i in range(3)],
+        "actor": [],
+    }
     mix = bootstrap.refiner_mixture(pools, 0.6, seed=1)
     ids = [m["id"] for m in mix]
     assert len(ids) == len(set(ids)) == 10  # 6 refinements are 60% of 10: 4 judgments

@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from spar_fakes import TEMPLATES, TreeWorld, vote_text
+from spar_jax.judge.templates import judge_messages, refine_messages
+from spar_jax.judge.votes import Judgement
 from spar_jax.spar.data import (
     MixtureConfig,
     dpo_pairs,
@@ -14,10 +15,10 @@ from spar_jax.spar.data import (
     save_jsonl,
     tree_judgement_examples,
 )
-from spar_jax.judge.votes import Judgement
 from spar_jax.spar.mining import PromptRecord, Sample, TreeRoot
-from spar_jax.judge.templates import judge_messages, refine_messages
 from spar_jax.spar.tree_search import Node, SearchConfig, TreeRecord, search
+
+from spar_fakes import TEMPLATES, TreeWorld, vote_text
 
 
 def J(pattern, tag):
@@ -29,21 +30,39 @@ def tree(pid, children, success=None):
     nodes = [Node(0, None, 0, f"{pid}-root", None, J("nnnny", f"{pid}-root"), "root", 0)]
     for parent, response, pattern in children:
         j = J(pattern, response)
-        nodes.append(Node(len(nodes), parent, nodes[parent].depth + 1, response,
-                          f"reflection\n[[start]]\n{response}\n[[end]]", j, "tie" if j.is_tie else "ok", 1))
+        nodes.append(
+            Node(
+                len(nodes),
+                parent,
+                nodes[parent].depth + 1,
+                response,
+                f"reflection\n[[start]]\n{response}\n[[end]]",
+                j,
+                "tie" if j.is_tie else "ok",
+                1,
+            )
+        )
     return TreeRecord(pid, f"instruction {pid}", "bfs", tuple(nodes), success, 1, 3, 0, 15)
 
 
 TREES = [
-    tree("A", [(0, "a1", "nnnnn"), (0, "a2", "nnnny"), (0, "a3", "yyyyn"), (0, "a4", "yyynn"), (0, "a5", "yynnx")],
-         success=3),
+    tree(
+        "A",
+        [(0, "a1", "nnnnn"), (0, "a2", "nnnny"), (0, "a3", "yyyyn"), (0, "a4", "yyynn"), (0, "a5", "yynnx")],
+        success=3,
+    ),
     tree("B", [(0, "b1", "nnnyy"), (0, "b2", "nnnny"), (1, "b1", "nnnyy")]),  # b1 repeated at depth 2
     tree("C", [(0, "c1", "nnnny"), (0, "c2", "nnnnn"), (1, "c11", "yyyyy")], success=3),
 ]
 MINED = [
-    PromptRecord("A", "instruction A", tuple(
-        Sample(f"s{i}", "stop", J(p, f"s{i}")) for i, p in enumerate(["nnnyy", "yyyyn", "nnnnn", "yyyyy", "yynnx"])
-    ), 0),
+    PromptRecord(
+        "A",
+        "instruction A",
+        tuple(
+            Sample(f"s{i}", "stop", J(p, f"s{i}")) for i, p in enumerate(["nnnyy", "yyyyn", "nnnnn", "yyyyy", "yynnx"])
+        ),
+        0,
+    ),
     PromptRecord("D", "instruction D", (Sample("d0", "length", J("xxnyy", "d0")),), None),
 ]
 
@@ -51,10 +70,20 @@ MINED = [
 def test_dpo_pairs_from_successful_trees_only():
     pairs = dpo_pairs(TREES)
     assert pairs == [
-        {"prompt": [{"role": "user", "content": "instruction A"}], "chosen": [{"role": "assistant", "content": "a3"}],
-         "rejected": [{"role": "assistant", "content": "A-root"}], "prompt_id": "A", "depth": 1},
-        {"prompt": [{"role": "user", "content": "instruction C"}], "chosen": [{"role": "assistant", "content": "c11"}],
-         "rejected": [{"role": "assistant", "content": "C-root"}], "prompt_id": "C", "depth": 2},
+        {
+            "prompt": [{"role": "user", "content": "instruction A"}],
+            "chosen": [{"role": "assistant", "content": "a3"}],
+            "rejected": [{"role": "assistant", "content": "A-root"}],
+            "prompt_id": "A",
+            "depth": 1,
+        },
+        {
+            "prompt": [{"role": "user", "content": "instruction C"}],
+            "chosen": [{"role": "assistant", "content": "c11"}],
+            "rejected": [{"role": "assistant", "content": "C-root"}],
+            "prompt_id": "C",
+            "depth": 2,
+        },
     ]
 
 
@@ -82,24 +111,31 @@ def test_mixture_pools_filters_and_targets():
     judged = yes["messages"][0]["content"]
     assert judged in {judge_messages("instruction A", r, TEMPLATES)[0]["content"] for r in ("a3", "a4")}
     assert yes["messages"][1]["content"].startswith("critique a3#0" if "a3" in judged else "critique a4#0")
-    no_responses = sorted(ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0]
-                          for ex in by_pool["tree_judge_no"])
+    no_responses = sorted(
+        ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0] for ex in by_pool["tree_judge_no"]
+    )
     # 0 < V < 0.5, roots excluded, one random node per tree (A: a2; B: b1 or b2; C: c1 only), and de-duplicated
     # across pools: C's refine example already starts with the judge prompt on c1, so c1 is not taken again.
     assert no_responses[0] == "a2" and no_responses[1] in ("b1", "b2") and len(no_responses) == 2
     for ex in by_pool["tree_judge_no"]:  # target = the first vote agreeing with the majority (vote 0 is a No)
         response = ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0]
         assert ex["messages"][1]["content"] == f"critique {response}#0\nFinal Judgement: No"
-    actor = {ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0]: ex["pool"]
-             for ex in by_pool["actor_judge_no"] + by_pool["actor_judge_yes"]}
+    actor = {
+        ex["messages"][0]["content"].split("<r>")[1].split("</r>")[0]: ex["pool"]
+        for ex in by_pool["actor_judge_no"] + by_pool["actor_judge_yes"]
+    }
     assert actor == {"s0": "actor_judge_no", "s1": "actor_judge_yes", "d0": "actor_judge_yes"}
     s0 = by_pool["actor_judge_no"][0]["messages"][1]["content"]
     assert s0 == MINED[0].samples[0].judgement.critique and s0.endswith("Final Judgement: No")
 
 
 def test_one_random_node_per_tree_is_seeded():
-    picks = {tree_judgement_examples(TREES, pool="tree_judge_yes", low=0.5, high=1.0, per_tree=1, seed=s,
-                                     templates=TEMPLATES)[0]["messages"][0]["content"] for s in range(20)}
+    picks = {
+        tree_judgement_examples(
+            TREES, pool="tree_judge_yes", low=0.5, high=1.0, per_tree=1, seed=s, templates=TEMPLATES
+        )[0]["messages"][0]["content"]
+        for s in range(20)
+    }
     assert len(picks) == 2
     assert len(tree_judgement_examples(TREES, pool="p", low=0.5, high=1.0, per_tree=None, seed=0)) == 2
     again = [refiner_mixture(TREES, MINED, seed=3, templates=TEMPLATES)[0] for _ in range(2)]
@@ -107,16 +143,19 @@ def test_one_random_node_per_tree_is_seeded():
 
 
 def test_caps_deduplication_and_shuffle():
-    examples = [{"messages": [{"role": "user", "content": f"u{i % 7}"}, {"role": "assistant", "content": str(i)}]}
-                for i in range(30)]
+    examples = [
+        {"messages": [{"role": "user", "content": f"u{i % 7}"}, {"role": "assistant", "content": str(i)}]}
+        for i in range(30)
+    ]
     out = finalize_pool(examples, cap=5, seed=1)
     assert len(out) == 5 and len({first_user_message(e) for e in out}) == 5
     assert len(finalize_pool(examples, cap=100, seed=1)) == 7  # cap counts unique examples
     assert finalize_pool(examples, cap=0, seed=1) == []
     orders = {tuple(e["messages"][1]["content"] for e in finalize_pool(examples, cap=7, seed=s)) for s in range(5)}
     assert len(orders) > 1  # shuffled, and which duplicate survives depends on the seed
-    mixture, counts = refiner_mixture(TREES, MINED, config=MixtureConfig(cap_tree_judge_no=2, cap_refine=1),
-                                      templates=TEMPLATES)
+    mixture, counts = refiner_mixture(
+        TREES, MINED, config=MixtureConfig(cap_tree_judge_no=2, cap_refine=1), templates=TEMPLATES
+    )
     assert counts["tree_judge_no"] == 2 and counts["refine"] == 1 and len(mixture) == sum(counts.values())
     with pytest.raises(ValueError, match="MixtureConfig.cap_refine"):
         MixtureConfig(cap_refine=-1)
@@ -130,7 +169,9 @@ def test_end_to_end_from_search_records():
     out = search(world, roots, config=SearchConfig(max_depth=2), templates=TEMPLATES)
     pairs = dpo_pairs(out.trees)
     assert [(p["prompt_id"], p["chosen"][0]["content"], p["depth"]) for p in pairs] == [
-        ("x", "x.1", 1), ("y", "y.0.2", 2)]
+        ("x", "x.1", 1),
+        ("y", "y.0.2", 2),
+    ]
     mixture, counts = refiner_mixture(out.trees, [], templates=TEMPLATES)
     assert counts["refine"] == 2 and counts["tree_judge_yes"] == 2 and counts["tree_judge_no"] == 1  # y.1 (0.4)
 
@@ -174,14 +215,28 @@ def test_pairs_with_equal_texts_after_stripping_are_dropped():
 def test_sample_pairs_pair_a_yes_with_a_no_that_was_not_cut():
     from spar_jax.spar.data import sample_pairs
 
-    rec = PromptRecord("P", "instruction P", (
-        Sample("yes-1", "stop", J("yyyyn", "y1")), Sample("no-cut", "length", J("nnnnn", "nc")),
-        Sample("no-ok", "stop", J("nnnyy", "no")), Sample("tie", "stop", J("yynnx", "t")),
-    ), 2)  # fmt: skip
-    only_cut = PromptRecord("Q", "instruction Q", (Sample("y", "stop", J("yyyyy", "y")),
-                                                    Sample("n", "length", J("nnnnn", "n"))), None)  # fmt: skip
+    rec = PromptRecord(
+        "P",
+        "instruction P",
+        (
+            Sample("yes-1", "stop", J("yyyyn", "y1")),
+            Sample("no-cut", "length", J("nnnnn", "nc")),
+            Sample("no-ok", "stop", J("nnnyy", "no")),
+            Sample("tie", "stop", J("yynnx", "t")),
+        ),
+        2,
+    )
+    only_cut = PromptRecord(
+        "Q", "instruction Q", (Sample("y", "stop", J("yyyyy", "y")), Sample("n", "length", J("nnnnn", "n"))), None
+    )
     all_yes = PromptRecord("R", "instruction R", (Sample("y", "stop", J("yyyyy", "y")),), None)
     pairs = sample_pairs([rec, only_cut, all_yes], seed=0)
-    assert pairs == [{"prompt": [{"role": "user", "content": "instruction P"}],
-                      "chosen": [{"role": "assistant", "content": "yes-1"}],
-                      "rejected": [{"role": "assistant", "content": "no-ok"}], "prompt_id": "P", "depth": 0}]
+    assert pairs == [
+        {
+            "prompt": [{"role": "user", "content": "instruction P"}],
+            "chosen": [{"role": "assistant", "content": "yes-1"}],
+            "rejected": [{"role": "assistant", "content": "no-ok"}],
+            "prompt_id": "P",
+            "depth": 0,
+        }
+    ]

@@ -8,8 +8,8 @@ import pytest
 from spar_jax import config as config_lib
 from spar_jax import files
 from spar_jax.spar import report, sources
-from spar_jax.spar.evaluation import score
 from spar_jax.spar.constraint_prompts import HELDOUT_TASKS, MAKERS, TASKS, generate_constraint_prompts
+from spar_jax.spar.evaluation import score
 
 RESERVED = ("detectable_format:title", "startend:quotation")
 
@@ -59,16 +59,24 @@ def test_config_errors_name_the_key():
 
 
 def _record(key, instruction_id, split):
-    return {"key": key, "prompt": f"prompt {key}", "instruction_id_list": [instruction_id], "kwargs": [{}],
-            "split": split}
+    return {
+        "key": key,
+        "prompt": f"prompt {key}",
+        "instruction_id_list": [instruction_id],
+        "kwargs": [{}],
+        "split": split,
+    }
 
 
 def test_report_scores_the_splits_separately(tmp_path):
     wd = str(tmp_path)
-    held = [_record(1, "punctuation:no_comma", "in_distribution"), _record(2, "punctuation:no_comma", "in_distribution"),
-            _record(3, "change_case:english_lowercase", "out_of_distribution"),
-            _record(4, "change_case:english_lowercase", "out_of_distribution"),
-            _record(5, "change_case:english_lowercase", "out_of_distribution")]  # fmt: skip
+    held = [
+        _record(1, "punctuation:no_comma", "in_distribution"),
+        _record(2, "punctuation:no_comma", "in_distribution"),
+        _record(3, "change_case:english_lowercase", "out_of_distribution"),
+        _record(4, "change_case:english_lowercase", "out_of_distribution"),
+        _record(5, "change_case:english_lowercase", "out_of_distribution"),
+    ]
     responses = ["no commas at all", "one, two", "Capital", "Also Capital", "all lowercase"]
     files.write_jsonl(os.path.join(wd, "prompts", "heldout.jsonl"), held)
     eval_dir = os.path.join(wd, "iter_1", "eval")

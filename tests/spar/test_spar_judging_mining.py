@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from spar_fakes import TEMPLATES, Completion, Result, ScriptedEngine, vote_text
 from spar_jax.judge.generation import Generator, SamplingParams, derive_seed
 from spar_jax.judge.votes import Judgement, judge
 from spar_jax.spar.mining import MiningConfig, PromptRecord, TreeRoot, choose_root, mine, roots
+
+from spar_fakes import TEMPLATES, Completion, Result, ScriptedEngine, vote_text
 
 SAMPLING = SamplingParams(max_new_tokens=16, temperature=0.7)
 
@@ -122,8 +123,10 @@ def test_mine_rules_and_calls():
 
 def test_mine_root_choice_is_seeded_and_batch_independent():
     def run(instructions, ids, seed):
-        return {r.prompt_id: r.root_index for r in mine(*mining_engines(), instructions, ids=ids, seed=seed,
-                                                         templates=TEMPLATES)}
+        return {
+            r.prompt_id: r.root_index
+            for r in mine(*mining_engines(), instructions, ids=ids, seed=seed, templates=TEMPLATES)
+        }
 
     full = run(["p0", "p3", "p2"], ["x", "y", "z"], seed=5)
     assert full == run(["p0", "p3", "p2"], ["x", "y", "z"], seed=5)

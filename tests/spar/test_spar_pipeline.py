@@ -16,14 +16,27 @@ from safetensors.numpy import load_file
 import spar_pipeline_driver as driver
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
-SAMPLING_ARTIFACTS = ("prompts/train.jsonl", "prompts/heldout.jsonl", "iter_1/mine/shard_00000.jsonl",
-                      "iter_1/mine/shard_00001.jsonl", "iter_1/data/dpo.jsonl", "iter_1/data/refiner_sft.jsonl")
+SAMPLING_ARTIFACTS = (
+    "prompts/train.jsonl",
+    "prompts/heldout.jsonl",
+    "iter_1/mine/shard_00000.jsonl",
+    "iter_1/mine/shard_00001.jsonl",
+    "iter_1/data/dpo.jsonl",
+    "iter_1/data/refiner_sft.jsonl",
+)
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    directory = write_checkpoint(tmp_path_factory.mktemp("tiny") / "model", "llama", seed=21, vocab_size=49152,
-                                 bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    directory = write_checkpoint(
+        tmp_path_factory.mktemp("tiny") / "model",
+        "llama",
+        seed=21,
+        vocab_size=49152,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
     copy_demo_tokenizer(directory)
     return directory
 
@@ -44,8 +57,16 @@ def _read(path):
 def test_every_stage_ran_and_wrote_its_artifacts(uninterrupted):
     workdir, summary, seconds = uninterrupted
     print(f"pipeline wall time {seconds:.1f}s")
-    for stage in ("prompts", "iter_0/eval", "iter_1/mine", "iter_1/search", "iter_1/data", "iter_1/actor",
-                  "iter_1/refiner", "iter_1/eval"):
+    for stage in (
+        "prompts",
+        "iter_0/eval",
+        "iter_1/mine",
+        "iter_1/search",
+        "iter_1/data",
+        "iter_1/actor",
+        "iter_1/refiner",
+        "iter_1/eval",
+    ):
         assert os.path.exists(os.path.join(workdir, stage, "DONE.json")), stage
     rows = {r["iteration"]: r for r in summary["iterations"]}
     it = rows[1]
@@ -83,8 +104,9 @@ KILL_POINTS = ("iter_1/mine/shard_00000.jsonl", "iter_1/actor/checkpoints/1")  #
 
 def _run_until_killed(workdir, model_dir, kill_when):
     """Run the pipeline in a child process and SIGKILL it as soon as ``kill_when`` exists under ``workdir``."""
-    proc = subprocess.Popen([sys.executable, driver.__file__, workdir, model_dir],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, driver.__file__, workdir, model_dir], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(workdir, kill_when)):
         assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
@@ -127,8 +149,13 @@ def _assert_same_artifacts(workdir, reference):
 def _run_killed_at(workdir, model_dir, point):
     """Run the pipeline in a child process that SIGKILLs itself at ``point`` (see ``driver.install_kill_hook``)."""
     env = {**os.environ, "SPAR_TEST_KILL_AT": point}
-    proc = subprocess.run([sys.executable, driver.__file__, workdir, model_dir], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, driver.__file__, workdir, model_dir],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=900,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-3000:]
 
 
@@ -146,8 +173,10 @@ def test_killed_in_the_final_exports_and_resumed_equals_uninterrupted(uninterrup
     checkpoints = os.path.join(refiner, "checkpoints")
     saved = {n: os.stat(os.path.join(checkpoints, n)).st_mtime_ns for n in os.listdir(checkpoints) if n.isdigit()}
     assert "2" in saved  # training finished (2 steps) before the export
-    finished = {p: os.stat(os.path.join(workdir, p)).st_mtime_ns for p in (*SAMPLING_ARTIFACTS,
-                                                                           "iter_1/actor/hf/model.safetensors")}
+    finished = {
+        p: os.stat(os.path.join(workdir, p)).st_mtime_ns
+        for p in (*SAMPLING_ARTIFACTS, "iter_1/actor/hf/model.safetensors")
+    }
     _run_killed_at(workdir, tiny_model, "report")
     assert os.path.exists(os.path.join(refiner, "DONE.json")) and not os.path.exists(os.path.join(workdir, "report.md"))
     assert not [n for n in os.listdir(refiner) if n.startswith(".tmp-save-hf-")]  # the killed save's copy is gone

@@ -3,18 +3,23 @@ from collections import Counter
 
 import pytest
 
-from spar_fakes import TEMPLATES, ScriptedEngine, TreeWorld, vote_text
 from spar_jax.judge.votes import Judgement
 from spar_jax.spar.mining import TreeRoot
 from spar_jax.spar.tree_search import SearchConfig, TreeRecord, search, success_by_depth
+
+from spar_fakes import TEMPLATES, ScriptedEngine, TreeWorld, vote_text
 
 BFS = SearchConfig()
 DFS = SearchConfig(strategy="dfs")
 
 
 def root(name="r", pattern="nnnnn"):
-    return TreeRoot(f"id-{name}", f"instruction for {name}", name,
-                    Judgement.from_texts([vote_text(ch, f"{name}#{i}") for i, ch in enumerate(pattern)]))
+    return TreeRoot(
+        f"id-{name}",
+        f"instruction for {name}",
+        name,
+        Judgement.from_texts([vote_text(ch, f"{name}#{i}") for i, ch in enumerate(pattern)]),
+    )
 
 
 def run(world, roots, config=BFS, seed=0):
@@ -30,11 +35,22 @@ def test_bfs_worst_case_counts_and_two_calls_per_level(n_trees):
     world = TreeWorld()
     out = run(world, [root(f"r{t}") for t in range(n_trees)])
     assert [(c.kind, c.step, c.attempt) for c in out.calls] == [
-        ("refine", 1, 0), ("judge", 1, 0), ("refine", 2, 0), ("judge", 2, 0), ("refine", 3, 0), ("judge", 3, 0)]
+        ("refine", 1, 0),
+        ("judge", 1, 0),
+        ("refine", 2, 0),
+        ("judge", 2, 0),
+        ("refine", 3, 0),
+        ("judge", 3, 0),
+    ]
     assert len(world.calls) == 6
     assert [(c.kind, c.n, len(c.requests)) for c in world.calls] == [
-        ("refine", 3, n_trees), ("judge", 5, 3 * n_trees), ("refine", 3, 2 * n_trees), ("judge", 5, 6 * n_trees),
-        ("refine", 3, 2 * n_trees), ("judge", 5, 6 * n_trees)]
+        ("refine", 3, n_trees),
+        ("judge", 5, 3 * n_trees),
+        ("refine", 3, 2 * n_trees),
+        ("judge", 5, 6 * n_trees),
+        ("refine", 3, 2 * n_trees),
+        ("judge", 5, 6 * n_trees),
+    ]
     assert len({c.seed for c in world.calls}) == 6
     for t in out.trees:
         assert not t.success and t.success_depth is None
@@ -112,7 +128,11 @@ def test_rejudges_and_retries_are_batched_across_trees():
     world = TreeWorld(rounds={"a.0": ["yynnx", "nnnnn"], "b.1": ["yynnx", "nnnnn"]}, unparseable={"a.2", "b.0"})
     out = run(world, [root("a"), root("b")], config=SearchConfig(max_depth=1))
     assert [(c.kind, c.attempt, c.n_requests, c.n) for c in out.calls] == [
-        ("refine", 0, 2, 3), ("refine", 1, 2, 1), ("judge", 0, 6, 5), ("judge", 1, 2, 5)]
+        ("refine", 0, 2, 3),
+        ("refine", 1, 2, 1),
+        ("judge", 0, 6, 5),
+        ("judge", 1, 2, 5),
+    ]
 
 
 def test_value_cache_by_response_text():
@@ -140,7 +160,11 @@ def test_unparseable_refinements_are_retried_and_bounded():
     assert [n.response for n in t.nodes[1:]] == ["r.0", "r.2", "r.4"]
     assert (t.n_refinements, t.n_unparseable) == (5, 2)
     assert [(c.kind, c.attempt, c.n) for c in out.calls] == [
-        ("refine", 0, 3), ("refine", 1, 1), ("refine", 2, 1), ("judge", 0, 5)]
+        ("refine", 0, 3),
+        ("refine", 1, 1),
+        ("refine", 2, 1),
+        ("judge", 0, 5),
+    ]
     world = TreeWorld(unparseable={"r.1", "r.3", "r.4"})
     (t,) = run(world, [root()], config=SearchConfig(max_depth=1)).trees
     assert [n.response for n in t.nodes[1:]] == ["r.0", "r.2"] and t.n_unparseable == 3

@@ -5,8 +5,8 @@ import json
 import os
 
 from spar_jax import files
-from spar_jax.spar import trees_html
 from spar_jax.judge.votes import Judgement
+from spar_jax.spar import trees_html
 from spar_jax.spar.tree_search import Node, TreeRecord
 
 EVIL = "<script>alert('x')</script>"
@@ -14,8 +14,16 @@ EVIL = "<script>alert('x')</script>"
 
 def _node(index, parent, depth, response, votes, status="ok"):
     texts = [f"critique {index}.{i}: {'fine' if v == 'yes' else 'add a title'} {EVIL}" for i, v in enumerate(votes)]
-    return Node(index, parent, depth, response, None if parent is None else f"raw {response}",
-                Judgement(tuple(texts), tuple(votes)), "root" if parent is None else status, 1)
+    return Node(
+        index,
+        parent,
+        depth,
+        response,
+        None if parent is None else f"raw {response}",
+        Judgement(tuple(texts), tuple(votes)),
+        "root" if parent is None else status,
+        1,
+    )
 
 
 def scripted_tree():
@@ -46,21 +54,32 @@ class _Tags(html.parser.HTMLParser):
 
 
 def test_word_diff_marks_removed_and_added_words_and_escapes():
-    assert trees_html.word_diff("the quick brown fox", "the quick red fox jumps") == \
-        "the quick <del>brown</del><ins>red</ins> fox<ins> jumps</ins>"
+    assert (
+        trees_html.word_diff("the quick brown fox", "the quick red fox jumps")
+        == "the quick <del>brown</del><ins>red</ins> fox<ins> jumps</ins>"
+    )
     assert trees_html.word_diff("a <b>", "a <i>") == "a <del>&lt;b&gt;</del><ins>&lt;i&gt;</ins>"
 
 
 def test_the_page_shows_every_node_the_passing_path_and_escapes_model_text(tmp_path):
     tree = scripted_tree()
-    pair = {"prompt": [{"role": "user", "content": tree.instruction}],
-            "chosen": [{"role": "assistant", "content": tree.nodes[3].response}],
-            "rejected": [{"role": "assistant", "content": tree.root.response}], "prompt_id": "p-7", "depth": 2}
+    pair = {
+        "prompt": [{"role": "user", "content": tree.instruction}],
+        "chosen": [{"role": "assistant", "content": tree.nodes[3].response}],
+        "rejected": [{"role": "assistant", "content": tree.root.response}],
+        "prompt_id": "p-7",
+        "depth": 2,
+    }
     page = trees_html.render([tree], [pair], "trees <test>")
     parser = _Tags()
     parser.feed(page)
-    assert parser.details == {"p-7-0": ["node", "path"], "p-7-1": ["node"], "p-7-2": ["node", "path"],
-                              "p-7-3": ["node", "path", "pass"], "p-7-4": ["node"]}  # fmt: skip
+    assert parser.details == {
+        "p-7-0": ["node", "path"],
+        "p-7-1": ["node"],
+        "p-7-2": ["node", "path"],
+        "p-7-3": ["node", "path", "pass"],
+        "p-7-4": ["node"],
+    }
     # nesting: node 3 and 4 inside node 2, inside the root
     i0, i2, i3, i4, i1 = (page.index(f'id="p-7-{i}"') for i in (0, 2, 3, 4, 1))
     assert i0 < i1 < i2 < i3 < i4
@@ -94,9 +113,20 @@ def test_the_report_links_the_trees_pages(tmp_path):
 
     it_dir = tmp_path / "iter_1"
     files.write_jsonl(it_dir / "search" / "shard_00000.jsonl", [scripted_tree().to_dict()])
-    files.write_json(it_dir / "search" / "DONE.json", {
-        "trees": 1, "successes": 1, "success_rate": 1.0, "engine_calls": 4, "refinements": 4, "judgments": 12,
-        "engine_calls_main_per_level": 2.0, "success_by_depth": {"2": 1.0}, "seconds": 1.0})  # fmt: skip
+    files.write_json(
+        it_dir / "search" / "DONE.json",
+        {
+            "trees": 1,
+            "successes": 1,
+            "success_rate": 1.0,
+            "engine_calls": 4,
+            "refinements": 4,
+            "judgments": 12,
+            "engine_calls_main_per_level": 2.0,
+            "success_by_depth": {"2": 1.0},
+            "seconds": 1.0,
+        },
+    )
     trees_html.write_page(str(it_dir), "t")
     report.write_report(str(tmp_path), 1)
     text = open(tmp_path / "report.md").read()

@@ -87,7 +87,8 @@ def _scripted_pipeline(workdir, iterations, **logging_keys):
     pipe.data = lambda it, trees, mined: {"pairs": 0, "refiner_examples": 0}
     pipe.train = lambda it, name, kind, data, init, *a, **k: init
     pipe.evaluate = lambda it, actor, heldout, **kw: P.run_step(
-        pipe.path(f"iter_{it}", "eval"), lambda: {"heldout": {"average": 0.25 * it}})
+        pipe.path(f"iter_{it}", "eval"), lambda: {"heldout": {"average": 0.25 * it}}
+    )
     return pipe
 
 
@@ -99,10 +100,15 @@ def test_the_report_is_rewritten_after_every_iteration(tmp_path, monkeypatch):
 
     def spy(cfg, it):
         out = original(cfg, it)
-        seen.append((it, open(os.path.join(cfg.workdir, "report.md")).read(),
-                     [json.loads(x) for x in open(os.path.join(cfg.workdir, "metrics.jsonl"))],
-                     sorted(os.listdir(os.path.join(cfg.workdir, "tensorboard"))),
-                     os.path.getsize(os.path.join(cfg.workdir, "metrics.png"))))
+        seen.append(
+            (
+                it,
+                open(os.path.join(cfg.workdir, "report.md")).read(),
+                [json.loads(x) for x in open(os.path.join(cfg.workdir, "metrics.jsonl"))],
+                sorted(os.listdir(os.path.join(cfg.workdir, "tensorboard"))),
+                os.path.getsize(os.path.join(cfg.workdir, "metrics.png")),
+            )
+        )
         return out
 
     monkeypatch.setattr(publish, "after_iteration", spy)
@@ -138,7 +144,9 @@ def _wandb_history(workdir):
                 record.ParseFromString(buf)
                 buf = b""
                 if record.WhichOneof("record_type") == "history":
-                    rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+                    rows.append(
+                        {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+                    )
     return rows
 
 

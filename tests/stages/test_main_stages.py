@@ -37,6 +37,7 @@ def test_ifeval_stage_scores_a_responses_file(tmp_path):
 )  # fmt: skip
 def test_a_missing_input_file_fails_before_any_model_is_loaded(tmp_path, stage, key):
     """An evaluation reads its inputs before it loads a model: a bad path is reported at once, not after a load."""
+
     def load(role, path, spec):
         raise AssertionError(f"the {role} model was loaded before the stage read its inputs")
 

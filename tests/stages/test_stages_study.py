@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 from spar_jax import files
 from spar_jax.config import default_config, parse
 from spar_jax.spar import results
@@ -15,6 +14,8 @@ from spar_jax.spar.constraint_prompts import generate_constraint_prompts
 from spar_jax.spar.judges import HybridJudge, ModelJudge, RulesJudge, make_judge
 from spar_jax.spar.runtime import Runtime
 from spar_jax.stages.study import run as run_study
+
+from spar_fakes import TEMPLATES, ScriptedEngine, vote_text
 
 TYPES = ("change_case:english_lowercase", "punctuation:no_comma")
 
@@ -73,8 +74,14 @@ class ScriptedRuntime(Runtime):
 def study_config(tmp_path):
     ifeval_path = tmp_path / "ifeval.jsonl"
     prompts = generate_constraint_prompts(5, seed=77, instruction_ids=TYPES, max_constraints=2)
-    prompts.append({"key": 99, "prompt": "Write about a cat, in lowercase.",
-                    "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]})
+    prompts.append(
+        {
+            "key": 99,
+            "prompt": "Write about a cat, in lowercase.",
+            "instruction_id_list": ["change_case:english_lowercase"],
+            "kwargs": [{}],
+        }
+    )
     files.write_jsonl(ifeval_path, prompts)
     templates = tmp_path / "templates.json"
     templates.write_text(json.dumps(TEMPLATES.to_dict()))
@@ -120,8 +127,7 @@ def _shard_records(directory):
 def test_every_row_is_written_and_the_trained_actor_improves(study):
     cfg, _, summary = study
     rows = summary["rows"]
-    assert set(rows) == {"base", "iter1", "iter2", "no_tree_iter1", "no_refine_iter1", "rules_iter1",
-                         "rules_iter2"}
+    assert set(rows) == {"base", "iter1", "iter2", "no_tree_iter1", "no_refine_iter1", "rules_iter1", "rules_iter2"}
     assert rows["base"]["prompt_level_strict"] == pytest.approx(1 / 6)  # capitals and commas fail all but "cat"
     assert rows["iter2"]["prompt_level_strict"] == 1.0
     results = cfg.study.results_dir
@@ -132,7 +138,9 @@ def test_every_row_is_written_and_the_trained_actor_improves(study):
         assert s["metrics"]["average"] == pytest.approx(rows[row]["average"])
         if row != "base":
             d = s["vs_base"]["average"]
-            assert d["low"] <= d["delta"] <= d["high"] and d["delta"] == pytest.approx(rows[row]["average"] - rows["base"]["average"])
+            assert d["low"] <= d["delta"] <= d["high"] and d["delta"] == pytest.approx(
+                rows[row]["average"] - rows["base"]["average"]
+            )
     iter2 = json.load(open(os.path.join(results, "iter2", "summary.json")))
     assert 0.0 < iter2["changed_vs_base"] <= 1.0 and iter2["mean_words"] > 0
     assert "changed_vs_base" not in json.load(open(os.path.join(results, "base", "summary.json")))
@@ -202,8 +210,10 @@ def test_rerun_of_a_finished_study_changes_nothing(study):
 
 
 def test_judge_kinds():
-    prompts = [{"prompt": "be lowercase", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
-               {"prompt": "be nice"}]  # no checkable constraint
+    prompts = [
+        {"prompt": "be lowercase", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
+        {"prompt": "be nice"},
+    ]  # no checkable constraint
     engine = ScriptedEngine(judge=lambda i, r, n: [vote_text("y")] * n)
     from spar_jax.judge.generation import SamplingParams
 
@@ -212,14 +222,24 @@ def test_judge_kinds():
     assert isinstance(rules, RulesJudge)
     (j,) = rules.judge([("be lowercase", "Not Lowercase")], k=3, sampling=sp, seed=0)
     assert j.votes == ("no",) and j.value == 0.0 and "not met" in j.critique
-    (j,) = rules.judge([("be lowercase", "this answer is written in lowercase english words")], k=3, sampling=sp, seed=0)
+    (j,) = rules.judge(
+        [("be lowercase", "this answer is written in lowercase english words")], k=3, sampling=sp, seed=0
+    )
     assert j.label == "yes"
     with pytest.raises(ValueError, match="hybrid"):
         rules.judge([("be nice", "ok")], k=3, sampling=sp, seed=0)
     hybrid = make_judge("hybrid", engine, prompts, TEMPLATES)
     assert isinstance(hybrid, HybridJudge)
-    out = hybrid.judge([("be lowercase", "Upper"), ("be nice", "ok"), ("be lowercase", "this answer is written in lowercase english words")], k=3, sampling=sp,
-                       seed=0)
+    out = hybrid.judge(
+        [
+            ("be lowercase", "Upper"),
+            ("be nice", "ok"),
+            ("be lowercase", "this answer is written in lowercase english words"),
+        ],
+        k=3,
+        sampling=sp,
+        seed=0,
+    )
     assert [o.label for o in out] == ["no", "yes", "yes"] and len(out[1].votes) == 3 and len(out[0].votes) == 1
     assert engine.count("judge") == 1 and ScriptedEngine.judged(engine.calls[0]) == ["ok"]  # only the uncheckable one
     assert isinstance(make_judge("model", engine, prompts), ModelJudge)

@@ -58,11 +58,11 @@ def run(model_dir: str, out_dir: str, mesh_shape: tuple[int, ...]) -> dict:
     import numpy as np
     import safetensors.numpy
     from jax.experimental import multihost_utils
+    from test_training_trainer import PAIRS, _config
 
     from spar_jax.models import from_pretrained, load_tokenizer, pretrained
     from spar_jax.sampling import Engine, hosts
     from spar_jax.training import Trainer, load_data
-    from test_training_trainer import PAIRS, _config
 
     times = {}
     clock = time.perf_counter()
@@ -86,12 +86,21 @@ def run(model_dir: str, out_dir: str, mesh_shape: tuple[int, ...]) -> dict:
     }
 
     # 1. Greedy sampling: every process passes the same requests and gets every result back, in order.
-    engine = Engine(model, tokenizer, mesh=mesh, batch_size=4, max_length=64, length_buckets=(48,),
-                    new_token_buckets=(MAX_NEW_TOKENS,), progress=False)  # one compiled shape
+    engine = Engine(
+        model,
+        tokenizer,
+        mesh=mesh,
+        batch_size=4,
+        max_length=64,
+        length_buckets=(48,),
+        new_token_buckets=(MAX_NEW_TOKENS,),
+        progress=False,
+    )  # one compiled shape
     results = engine.generate(PROMPT_IDS + CHAT_PROMPTS, max_new_tokens=MAX_NEW_TOKENS)
     result["sampling"] = [
         {"prompt": r.prompt_token_ids, "tokens": c.token_ids, "logprobs": c.logprobs, "finish": c.finish_reason}
-        for r in results for c in r.completions
+        for r in results
+        for c in r.completions
     ]
     result["sampling_batches"] = engine.stats.batches
     times["sampling"] = time.perf_counter() - clock
@@ -120,8 +129,12 @@ def run(model_dir: str, out_dir: str, mesh_shape: tuple[int, ...]) -> dict:
     same_structure = jax.tree.structure(restored) == jax.tree.structure(saved)
     result["restored_same_structure"] = same_structure
     result["restored_max_abs_diff"] = (
-        max(float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max(initial=0.0))
-            for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved))) if same_structure else None
+        max(
+            float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max(initial=0.0))
+            for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved))
+        )
+        if same_structure
+        else None
     )
     result["restored_shardings_match"] = all(
         r.sharding.is_equivalent_to(s.sharding, r.ndim)

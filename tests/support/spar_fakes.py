@@ -55,8 +55,7 @@ class ScriptedEngine:
     """Scripts: actor(instruction, n) -> texts; judge(instruction, response, n) -> texts;
     refine(instruction, parent_response, critique, n) -> texts. A text may be a (text, finish_reason) pair."""
 
-    def __init__(self, *, actor: Callable | None = None, judge: Callable | None = None,
-                 refine: Callable | None = None):
+    def __init__(self, *, actor: Callable | None = None, judge: Callable | None = None, refine: Callable | None = None):
         self.scripts = {"actor": actor, "judge": judge, "refine": refine}
         self.calls: list[Call] = []
 
@@ -83,8 +82,11 @@ class ScriptedEngine:
                 else:
                     texts = self.scripts["refine"](instruction, response, r[1]["content"], n)
             assert len(texts) == n
-            results.append(Result(tuple(Completion(t) if isinstance(t, str) else Completion(t[0], finish_reason=t[1])
-                                        for t in texts)))  # a script may give (text, finish_reason)
+            results.append(
+                Result(
+                    tuple(Completion(t) if isinstance(t, str) else Completion(t[0], finish_reason=t[1]) for t in texts)
+                )
+            )  # a script may give (text, finish_reason)
         return results
 
     def count(self, kind: str) -> int:

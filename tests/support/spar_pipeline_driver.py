@@ -38,8 +38,10 @@ def _judge(instruction, response, n):
 
 def _refine(instruction, parent, critique, n):
     depth = int(parent.split("-")[1]) + 1 if parent.startswith("refined") else 0
-    return [f"thinking about it\n[[start]]\nrefined-{(depth + i + _h(parent)) % 3}-{_h(parent + str(i)) % 1000}\n[[end]]"
-            for i in range(n)]
+    return [
+        f"thinking about it\n[[start]]\nrefined-{(depth + i + _h(parent)) % 3}-{_h(parent + str(i)) % 1000}\n[[end]]"
+        for i in range(n)
+    ]
 
 
 def make_config(workdir: str, model_dir: str):

@@ -47,8 +47,12 @@ ARCHS = {
         "sliding_window": 6,
         "head_dim": 16,
     },
-    "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "rope_theta": 10000.0,
-              "tie_word_embeddings": True},
+    "qwen2": {
+        "model_type": "qwen2",
+        "architectures": ["Qwen2ForCausalLM"],
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+    },
     "glm": {
         "model_type": "glm",
         "architectures": ["GlmForCausalLM"],

@@ -12,7 +12,7 @@ from spar_jax.tools.import_templates import ConversionError, convert_positional,
 
 JUDGE = (
     "Check the Output against the Prompt.\n\nPrompt: \u201c{}\u201d\n\nOutput: \u201c{}\u201d\n\n"
-    "Answer JSON like {{\"ok\": true}} if you like, then:\nFinal Judgement (does it follow?): (Yes or No)"
+    'Answer JSON like {{"ok": true}} if you like, then:\nFinal Judgement (does it follow?): (Yes or No)'
 )
 REFINE = 'Fix the Output. Keep {"style": "same"}.\nRefined Output: [[start]] xxx [[end]]'
 
@@ -67,14 +67,18 @@ def test_explicit_indices_and_function_fallback(tmp_path):
     (repo / "src" / "judge.py").write_text(
         "def build_judge_template(prompt, response):\n"
         f"    return {JUDGE.replace('{}', '{0}', 1).replace('{}', '{1}', 1)!r}.format(prompt, response)\n",
-        encoding="utf-8")  # fmt: skip
+        encoding="utf-8",
+    )
     assert Templates(**import_templates(repo)).judge.format(instruction="I", response="R") == JUDGE.format("I", "R")
 
 
 def test_cli_writes_a_templates_file(tmp_path):
     repo, out = fake_repo(tmp_path / "repo"), tmp_path / "t.json"
-    proc = subprocess.run([sys.executable, "-m", "spar_jax.tools.import_templates", str(repo), "--out", str(out)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "spar_jax.tools.import_templates", str(repo), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert Templates.from_file(out).to_dict() == json.loads(out.read_text(encoding="utf-8"))
 

@@ -8,17 +8,25 @@ from spar_jax.training.records import iter_records
 
 
 def _sharegpt(messages):
-    return {"conversations": [{"from": {"user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]}
-                              for m in messages]}
+    return {
+        "conversations": [
+            {"from": {"user": "human", "assistant": "gpt"}[m["role"]], "value": m["content"]} for m in messages
+        ]
+    }
 
 
 def test_splits_by_the_judge_prompt_and_keeps_the_layout(tmp_path, capsys):
     judge = judge_messages("Write two lines.", "One line.") + [{"role": "assistant", "content": "Final Judgement: No"}]
     refine = refine_messages("Write two lines.", "One line.", "Final Judgement: No") + [
-        {"role": "assistant", "content": "Add a line.\n[[start]]\nOne.\nTwo.\n[[end]]"}]
+        {"role": "assistant", "content": "Add a line.\n[[start]]\nOne.\nTwo.\n[[end]]"}
+    ]
     plain = [{"role": "user", "content": "Write two lines."}, {"role": "assistant", "content": "One.\nTwo."}]
-    records = [_sharegpt(plain), _sharegpt(judge), _sharegpt(refine),
-               {"instruction": "Name a color.", "input": "", "output": "Blue."}]  # fmt: skip
+    records = [
+        _sharegpt(plain),
+        _sharegpt(judge),
+        _sharegpt(refine),
+        {"instruction": "Name a color.", "input": "", "output": "Blue."},
+    ]
     data = tmp_path / "sft" / "data.json"
     data.parent.mkdir()
     data.write_text(json.dumps(records))

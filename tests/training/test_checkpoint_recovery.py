@@ -75,9 +75,9 @@ def test_a_save_pretrained_killed_midway_keeps_the_old_export_and_the_next_save_
     import subprocess
     import sys
 
-    from tiny_checkpoints import write_checkpoint
-
     from spar_jax.models import from_pretrained, save_pretrained
+
+    from tiny_checkpoints import write_checkpoint
 
     source = write_checkpoint(tmp_path / "src", "llama", seed=4)
     target = tmp_path / "run" / "hf"
@@ -91,7 +91,7 @@ def test_a_save_pretrained_killed_midway_keeps_the_old_export_and_the_next_save_
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
         "st.save_file = torn\n"
         f"save_pretrained(from_pretrained({str(source)!r}), {str(target)!r})\n"
-    )  # fmt: skip
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == -9, proc.stderr[-2000:]
     leftovers = [n for n in os.listdir(tmp_path / "run") if n.startswith(".tmp-save-hf-")]

@@ -30,8 +30,7 @@ def trl_dpo_torch(pc, pr, rc, rr, beta, loss_type, label_smoothing):
     ref_logratios = rc - rr
     logits = pi_logratios - ref_logratios
     if loss_type == "sigmoid":
-        losses = (-F.logsigmoid(beta * logits) * (1 - label_smoothing)
-                  - F.logsigmoid(-beta * logits) * label_smoothing)
+        losses = -F.logsigmoid(beta * logits) * (1 - label_smoothing) - F.logsigmoid(-beta * logits) * label_smoothing
     elif loss_type == "ipo":
         losses = (logits - 1 / (2 * beta)) ** 2
     elif loss_type == "hinge":
@@ -123,8 +122,9 @@ def test_dpo_pair_mask_drops_padding_rows():
 
 
 # --- dpo_loss: parity with TRL's torch formula (values and gradients) ------------------------------------------
-@pytest.mark.parametrize("loss_type,label_smoothing", [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0),
-                                                       ("hinge", 0.0)])
+@pytest.mark.parametrize(
+    "loss_type,label_smoothing", [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0), ("hinge", 0.0)]
+)
 @pytest.mark.parametrize("beta", [0.1, 0.5])
 def test_dpo_matches_trl_torch(loss_type, label_smoothing, beta):
     rng = np.random.default_rng(hash((loss_type, label_smoothing, beta)) % 2**32)
@@ -134,7 +134,8 @@ def test_dpo_matches_trl_torch(loss_type, label_smoothing, beta):
         return dpo_loss(pc, pr, rc, rr, beta=beta, loss_type=loss_type, label_smoothing=label_smoothing)
 
     (loss, metrics), grads = jax.value_and_grad(jax_loss, argnums=(0, 1, 2, 3), has_aux=True)(
-        *[jnp.asarray(x) for x in inputs])
+        *[jnp.asarray(x) for x in inputs]
+    )
     t_inputs = [torch.tensor(x, requires_grad=True) for x in inputs]
     t_loss, t_chosen, t_rejected = trl_dpo_torch(*t_inputs, beta, loss_type, label_smoothing)
     t_loss.backward()
@@ -144,8 +145,7 @@ def test_dpo_matches_trl_torch(loss_type, label_smoothing, beta):
         np.testing.assert_allclose(np.asarray(g), t.grad.numpy(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(metrics["rewards/chosen"], t_chosen.mean().item(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(metrics["rewards/rejected"], t_rejected.mean().item(), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(metrics["rewards/margin"], (t_chosen - t_rejected).mean().item(), rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(metrics["rewards/margin"], (t_chosen - t_rejected).mean().item(), rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(metrics["rewards/accuracy"], (t_chosen > t_rejected).float().mean().item())
 
 
@@ -161,8 +161,7 @@ def test_sequence_logps_match_trl_batch_logps():
     tok = token_logprobs(jnp.asarray(logits[:, :-1]), targets)
     np.testing.assert_allclose(sequence_logps(tok, targets != -100), expected, rtol=1e-6, atol=1e-5)
     counts = (labels[:, 1:] != -100).sum(-1)
-    np.testing.assert_allclose(sequence_mean_logps(tok, targets != -100), expected / counts, rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(sequence_mean_logps(tok, targets != -100), expected / counts, rtol=1e-6, atol=1e-6)
 
 
 # --- masks ----------------------------------------------------------------------------------------------------
@@ -274,8 +273,12 @@ def test_chunked_matches_unchunked_value_and_grad(length, chunk_size):
     def chunked(h, w):
         return jnp.sum(weights * chunked_token_logprobs(h, w, targets, chunk_size=chunk_size))
 
-    np.testing.assert_allclose(chunked_token_logprobs(hidden, unembed, targets, chunk_size=chunk_size),
-                               token_logprobs(hidden @ unembed, targets), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        chunked_token_logprobs(hidden, unembed, targets, chunk_size=chunk_size),
+        token_logprobs(hidden @ unembed, targets),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     v_full, g_full = jax.value_and_grad(full, argnums=(0, 1))(hidden, unembed)
     v_chunk, g_chunk = jax.jit(jax.value_and_grad(chunked, argnums=(0, 1)))(hidden, unembed)
     np.testing.assert_allclose(v_chunk, v_full, rtol=1e-5)
@@ -283,13 +286,16 @@ def test_chunked_matches_unchunked_value_and_grad(length, chunk_size):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("length,chunk_size,rows", [
-    (37, 8, [(9, 20), (12, 15)]),   # the span starts inside a chunk
-    (37, 8, [(30, 36), (33, 37)]),  # the last chunk would run past T: moved back
-    (32, 8, [(0, 32), (5, 6)]),     # everything
-    (32, 8, [(4, 4), (7, 7)]),      # no targets at all
-    (20, 64, [(9, 20), (12, 15)]),  # one chunk: every position computed
-])
+@pytest.mark.parametrize(
+    "length,chunk_size,rows",
+    [
+        (37, 8, [(9, 20), (12, 15)]),  # the span starts inside a chunk
+        (37, 8, [(30, 36), (33, 37)]),  # the last chunk would run past T: moved back
+        (32, 8, [(0, 32), (5, 6)]),  # everything
+        (32, 8, [(4, 4), (7, 7)]),  # no targets at all
+        (20, 64, [(9, 20), (12, 15)]),  # one chunk: every position computed
+    ],
+)
 def test_chunked_with_a_mask_computes_the_masked_span_with_exact_values_and_grads(length, chunk_size, rows):
     hidden, unembed, targets, weights = _chunk_inputs(2, length, 16, 50, seed=3)
     mask = jnp.asarray(np.stack([(np.arange(length) >= a) & (np.arange(length) < b) for a, b in rows]))
@@ -312,8 +318,8 @@ def test_chunked_with_a_mask_computes_the_masked_span_with_exact_values_and_grad
     elif used.size:  # whole chunks from the first used position, the last one ending by T
         n = -(-(used[-1] + 1 - used[0]) // chunk_size)
         last = min(used[0] + (n - 1) * chunk_size, length - chunk_size)  # the last chunk, moved back if need be
-        outside[used[0]:used[0] + (n - 1) * chunk_size] = False
-        outside[last:last + chunk_size] = False
+        outside[used[0] : used[0] + (n - 1) * chunk_size] = False
+        outside[last : last + chunk_size] = False
     np.testing.assert_array_equal(np.asarray(out)[:, outside], 0.0)  # not computed
     assert np.all(np.asarray(out)[:, ~outside] < 0)  # computed
     v_full, g_full = jax.value_and_grad(full, argnums=(0, 1))(hidden, unembed)
@@ -349,8 +355,7 @@ def test_chunked_bf16_inputs_give_float32():
     hidden, unembed, targets, _ = _chunk_inputs(2, 24, 16, 40, dtype=jnp.bfloat16)
     out = chunked_token_logprobs(hidden, unembed, targets, chunk_size=8)
     assert out.dtype == jnp.float32
-    ref = token_logprobs(jnp.einsum("bte,ev->btv", hidden, unembed, preferred_element_type=jnp.float32),
-                         targets)
+    ref = token_logprobs(jnp.einsum("bte,ev->btv", hidden, unembed, preferred_element_type=jnp.float32), targets)
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -367,9 +372,11 @@ def test_chunked_bad_shapes():
 def test_chunked_grad_memory_stays_far_below_full_logits():
     batch, length, width, vocab, chunk = 2, 512, 64, 8192, 64
     full_logits_bytes = batch * length * vocab * 4
-    specs = (jax.ShapeDtypeStruct((batch, length, width), jnp.float32),
-             jax.ShapeDtypeStruct((width, vocab), jnp.float32),
-             jax.ShapeDtypeStruct((batch, length), jnp.int32))
+    specs = (
+        jax.ShapeDtypeStruct((batch, length, width), jnp.float32),
+        jax.ShapeDtypeStruct((width, vocab), jnp.float32),
+        jax.ShapeDtypeStruct((batch, length), jnp.int32),
+    )
 
     def temp_bytes(fn):
         step = jax.jit(jax.value_and_grad(lambda h, w, t: jnp.sum(fn(h, w, t)), argnums=(0, 1)))

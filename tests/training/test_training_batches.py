@@ -39,22 +39,37 @@ def test_sft_formats_normalize_to_the_same_messages():
 def test_dpo_formats_including_llama_factory_pairwise():
     want = ([{"role": "user", "content": "Q"}], "good", "bad")
     assert R.dpo_triple({"prompt": "Q", "chosen": "good", "rejected": "bad"}, "x") == want
-    factory = {"conversations": [{"from": "human", "value": "Q"}],
-               "chosen": {"from": "gpt", "value": "good"}, "rejected": {"from": "gpt", "value": "bad"}}
+    factory = {
+        "conversations": [{"from": "human", "value": "Q"}],
+        "chosen": {"from": "gpt", "value": "good"},
+        "rejected": {"from": "gpt", "value": "bad"},
+    }
     assert R.dpo_triple(factory, "x") == want
-    trl = {"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "good"}],
-           "rejected": [{"role": "assistant", "content": "bad"}]}
+    trl = {
+        "prompt": [{"role": "user", "content": "Q"}],
+        "chosen": [{"role": "assistant", "content": "good"}],
+        "rejected": [{"role": "assistant", "content": "bad"}],
+    }
     assert R.dpo_triple(trl, "x") == want
 
 
-@pytest.mark.parametrize("record, fragment", [
-    ({"prompt": "Q", "chosen": "a"}, "needs ['rejected']"),
-    ({"chosen": "a", "rejected": "b"}, "needs 'prompt'"),
-    ({"prompt": "Q", "chosen": {"from": "human", "value": "a"}, "rejected": "b"}, "must be an assistant message"),
-    ({"prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}], "chosen": "a",
-      "rejected": "b"}, "must end with a user turn"),
-    ({"prompt": [{"role": "wizard", "content": "Q"}], "chosen": "a", "rejected": "b"}, "unsupported message role"),
-])
+@pytest.mark.parametrize(
+    "record, fragment",
+    [
+        ({"prompt": "Q", "chosen": "a"}, "needs ['rejected']"),
+        ({"chosen": "a", "rejected": "b"}, "needs 'prompt'"),
+        ({"prompt": "Q", "chosen": {"from": "human", "value": "a"}, "rejected": "b"}, "must be an assistant message"),
+        (
+            {
+                "prompt": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}],
+                "chosen": "a",
+                "rejected": "b",
+            },
+            "must end with a user turn",
+        ),
+        ({"prompt": [{"role": "wizard", "content": "Q"}], "chosen": "a", "rejected": "b"}, "unsupported message role"),
+    ],
+)
 def test_dpo_record_errors_name_the_record(record, fragment):
     with pytest.raises(ValueError, match="rec7") as err:
         R.dpo_triple(record, "rec7")
@@ -70,8 +85,12 @@ def test_jsonl_errors_carry_file_and_line(tmp_path):
 
 
 def test_multi_turn_sft_mask_covers_exactly_the_assistant_turns(tok):
-    messages = [{"role": "user", "content": "first question"}, {"role": "assistant", "content": "alpha beta"},
-                {"role": "user", "content": "second question"}, {"role": "assistant", "content": "gamma"}]
+    messages = [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "alpha beta"},
+        {"role": "user", "content": "second question"},
+        {"role": "assistant", "content": "gamma"},
+    ]
     data = tokenize_sft([{"messages": messages}], tok, max_length=512, max_prompt_length=256)
     ids, mask = data.ids[0][0], data.masks[0][0]
     assert ids.tolist() == tok.apply_chat_template(messages, tokenize=True, return_dict=False)
@@ -83,13 +102,15 @@ def test_multi_turn_sft_mask_covers_exactly_the_assistant_turns(tok):
 
 
 def test_dpo_tokenization_shares_the_prompt_and_masks_only_responses(tok):
-    data = tokenize_dpo([{"prompt": "Say hi", "chosen": "Hi there!", "rejected": "No."}], tok,
-                        max_length=256, max_prompt_length=128)
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Say hi"}], add_generation_prompt=True,
-                                     tokenize=True, return_dict=False)
+    data = tokenize_dpo(
+        [{"prompt": "Say hi", "chosen": "Hi there!", "rejected": "No."}], tok, max_length=256, max_prompt_length=128
+    )
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Say hi"}], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     for seq, mask, text in zip(data.ids[0], data.masks[0], ("Hi there!", "No.")):
         assert seq[: len(prompt)].tolist() == prompt and not mask[: len(prompt)].any()
-        assert mask[len(prompt):].all()
+        assert mask[len(prompt) :].all()
         assert tok.decode(seq[mask]) == text + "<|im_end|>\n"
 
 
@@ -105,9 +126,11 @@ def test_truncate_cuts_prompt_from_left_then_response_from_right():
 
 def test_truncation_counts_are_reported(tok):
     long_prompt = " ".join(["word"] * 200)
-    records = [{"prompt": long_prompt, "chosen": "short", "rejected": "also short"},
-               {"prompt": "hi", "chosen": " ".join(["yes"] * 200), "rejected": "no"},
-               {"prompt": "hi", "chosen": "ok", "rejected": "no"}]
+    records = [
+        {"prompt": long_prompt, "chosen": "short", "rejected": "also short"},
+        {"prompt": "hi", "chosen": " ".join(["yes"] * 200), "rejected": "no"},
+        {"prompt": "hi", "chosen": "ok", "rejected": "no"},
+    ]
     data = tokenize_dpo(records, tok, max_length=96, max_prompt_length=48)
     assert data.stats.as_dict() == {"examples": 3, "prompts_truncated": 1, "responses_truncated": 1}
     assert max(len(s) for seqs in data.ids for s in seqs) <= 96

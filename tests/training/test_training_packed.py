@@ -10,6 +10,7 @@ from spar_jax.models import from_pretrained, load_tokenizer
 from spar_jax.training import step as S
 from spar_jax.training.batches import TokenizedData, TruncationStats, collate, pack_pair
 from spar_jax.training.trainer import TrainConfig, Trainer, compute_reference_logps, load_data
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 ARCHS = ["llama", "mistral", "qwen2", "glm"]
@@ -105,14 +106,26 @@ def test_share_prompt_trains_to_the_same_parameters(tmp_path):
     write_checkpoint(d, "llama", seed=1, vocab_size=49152)
     copy_demo_tokenizer(d)
     tok = load_tokenizer(str(d))
-    pairs = [{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I will not answer that question."},
-             {"prompt": "Count to three.", "chosen": "One, two, three.", "rejected": "One, two, four."},
-             {"prompt": "Say yes.", "chosen": "Yes!", "rejected": "No."}]
+    pairs = [
+        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "I will not answer that question."},
+        {"prompt": "Count to three.", "chosen": "One, two, three.", "rejected": "One, two, four."},
+        {"prompt": "Say yes.", "chosen": "Yes!", "rejected": "No."},
+    ]
     params = []
     for share in (True, False):
-        cfg = TrainConfig(kind="dpo", learning_rate=1e-3, batch_size=3, max_steps=2, warmup_ratio=0.0,
-                          schedule="constant", max_length=64, max_prompt_length=32, logits_chunk_size=16,
-                          progress_bar=False, share_prompt=share)
+        cfg = TrainConfig(
+            kind="dpo",
+            learning_rate=1e-3,
+            batch_size=3,
+            max_steps=2,
+            warmup_ratio=0.0,
+            schedule="constant",
+            max_length=64,
+            max_prompt_length=32,
+            logits_chunk_size=16,
+            progress_bar=False,
+            share_prompt=share,
+        )
         data = load_data(pairs, tok, cfg)
         if share:  # the chat-template prompt is shared, and "One, two, " too
             lengths = [len(c) + len(r) for c, r in data.ids]

@@ -14,11 +14,14 @@ from flax import nnx
 from spar_jax.models import from_pretrained, load_tokenizer
 from spar_jax.training.checkpoints import REFERENCE_FILE
 from spar_jax.training.trainer import TrainConfig, Trainer, load_data
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 PAIRS = [{"prompt": f"Write {i} in words.", "chosen": f"Number {i}.", "rejected": f"No {i * 7}!"} for i in range(6)]
-CHATS = [{"messages": [{"role": "user", "content": f"Echo {i}"}, {"role": "assistant", "content": f"{i} {i}"}]}
-         for i in range(6)]
+CHATS = [
+    {"messages": [{"role": "user", "content": f"Echo {i}"}, {"role": "assistant", "content": f"{i} {i}"}]}
+    for i in range(6)
+]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +33,22 @@ def tiny(tmp_path_factory):
 
 
 def _config(ckpt, kind="dpo", **kw):
-    base = dict(kind=kind, learning_rate=1e-3, batch_size=2, epochs=3, warmup_ratio=0.2, schedule="linear",
-                max_length=96, max_prompt_length=48, progress_bar=False, logits_chunk_size=32,
-                checkpoint_dir=ckpt, save_every=2, keep_checkpoints=2, log_dir=os.path.join(ckpt, "logs"))
+    base = dict(
+        kind=kind,
+        learning_rate=1e-3,
+        batch_size=2,
+        epochs=3,
+        warmup_ratio=0.2,
+        schedule="linear",
+        max_length=96,
+        max_prompt_length=48,
+        progress_bar=False,
+        logits_chunk_size=32,
+        checkpoint_dir=ckpt,
+        save_every=2,
+        keep_checkpoints=2,
+        log_dir=os.path.join(ckpt, "logs"),
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -60,8 +76,10 @@ def test_killed_dpo_run_resumes_to_the_uninterrupted_parameters(tiny, tmp_path):
     start, straight, _ = run(tiny, str(tmp_path / "a"))
     assert start == 0
     killed = str(tmp_path / "b")
-    code = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_training_resume as t; "
-            f"t.run({tiny!r}, {killed!r}, kill_at=5)")
+    code = (
+        f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_training_resume as t; "
+        f"t.run({tiny!r}, {killed!r}, kill_at=5)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], env=os.environ, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert os.path.exists(os.path.join(killed, REFERENCE_FILE))
@@ -72,8 +90,16 @@ def test_killed_dpo_run_resumes_to_the_uninterrupted_parameters(tiny, tmp_path):
 
     rows = [json.loads(line) for line in open(os.path.join(killed, "logs", "metrics.jsonl"))]
     assert [r["step"] for r in rows] == list(range(1, 10))  # one row per step, the killed run's extras dropped
-    assert {"loss", "rewards/accuracy", "rewards/margin", "logps/chosen", "nll", "learning_rate", "grad_norm",
-            "tokens_per_s"} <= set(rows[-1])
+    assert {
+        "loss",
+        "rewards/accuracy",
+        "rewards/margin",
+        "logps/chosen",
+        "nll",
+        "learning_rate",
+        "grad_norm",
+        "tokens_per_s",
+    } <= set(rows[-1])
     assert rows[0]["learning_rate"] == 0.0 and rows[2]["learning_rate"] == pytest.approx(1e-3)
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(killed, "logs")))
 

@@ -11,6 +11,7 @@ from spar_jax.parallel import make_mesh
 from spar_jax.training import step as S
 from spar_jax.training.batches import collate
 from spar_jax.training.trainer import TrainConfig, Trainer, load_data
+
 from tiny_checkpoints import copy_demo_tokenizer, write_checkpoint
 
 PAIRS = [
@@ -20,8 +21,14 @@ PAIRS = [
     {"prompt": "What is 2+2?", "chosen": "4", "rejected": "22"},
 ]
 CHATS = [
-    {"messages": [{"role": "user", "content": "Hi."}, {"role": "assistant", "content": "Hello friend."},
-                  {"role": "user", "content": "Bye."}, {"role": "assistant", "content": "See you."}]},
+    {
+        "messages": [
+            {"role": "user", "content": "Hi."},
+            {"role": "assistant", "content": "Hello friend."},
+            {"role": "user", "content": "Bye."},
+            {"role": "assistant", "content": "See you."},
+        ]
+    },
     {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]},
     {"conversations": [{"from": "human", "value": "Colour of sky?"}, {"from": "gpt", "value": "Blue."}]},
     {"instruction": "Repeat: cat", "output": "cat"},
@@ -43,8 +50,18 @@ def tok(tiny):
 
 
 def _config(**kw):
-    base = dict(kind="dpo", learning_rate=1e-3, batch_size=4, max_steps=1, warmup_ratio=0.0, schedule="constant",
-                max_length=96, max_prompt_length=48, progress_bar=False, logits_chunk_size=32)
+    base = dict(
+        kind="dpo",
+        learning_rate=1e-3,
+        batch_size=4,
+        max_steps=1,
+        warmup_ratio=0.0,
+        schedule="constant",
+        max_length=96,
+        max_prompt_length=48,
+        progress_bar=False,
+        logits_chunk_size=32,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -65,9 +82,14 @@ def test_dpo_loss_counts_exactly_the_response_tokens(tiny, tok):
     loss, metrics = S.micro_loss(model, jax.tree.map(jnp.asarray, batch), totals, spec)
 
     # Independent: full logits; response token j is scored by position j - 1; prompt and padding are skipped.
-    prompt_lens = [len(tok.apply_chat_template([{"role": "user", "content": p["prompt"]}],
-                                               add_generation_prompt=True, tokenize=True, return_dict=False))
-                   for p in PAIRS[:3]]
+    prompt_lens = [
+        len(
+            tok.apply_chat_template(
+                [{"role": "user", "content": p["prompt"]}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+        for p in PAIRS[:3]
+    ]
     logits = np.asarray(model(batch["input_ids"], batch["attention_mask"]))
     lsm = _log_softmax(logits.astype(np.float64))
     seq, chosen_tokens = np.zeros((3, 2)), []
@@ -87,8 +109,14 @@ def test_dpo_loss_counts_exactly_the_response_tokens(tiny, tok):
     np.testing.assert_allclose(float(unchunked), float(loss), rtol=1e-6)
 
     # Garbage in the padding (ids of padded positions and the whole padding row) changes nothing.
-    noisy = dict(batch, input_ids=np.where(batch["attention_mask"], batch["input_ids"],
-                                           np.random.default_rng(0).integers(0, 49152, batch["input_ids"].shape)))
+    noisy = dict(
+        batch,
+        input_ids=np.where(
+            batch["attention_mask"],
+            batch["input_ids"],
+            np.random.default_rng(0).integers(0, 49152, batch["input_ids"].shape),
+        ),
+    )
     loss2, _ = S.micro_loss(model, jax.tree.map(jnp.asarray, noisy), totals, spec)
     np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
 
@@ -112,8 +140,11 @@ def test_multi_turn_sft_loss_is_the_mean_over_assistant_tokens(tiny, tok):
 
 
 def _one_step(tiny, tok, mesh=None, **kw):
-    trainer = Trainer(from_pretrained(tiny, mesh=make_mesh(mesh) if mesh else None), load_data(PAIRS, tok, _config(**kw)),
-                      _config(**kw))
+    trainer = Trainer(
+        from_pretrained(tiny, mesh=make_mesh(mesh) if mesh else None),
+        load_data(PAIRS, tok, _config(**kw)),
+        _config(**kw),
+    )
     metrics = trainer.fit()
     mu = optax.tree_utils.tree_get(trainer.state["opt_state"], "mu")
     return trainer, metrics, jax.tree.map(np.asarray, mu)
@@ -126,8 +157,11 @@ def _max_diff(a, b):
 def test_accumulation_and_sharding_equal_the_single_device_big_batch(tiny, tok):
     base, m_base, mu_base = _one_step(tiny, tok)
     scale = max(float(np.abs(x).max()) for x in jax.tree.leaves(mu_base))
-    variants = {"accum2": dict(grad_accum_steps=2), "mesh222": dict(mesh=(2, 2, 2)),
-                "mesh181_accum2": dict(mesh=(1, 8, 1), grad_accum_steps=2)}
+    variants = {
+        "accum2": dict(grad_accum_steps=2),
+        "mesh222": dict(mesh=(2, 2, 2)),
+        "mesh181_accum2": dict(mesh=(1, 8, 1), grad_accum_steps=2),
+    }
     for name, kw in variants.items():
         trainer, metrics, mu = _one_step(tiny, tok, **kw)
         for key in ("loss", "nll", "dpo_loss", "logps/chosen", "logps/rejected", "grad_norm"):
@@ -137,14 +171,23 @@ def test_accumulation_and_sharding_equal_the_single_device_big_batch(tiny, tok):
         # it by a visible fraction of lr, so compare the updates only where the gradient is clearly non-zero.
         params = jax.tree.map(np.asarray, trainer.state["params"])
         base_params = jax.tree.map(np.asarray, base.state["params"])
-        worst = max(jax.tree.leaves(jax.tree.map(
-            lambda p, b, m: float(np.abs(p - b)[np.abs(m) > 1e-4 * scale].max(initial=0.0)),
-            params, base_params, mu_base)))
+        worst = max(
+            jax.tree.leaves(
+                jax.tree.map(
+                    lambda p, b, m: float(np.abs(p - b)[np.abs(m) > 1e-4 * scale].max(initial=0.0)),
+                    params,
+                    base_params,
+                    mu_base,
+                )
+            )
+        )
         assert worst < 1e-6, (name, worst)
         if "mesh" in kw:
             q = trainer.state["params"]["layers"]["q"]
             assert len(q.sharding.device_set) == 8 and "fsdp" in str(q.sharding.spec), name
-            assert "fsdp" in str(optax.tree_utils.tree_get(trainer.state["opt_state"], "mu")["layers"]["q"].sharding.spec)
+            assert "fsdp" in str(
+                optax.tree_utils.tree_get(trainer.state["opt_state"], "mu")["layers"]["q"].sharding.spec
+            )
 
 
 def test_tiny_model_overfits_dpo_pairs(tiny, tok):
@@ -191,11 +234,17 @@ def test_weight_decay_skips_norms_and_biases():
     assert mask == {"embed": True, "final_norm": False, "layers": {"q": True, "q_bias": False, "attn_norm": False}}
 
 
-@pytest.mark.parametrize("kw, key", [
-    (dict(kind="ppo"), "kind"), (dict(batch_size=6, grad_accum_steps=4), "grad_accum_steps"),
-    (dict(max_prompt_length=96), "max_prompt_length"), (dict(schedule="cosine"), "schedule"),
-    (dict(beta=0.0), "beta"), (dict(warmup_ratio=1.5), "warmup_ratio"),
-])
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        (dict(kind="ppo"), "kind"),
+        (dict(batch_size=6, grad_accum_steps=4), "grad_accum_steps"),
+        (dict(max_prompt_length=96), "max_prompt_length"),
+        (dict(schedule="cosine"), "schedule"),
+        (dict(beta=0.0), "beta"),
+        (dict(warmup_ratio=1.5), "warmup_ratio"),
+    ],
+)
 def test_config_rejects_bad_values(kw, key):
     with pytest.raises(ValueError, match=f"TrainConfig.{key}="):
         _config(**kw)
