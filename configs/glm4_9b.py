@@ -5,7 +5,7 @@ Weights: the transformers-format checkpoint ``THUDM/glm-4-9b-chat-hf`` (model_ty
 over all of them; GLM-4 has only 2 kv heads, so tensor parallelism beyond 2 would replicate them):
 ``python -m spar_jax.plan --config=configs/glm4_9b.py --topology=v5p-8``.
 
-Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/fidelity.md):
+Variants (``--config=configs/NAME.py:VARIANT``; see ``configs/paper.py`` and docs/fidelity.md):
 - ``release`` (default): Stage 0 = SFT of actor and refiner on the authors' released data (``CCCCCC/SPaR``, downloaded
   to ``data/SPaR`` and split by ``python -m spar_jax.tools.split_release_sft``), prompts from the release, the
   authors' prompt wording (``python -m spar_jax.tools.import_templates``), their training settings and generation
@@ -14,7 +14,7 @@ Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/
   the base model and with other offline runs, not with the paper's SFT or iteration rows.
 """
 
-from spar_jax.paper import PAPER_SETTINGS, paper_config
+from configs.paper import PAPER_SETTINGS, V5P_8, paper_config
 
 HF_REPO = "THUDM/glm-4-9b-chat-hf"
 
@@ -35,9 +35,5 @@ def get_config(variant: str = "release"):
         variant=variant,
         name="glm4_9b",
         actor_path="models/glm-4-9b-chat-hf",
-        mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
-        engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
-        shard_size=512,
-        dpo_grad_accum=2,
-        sft_grad_accum=4,
+        **V5P_8,
     )

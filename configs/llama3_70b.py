@@ -5,7 +5,7 @@ mount (``--config.actor.path=/gcs/BUCKET/models/Meta-Llama-3-70B-Instruct``) or 
 too small. Planned for a v5p-128 slice (64 chips; 16-way FSDP x 4-way tensor parallelism):
 ``python -m spar_jax.plan --config=configs/llama3_70b.py --topology=v5p-128``.
 
-Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/fidelity.md):
+Variants (``--config=configs/NAME.py:VARIANT``; see ``configs/paper.py`` and docs/fidelity.md):
 - ``release`` (default): Stage 0 = SFT of actor and refiner on the authors' released data (``CCCCCC/SPaR``, downloaded
   to ``data/SPaR`` and split by ``python -m spar_jax.tools.split_release_sft``), prompts from the release, the
   authors' prompt wording (``python -m spar_jax.tools.import_templates``), their training settings and generation
@@ -14,7 +14,7 @@ Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/
   the base model and with other offline runs, not with the paper's SFT or iteration rows.
 """
 
-from spar_jax.paper import PAPER_SETTINGS, paper_config
+from configs.paper import PAPER_SETTINGS, paper_config
 
 HF_REPO = "meta-llama/Meta-Llama-3-70B-Instruct"
 

@@ -4,7 +4,7 @@ Weights: the HF checkpoint ``meta-llama/Meta-Llama-3-8B-Instruct`` in a local di
 puts it at ``actor.path`` on every TPU worker). Planned for a v5p-8 slice (4 chips, FSDP over all of them):
 ``python -m spar_jax.plan --config=configs/llama3_8b.py --topology=v5p-8``.
 
-Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/fidelity.md):
+Variants (``--config=configs/NAME.py:VARIANT``; see ``configs/paper.py`` and docs/fidelity.md):
 - ``release`` (default): Stage 0 = SFT of actor and refiner on the authors' released data (``CCCCCC/SPaR``, downloaded
   to ``data/SPaR`` and split by ``python -m spar_jax.tools.split_release_sft``), prompts from the release, the
   authors' prompt wording (``python -m spar_jax.tools.import_templates``), their training settings and generation
@@ -13,7 +13,7 @@ Variants (``--config=configs/NAME.py:VARIANT``; see ``spar_jax.paper`` and docs/
   the base model and with other offline runs, not with the paper's SFT or iteration rows.
 """
 
-from spar_jax.paper import PAPER_SETTINGS, paper_config
+from configs.paper import PAPER_SETTINGS, V5P_8, paper_config
 
 HF_REPO = "meta-llama/Meta-Llama-3-8B-Instruct"
 
@@ -39,9 +39,5 @@ def get_config(variant: str = "release"):
         variant=variant,
         name="llama3_8b",
         actor_path="models/Meta-Llama-3-8B-Instruct",
-        mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
-        engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
-        shard_size=512,
-        dpo_grad_accum=2,
-        sft_grad_accum=4,
+        **V5P_8,
     )

@@ -104,6 +104,12 @@ def _parse_flags(argv):
         if message.isidentifier():  # a bare key name: an override of a key the config does not have
             flag = next((a.split("=")[0] for a in argv if message in a.split("=")[0].split(".")[1:]), None)
             message = f"unknown config key {message!r}" + (f" in {flag}" if flag else "")
+        from spar_jax.config import RETIRED_KEYS
+
+        for flag in (a.split("=")[0] for a in argv if a.startswith("--config.")):
+            if flag.removeprefix("--config.") in RETIRED_KEYS:
+                key = flag.removeprefix("--config.")
+                message = f"config key {key!r} was replaced by {RETIRED_KEYS[key]!r} (in {flag})"
         print(f"error: bad command line: {message}", file=sys.stderr)
         sys.exit(2)
 

@@ -28,7 +28,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, _SUPPORT, os.envir
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
-sys.path.insert(0, _SUPPORT)
+sys.path[:0] = [_ROOT, _SUPPORT]  # the repository root: the configs import configs.paper
 
 import pytest  # noqa: E402
 

@@ -11,6 +11,7 @@ import pytest
 from spar_jax import config as C
 
 CONFIGS = sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+CONFIGS = [p for p in CONFIGS if "def get_config(" in p.read_text()]  # configs/paper.py is shared settings
 
 
 def _load(path):
@@ -71,6 +72,20 @@ def test_the_default_config_builds_the_dataclass_defaults():
     assert TrainConfig(kind="dpo", **cfg.dpo) == TrainConfig()
 
 
+def test_one_ifeval_source_for_every_stage_recorded_under_the_stages_names():
+    """eval.ifeval_source feeds the ifeval and calibration settings; their fingerprints keep the key name their
+    records have always used, so a finished stage of an older workdir still matches."""
+    from spar_jax import fingerprint
+
+    c = C.default_config()
+    c.eval.ifeval_source = "prompts.jsonl"
+    cfg = C.parse(c)
+    assert cfg.evals["ifeval"].prompts_source == cfg.evals["calibration"].prompts_source == "prompts.jsonl"
+    assert "prompts_source" not in c.ifeval and "prompts_source" not in c.calibration
+    for stage in ("ifeval", "calibration"):
+        assert fingerprint.config_values(cfg.raw, stage)[f"{stage}.prompts_source"] == "prompts.jsonl"
+
+
 def test_scan_layers_flows_into_the_model_spec():
     c = C.default_config()
     assert C.parse(c).actor.scan_layers and C.parse(c).refiner.scan_layers
@@ -96,6 +111,12 @@ def test_scan_layers_flows_into_the_model_spec():
             ".'language:klingon'.; choose from",
         ),
         ("prompts.max_constraints", 5, "config key 'prompts.max_constraints' must be between 1 and 4"),
+        (
+            "calibration.prompts_source",
+            "x.jsonl",
+            "config key 'calibration.prompts_source' was replaced by 'eval.ifeval_source'",
+        ),
+        ("stages", ("ifeval",), "config key 'eval.ifeval_source' must name the IFEval prompts for the ifeval stage"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(key, value, message):
@@ -124,6 +145,11 @@ class _null:
         ("--config.search.brnch=2", '\'brnch\' Did you mean "branch" instead of "brnch"?'),
         # A section the config does not have (ml_collections raises a bare KeyError for it).
         ("--config.sampling.layer_loop=scan", "unknown config key 'sampling' in --config.sampling.layer_loop"),
+        (
+            "--config.ifeval.prompts_source=x.jsonl",
+            "config key 'ifeval.prompts_source' was replaced by 'eval.ifeval_source' "
+            "(in --config.ifeval.prompts_source)",
+        ),
     ],
 )
 def test_command_line_unknown_key_fails_before_any_work(override, message, tmp_path):
@@ -158,7 +184,7 @@ def test_unreachable_public_source_is_one_clear_error(tmp_path):
             "spar_jax.main",
             f"--config={root / 'configs' / 'eval_ifeval.py'}",
             f"--config.workdir={tmp_path}",
-            "--config.ifeval.prompts_source=google/IFEval",
+            "--config.eval.ifeval_source=google/IFEval",
         ],
         capture_output=True,
         text=True,

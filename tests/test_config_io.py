@@ -14,6 +14,7 @@ from spar_jax import config_io
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.py"))
+CONFIGS = [p for p in CONFIGS if "def get_config(" in p.read_text()]  # configs/paper.py is shared settings
 
 
 def _main(*args):

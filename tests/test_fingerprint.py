@@ -169,12 +169,12 @@ def test_the_entry_point_exits_2_naming_the_changed_key(tmp_path):
     cfg_file.write_text(
         "from spar_jax.config import default_config\n\ndef get_config():\n    c = default_config()\n"
         f"    c.workdir = {str(tmp_path / 'w')!r}\n    c.stages = ('ifeval',)\n"
-        f"    c.ifeval.prompts_source = {str(prompts)!r}\n    c.ifeval.responses_file = {str(responses)!r}\n"
+        f"    c.eval.ifeval_source = {str(prompts)!r}\n    c.ifeval.responses_file = {str(responses)!r}\n"
         "    return c\n"
     )
     c = default_config()
     c.workdir, c.stages = str(tmp_path / "w"), ("ifeval",)
-    c.ifeval.prompts_source, c.ifeval.responses_file = str(prompts), str(responses)
+    c.eval.ifeval_source, c.ifeval.responses_file = str(prompts), str(responses)
     main.run(c)
     changed = subprocess.run(
         [sys.executable, "-m", "spar_jax.main", f"--config={cfg_file}", "--config.ifeval.limit=2"],

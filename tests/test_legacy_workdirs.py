@@ -124,7 +124,7 @@ def test_a_legacy_ifeval_run_is_adopted_or_refused(tmp_path):
 
     def stage(limit=0):
         c = config(workdir, model)
-        c.stages, c.ifeval.limit = ("ifeval",), limit
+        c.stages, c.ifeval.limit, c.eval.ifeval_source = ("ifeval",), limit, str(prompts)
         cfg = parse(c)
         inputs = fingerprint.stage_inputs(cfg, "ifeval", models={"actor": cfg.actor.path})
         return cfg, inputs, os.path.join(workdir, "ifeval")
@@ -147,3 +147,26 @@ def test_a_legacy_ifeval_run_is_adopted_or_refused(tmp_path):
     assert len(engine.calls) == calls  # every cached answer reused
     assert {n: os.stat(os.path.join(out, "shards", n)).st_mtime_ns for n in shards} == shards
     assert json.load(open(os.path.join(out, "shards", "plan.json")))["inputs"] == inputs.values
+
+
+@pytest.mark.parametrize("recorded, adopted", [("p.jsonl", True), ("other.jsonl", False)])
+def test_an_older_record_of_the_replaced_ifeval_key_is_compared_with_eval_ifeval_source(tmp_path, recorded, adopted):
+    """A workdir whose config.json predates the shared key records the prompts as ifeval.prompts_source."""
+    from spar_jax.config import default_config
+
+    workdir = tmp_path / "w"
+    os.makedirs(workdir / "ifeval" / "shards")
+    (workdir / "ifeval" / "shards" / "shard_00000.jsonl").write_text("{}\n")
+    c = default_config()
+    c.workdir, c.stages, c.eval.ifeval_source = str(workdir), ("ifeval",), "p.jsonl"
+    cfg = parse(c)
+    old = json.loads(json.dumps(cfg.raw))
+    old["eval"]["ifeval_source"] = ""  # the older layout: the stage's own key, the loop's key unset
+    old["ifeval"]["prompts_source"] = recorded
+    (workdir / "config.json").write_text(json.dumps(old))
+    inputs = fingerprint.stage_inputs(cfg, "ifeval")
+    if adopted:
+        assert not fingerprint.decide(str(workdir / "ifeval"), inputs)  # adopted, to resume
+    else:
+        with pytest.raises(InputsChangedError, match=r"ifeval.prompts_source \(was 'other.jsonl', now 'p.jsonl'\)"):
+            fingerprint.decide(str(workdir / "ifeval"), inputs)

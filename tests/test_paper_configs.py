@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
+from configs import paper
 from spar_jax import config as config_lib
-from spar_jax import paper
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ["llama3_8b", "llama3_70b", "glm4_9b", "mistral_7b"]

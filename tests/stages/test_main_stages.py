@@ -22,7 +22,7 @@ def test_ifeval_stage_scores_a_responses_file(tmp_path):
     c = default_config()
     c.workdir = str(tmp_path / "run")
     c.stages = ("ifeval",)
-    c.ifeval.prompts_source = str(source)
+    c.eval.ifeval_source = str(source)
     c.ifeval.responses_file = str(responses)
     summary = main.run(c)["ifeval"]
     written = json.load(open(tmp_path / "run" / "ifeval" / "summary.json"))
@@ -32,8 +32,8 @@ def test_ifeval_stage_scores_a_responses_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "stage, key", [("ifeval", "prompts_source"), ("calibration", "prompts_source"), ("llmbar", "source"),
-                   ("followbench", "source")],
+    "stage, key", [("ifeval", "eval.ifeval_source"), ("calibration", "eval.ifeval_source"), ("llmbar", "llmbar.source"),
+                   ("followbench", "followbench.source")],
 )  # fmt: skip
 def test_a_missing_input_file_fails_before_any_model_is_loaded(tmp_path, stage, key):
     """An evaluation reads its inputs before it loads a model: a bad path is reported at once, not after a load."""
@@ -45,7 +45,8 @@ def test_a_missing_input_file_fails_before_any_model_is_loaded(tmp_path, stage, 
     c.workdir = str(tmp_path / "run")
     c.stages = (stage,)
     missing = tmp_path / "missing.jsonl"
-    setattr(c[stage], key, str(missing))
+    section, leaf = key.split(".")
+    setattr(c[section], leaf, str(missing))
     with pytest.raises((FileNotFoundError, ValueError, SourceUnavailableError), match="missing.jsonl"):
         main.run(c, runtime=Runtime(parse(c), engine_factory=load))
 

@@ -1,4 +1,5 @@
-"""The paper's run settings, shared by the paper-scale configs (``configs/llama3_8b.py`` and friends).
+"""The paper's run settings, shared by the paper-scale configs (``configs/llama3_8b.py`` and friends, which import it
+as ``configs.paper``: run them from the repository root, as every command in the docs does).
 
 ``PAPER_SETTINGS`` records Cheng et al. 2024 (Sec. 4, App. B; the authors' public code thu-coai/SPaR, file named
 next to each value). ``RELEASE`` locates the authors' released data (HF hub dataset ``CCCCCC/SPaR``). ``paper_config``
@@ -65,6 +66,15 @@ RELEASE = dict(
     templates="templates.json",  # written by spar_jax.tools.import_templates from a clone of thu-coai/SPaR
 )
 VARIANTS = ("release", "offline")
+
+# The layout of an 8B-9B backbone on a v5p-8 slice (4 chips), shared by the 8B-9B configs.
+V5P_8 = dict(
+    mesh_shape=(1, -1, 1),  # FSDP over every chip; batch rows over data x fsdp
+    engine_batch_size=120,  # 24 prompts x 5 or 40 x 3 rows: divides 4 and 8 chips
+    shard_size=512,
+    dpo_grad_accum=2,
+    sft_grad_accum=4,
+)
 
 
 def release_path(key: str, model: str = "llama3_8b") -> str:
