@@ -3,8 +3,11 @@ by our IFEval rule checker."""
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import os
+import shutil
 
 from spar_jax import files, ifeval
 from spar_jax.judge import generation as gen
@@ -94,3 +97,32 @@ def evaluate_actor(engine, heldout: list[dict], cfg, directory: str, *, seed: in
             responses = ifeval_responses(engine, prompts, target, max_new_tokens=cfg.eval.max_new_tokens)
         out["ifeval"] = score(records, responses, target, "IFEval")
     return out
+
+
+def finished_twin(workdir: str, inputs: dict, *, with_ifeval: bool) -> str | None:
+    """A finished evaluation under ``workdir`` made from the same recorded ``inputs`` (the same actor checkpoint and
+    evaluation settings), with IFEval scored if ``with_ifeval``; None if there is none. Answers are greedy, so its
+    results are this evaluation's: an iteration that yields no DPO pairs leaves the actor unchanged, and its
+    evaluation need not decode the same answers again."""
+    root = glob.escape(workdir)
+    found = glob.glob(os.path.join(root, "iter_*", "eval", "DONE.json"))
+    found += glob.glob(os.path.join(root, "iter_*", "ablation_*", "eval", "DONE.json"))
+    for done in sorted(found):
+        with open(done) as f:
+            info = json.load(f)
+        if info.get("inputs") == inputs and (info.get("ifeval") or not with_ifeval) and not info.get("reused_from"):
+            return os.path.dirname(done)
+    return None
+
+
+def reuse(twin: str, directory: str, workdir: str) -> dict:
+    """Copy the twin's results into ``directory`` (not its step records) and return its statistics, marked with
+    ``reused_from`` (the twin, relative to ``workdir``)."""
+    with open(os.path.join(twin, "DONE.json")) as f:
+        info = json.load(f)
+    if files.is_writer():
+        shutil.copytree(
+            twin, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("DONE.json", "inputs.json", ".tmp*")
+        )
+    kept = {k: v for k, v in info.items() if k not in ("seconds", "inputs", "sampling")}
+    return {**kept, "reused_from": os.path.relpath(twin, workdir)}

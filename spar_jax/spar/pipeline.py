@@ -273,6 +273,10 @@ class Pipeline:
         from spar_jax.spar import evaluation
 
         directory = self.path(f"iter_{it}", sub, "eval")
+        inputs = fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor})
+        twin = evaluation.finished_twin(self.wd, inputs.values, with_ifeval=ifeval)
+        if twin and os.path.abspath(twin) != os.path.abspath(directory):  # the same actor, evaluated already
+            return run_step(directory, lambda: evaluation.reuse(twin, directory, self.wd), inputs)
         return run_step(
             directory,
             self.sampling(
@@ -285,7 +289,7 @@ class Pipeline:
                     with_ifeval=ifeval,
                 )
             ),
-            fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor}),
+            inputs,
         )
 
     def ablation(self, name: str, mined: list[PromptRecord], actor: str, refiner: str, heldout: list[dict]) -> str:

@@ -209,6 +209,57 @@ def test_rerun_of_a_finished_study_changes_nothing(study):
     assert runtime.trained == []  # every stage was finished
 
 
+def test_an_unchanged_actor_is_not_evaluated_again(tmp_path):
+    """A judge that says No to everything (as an untrained small refiner does) yields no pairs: the actor stays the
+    starting checkpoint, so each later evaluation reuses the base evaluation's results instead of decoding again."""
+    import dataclasses
+
+    from spar_jax.spar.pipeline import Pipeline
+    from spar_jax.stages.study import variant
+
+    def always_no(instruction, response, n):
+        return [vote_text("n", f"{response[:12]}#{i}") for i in range(n)]
+
+    asked: list[str] = []  # every instruction the actor was asked to answer
+
+    def actor(path):
+        script = actor_script(path)
+
+        def answer(instruction, n):
+            asked.append(instruction)
+            return script(instruction, n)
+
+        return answer
+
+    class NoRuntime(ScriptedRuntime):
+        def __init__(self, cfg):
+            self.trained = []
+
+            def factory(role, path, spec):
+                if role == "refiner":
+                    return ScriptedEngine(judge=always_no, refine=refine_script)
+                return ScriptedEngine(actor=actor(path))
+
+            Runtime.__init__(self, cfg, engine_factory=factory)
+
+    cfg = variant(study_config(tmp_path), **{"spar.ablations": ("no_refine",), "spar.iterations": 2})
+    cfg = dataclasses.replace(cfg, workdir=str(tmp_path / "loop"))
+    runtime = NoRuntime(cfg)
+    Pipeline(cfg, runtime).run()
+    wd = cfg.workdir
+    base = json.load(open(os.path.join(wd, "iter_0", "eval", "DONE.json")))
+    for it, sub in ((1, ""), (2, ""), (1, "ablation_no_refine")):
+        d = os.path.join(wd, f"iter_{it}", sub, "eval")
+        done = json.load(open(os.path.join(d, "DONE.json")))
+        assert done["reused_from"] == os.path.join("iter_0", "eval")
+        assert done["heldout"] == base["heldout"] and done["ifeval"] == base["ifeval"]
+        for rel in ("heldout/responses.jsonl", "ifeval/responses.jsonl"):
+            assert open(os.path.join(d, rel)).read() == open(os.path.join(wd, "iter_0", "eval", rel)).read()
+    assert runtime.trained and all(t[0] != "dpo" for t in runtime.trained)  # no pairs: the actor never trained
+    heldout = [p["prompt"] for p in files.read_jsonl(os.path.join(wd, "prompts", "heldout.jsonl"))]
+    assert all(asked.count(p) == 1 for p in heldout)  # answered once, by iteration 0's evaluation
+
+
 def test_judge_kinds():
     prompts = [
         {"prompt": "be lowercase", "instruction_id_list": ["change_case:english_lowercase"], "kwargs": [{}]},
