@@ -9,7 +9,7 @@ import logging
 import os
 import shutil
 
-from spar_jax import files, ifeval
+from spar_jax import files, fingerprint, ifeval
 from spar_jax.judge import generation as gen
 from spar_jax.judge.answers import generate_responses
 from spar_jax.judge.templates import actor_messages
@@ -110,7 +110,9 @@ def finished_twin(workdir: str, inputs: dict, *, with_ifeval: bool) -> str | Non
     for done in sorted(found):
         with open(done) as f:
             info = json.load(f)
-        if info.get("inputs") == inputs and (info.get("ifeval") or not with_ifeval) and not info.get("reused_from"):
+        # The inputs record, not DONE.json's copy: a step adopted from before fingerprints has only the record.
+        record = fingerprint.read_record(os.path.join(os.path.dirname(done), fingerprint.RECORD)) or {}
+        if record.get("values") == inputs and (info.get("ifeval") or not with_ifeval) and not info.get("reused_from"):
             return os.path.dirname(done)
     return None
 

@@ -258,6 +258,16 @@ def test_an_unchanged_actor_is_not_evaluated_again(tmp_path):
     assert runtime.trained and all(t[0] != "dpo" for t in runtime.trained)  # no pairs: the actor never trained
     heldout = [p["prompt"] for p in files.read_jsonl(os.path.join(wd, "prompts", "heldout.jsonl"))]
     assert all(asked.count(p) == 1 for p in heldout)  # answered once, by iteration 0's evaluation
+    # A twin adopted from before fingerprints has an inputs record but no inputs in its DONE.json: still found.
+    done_path = os.path.join(wd, "iter_0", "eval", "DONE.json")
+    json.dump({k: v for k, v in base.items() if k != "inputs"}, open(done_path, "w"))
+    import shutil
+
+    shutil.rmtree(os.path.join(wd, "iter_2", "eval"))
+    Pipeline(cfg, NoRuntime(cfg)).run()
+    assert all(asked.count(p) == 1 for p in heldout)
+    again = json.load(open(os.path.join(wd, "iter_2", "eval", "DONE.json")))
+    assert again["reused_from"] == os.path.join("iter_0", "eval")
 
 
 def test_judge_kinds():
