@@ -47,7 +47,7 @@ def test_tensor_axis_does_not_split_the_batch():
 
 def test_unused_training_sections_are_not_checked():
     c = _cfg(mesh__shape=(4, 1, 1), dpo__batch_size=6, sft__batch_size=6, sft0__batch_size=6)
-    c.stages = ("ifeval",)
+    c.stages, c.eval.ifeval_source = ("ifeval",), "prompts.jsonl"
     C.parse(c)  # no training in an evaluation run
     c = _cfg(mesh__shape=(4, 1, 1), sft0__batch_size=6)
     C.parse(c)  # no Stage-0 SFT without bootstrap or initial SFT data
