@@ -18,13 +18,13 @@ from spar_jax.config_schema import (
     _SHARED_FIELDS,
     _TRAIN_KEYS,
     EVAL_STAGES,
-    RETIRED_KEYS,
     STAGES,
     _eval_settings,
     default_config,
     descriptions,
     field_docs,
 )
+from spar_jax.fingerprint import RETIRED_KEYS
 from spar_jax.judge.generation import SamplingParams
 from spar_jax.kernels.attention import IMPLS as ATTENTION_IMPLS
 from spar_jax.models.transformer import REMAT_POLICIES

@@ -21,11 +21,6 @@ from spar_jax.training.trainer import TrainConfig
 
 STAGES = ("answer", "spar", "study", "evaluate", "refine_inference", "ifeval", "calibration", "llmbar", "followbench")
 EVAL_STAGES = ("ifeval", "calibration", "llmbar", "followbench")
-# Keys that were replaced, and by what: a config or an override still setting one gets a message naming the new key.
-RETIRED_KEYS = {
-    "ifeval.prompts_source": "eval.ifeval_source",
-    "calibration.prompts_source": "eval.ifeval_source",
-}
 # Settings-dataclass fields the evaluations share, read from one key (eval.ifeval_source) instead of one per section.
 _SHARED_FIELDS = ("prompts_source",)
 _TRAIN_KEYS = (

@@ -62,9 +62,10 @@ STAGE_KEYS: dict[str, tuple[str, ...]] = {
     **{name: ("seed", f"{name}.", *_ENGINE) for name in ("ifeval", "calibration", "llmbar", "followbench")},
     **{name: ("seed", f"{name}.") for name in ("dpo", "sft", "sft0")},
 }
-# Settings now read from a shared key, recorded under the name the stage's records have always used (so a finished
-# stage of an older workdir still matches): recorded name -> the key it is read from.
-_RECORDED_AS = {"ifeval.prompts_source": "eval.ifeval_source", "calibration.prompts_source": "eval.ifeval_source"}
+# Keys that were replaced: old name -> the key now read instead. A config still setting an old name is refused with a
+# message naming the new key (spar_jax.config); a stage records the new key's value under the old name, the name its
+# records have always used, so a finished stage of an older workdir still matches.
+RETIRED_KEYS = {"ifeval.prompts_source": "eval.ifeval_source", "calibration.prompts_source": "eval.ifeval_source"}
 # Keys under a matched prefix that never shape the output.
 _IGNORED = {"save_every", "keep_checkpoints", "progress", "shard_size_hint"}
 # Stages that read the templates (judge / refine prompts).
@@ -145,7 +146,7 @@ def config_values(raw: dict[str, Any], kind: str) -> dict[str, Any]:
         for k, v in flat.items()
         if any(k == w or (w.endswith(".") and k.startswith(w)) for w in wanted) and k.rpartition(".")[2] not in _IGNORED
     }
-    for name, source in _RECORDED_AS.items():
+    for name, source in RETIRED_KEYS.items():
         if name.startswith(f"{kind}."):
             values[name] = flat.get(source, "")
     return values
@@ -261,7 +262,7 @@ def _legacy_decision(directory: str, inputs: StageInputs, *, finished: bool) -> 
             f"readable config.json to check it against. {hint}"
         )
     recorded = json.loads(json.dumps({**inputs.defaults, **_flatten(old)}, default=str))
-    for name, source in _RECORDED_AS.items():  # a config.json written since the key was shared
+    for name, source in RETIRED_KEYS.items():  # a config.json written since the key was shared
         if name not in recorded and source in recorded:
             recorded[name] = recorded[source]
     keys = sorted(k for k, v in inputs.values.items() if _is_config_key(k) and recorded.get(k, _MISSING) != v)

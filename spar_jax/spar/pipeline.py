@@ -274,23 +274,24 @@ class Pipeline:
 
         directory = self.path(f"iter_{it}", sub, "eval")
         inputs = fingerprint.stage_inputs(self.cfg, "eval", models={"actor": actor})
-        twin = evaluation.finished_twin(self.wd, inputs.values, with_ifeval=ifeval)
-        if twin and os.path.abspath(twin) != os.path.abspath(directory):  # the same actor, evaluated already
-            return run_step(directory, lambda: evaluation.reuse(twin, directory, self.wd), inputs)
-        return run_step(
-            directory,
-            self.sampling(
-                lambda: evaluation.evaluate_actor(
-                    self.runtime.engine("actor", actor),
-                    heldout,
-                    self.cfg,
-                    directory,
-                    seed=derive_seed(self.cfg.seed, it, "eval"),
-                    with_ifeval=ifeval,
-                )
-            ),
-            inputs,
+        measure = self.sampling(
+            lambda: evaluation.evaluate_actor(
+                self.runtime.engine("actor", actor),
+                heldout,
+                self.cfg,
+                directory,
+                seed=derive_seed(self.cfg.seed, it, "eval"),
+                with_ifeval=ifeval,
+            )
         )
+
+        def step():
+            twin = evaluation.finished_twin(self.wd, inputs.values, with_ifeval=ifeval)
+            if twin and os.path.abspath(twin) != os.path.abspath(directory):  # the same actor, evaluated already
+                return evaluation.reuse(twin, directory, self.wd)
+            return measure()
+
+        return run_step(directory, step, inputs)
 
     def ablation(self, name: str, mined: list[PromptRecord], actor: str, refiner: str, heldout: list[dict]) -> str:
         """One of the paper's ablations at iteration 1, from the iteration's own mined samples and starting models:
