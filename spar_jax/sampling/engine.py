@@ -7,7 +7,9 @@ and returns one ``Result`` per request. Two ways to decode (``batching``):
   row stops;
 - "continuous": R decode slots; a slot whose sample finished takes the next waiting sample while the others keep
   decoding (``continuous.Continuous``).
-Both give the same tokens for the same seed (greedy or sampled).
+Both draw every token with the same uniform for the same seed (it depends on the seed, the request, the sample and
+the step only); the logits differ by float32 rounding (another summation order), so tokens are equal except at a
+near-tie (docs/sampling.md#same-tokens).
 """
 
 from __future__ import annotations

@@ -198,8 +198,9 @@ def decode(
       model: a Transformer (see spar_jax.models.transformer).
       prompt_ids: int32 [B, T], left-padded; prompt_mask: bool [B, T], True on real tokens.
       live: bool [B]; False rows are batch padding (done from the start; their outputs stay empty).
-      row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). Row randomness is
-        ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so a draw never depends on batching.
+      row_ids: int32 [B], a stable id per prompt (its index in the caller's request list). A draw's uniform is
+        ``fold_in(fold_in(fold_in(key(seed), row_id), sample), step)``, so it never depends on batching (the logits
+        do, to float32 rounding: docs/sampling.md#same-tokens).
       params: traced sampling values.
       layer_params: None (layers under ``lax.scan``) or per-layer parameter dicts in ``layout``'s form, for an
         unrolled layer loop with a per-layer cache (faster on XLA:CPU, see ``Transformer.hidden_states``).

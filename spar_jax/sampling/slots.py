@@ -15,8 +15,11 @@ when ``end`` reaches C, ``roll`` drops the oldest G slots of every row (no live 
 and ``end`` goes back to W. A roll moves the cache once per G steps; every step reads all C slots, so G ~ sqrt(2W)
 (``roll_slots``) keeps both costs small.
 
-Sampling randomness: sample j of request i draws token s from ``fold_in(fold_in(fold_in(key(seed), i), j), s)``,
-exactly as the static loop does, so a draw depends neither on the slot nor on what else is decoding.
+Sampling randomness: sample j of request i draws token s with the uniform of
+``fold_in(fold_in(fold_in(key(seed), i), j), s)``, exactly as the static loop does, so the uniform depends neither on
+the slot nor on what else is decoding. The logits it is applied to agree with the static loop's to float32 rounding
+only (other prefill and decode row counts, the window at other cache slots), so a draw at a near-tie can differ
+(docs/sampling.md#same-tokens).
 """
 
 from __future__ import annotations
