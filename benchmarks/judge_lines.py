@@ -25,6 +25,7 @@ from collections import defaultdict
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from scipy.stats import rankdata
 
 from spar_jax.models.pretrained import from_pretrained
@@ -114,12 +115,17 @@ def line_scores(model, tok, records) -> list[dict]:
     s is read at the position before the token that starts the line's " met" / " not"; the tokens before it must be
     exactly the tokenization of the target up to the colon (checked; such a line is read from its own prefix)."""
     (met,), (neg,) = tok.encode(" met", add_special_tokens=False), tok.encode(" not", add_special_tokens=False)
-    forward = jax.jit(model.__call__)
+    graphdef, state = nnx.split(model)  # weights as arguments: a closed-over model is baked into every executable
+
+    @jax.jit
+    def log_odds(state, ids):  # [1, T] -> [T]: s at every position; only two vocabulary columns leave the device
+        logits = nnx.merge(graphdef, state)(ids)[0]
+        return logits[:, met] - logits[:, neg]
 
     def logits_at(ids, positions):
         padded = jnp.asarray([ids + [0] * (-len(ids) % 64)])  # one compiled shape per 64 tokens
-        out = np.asarray(forward(padded)[0], dtype=np.float64)
-        return [out[p, met] - out[p, neg] for p in positions]
+        out = np.asarray(log_odds(state, padded))
+        return [float(out[p]) for p in positions]
 
     lines = []
     for e, r in enumerate(records):
