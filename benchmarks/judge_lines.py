@@ -9,6 +9,8 @@ s = log P(" met") - log P(" not") (the first token of each continuation). Prints
 - ``auc``: the ROC AUC of s for met vs not-met lines (0.5 = s carries no information about the truth, whatever the
   default), with a percentile bootstrap interval resampling examples (an example's lines share a response, so they
   are not independent), and the mean s of each class;
+- ``auc_within_type``: the AUC over pairs of lines of the same instruction type only, with its interval: the
+  pooled AUC also rewards knowing which types tend to be met, without reading the response;
 - ``per_type``: the same per IFEval instruction type (recovered from the requirement wording), for types with both
   classes present.
 
@@ -65,27 +67,45 @@ def auc(scores, positive) -> float:
     return float((rankdata(s)[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def bootstrap_auc(example, scores, positive, *, resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """The AUC and its percentile interval, resampling examples with replacement (all lines of a drawn example come
-    along). ``example`` [n] names each line's example. Resamples without both classes are left out
-    (``resamples_used`` counts the rest)."""
+def auc_within(scores, positive, strata) -> float:
+    """The AUC over (positive, negative) pairs of the same stratum only: sum_t U_t / sum_t n_pos_t * n_neg_t. A score
+    that knows only each stratum's base rate (which requirement types tend to be met) gets 0.5 here, however
+    different the rates. NaN when no stratum has both classes."""
+    s, y, g = np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool), np.asarray(strata)
+    u = pairs = 0.0
+    for t in np.unique(g):
+        m = g == t
+        n = int(y[m].sum()) * int((~y[m]).sum())
+        if n:
+            u, pairs = u + auc(s[m], y[m]) * n, pairs + n
+    return u / pairs if pairs else float("nan")
+
+
+def bootstrap_auc(
+    example, scores, positive, strata=None, *, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """The AUC (`auc_within` the ``strata`` when given) and its percentile interval, resampling examples with
+    replacement (all lines of a drawn example come along). ``example`` [n] names each line's example. Resamples
+    without a usable pair are left out (``resamples_used`` counts the rest)."""
     ex, s, y = np.asarray(example), np.asarray(scores, dtype=np.float64), np.asarray(positive, dtype=bool)
+    g = None if strata is None else np.asarray(strata)
+    stat = (lambda i: auc(s[i], y[i])) if g is None else (lambda i: auc_within(s[i], y[i], g[i]))
     groups = [np.flatnonzero(ex == e) for e in np.unique(ex)]
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(resamples):
-        pick = np.concatenate([groups[g] for g in rng.integers(0, len(groups), len(groups))])
-        v = auc(s[pick], y[pick])
+        v = stat(np.concatenate([groups[k] for k in rng.integers(0, len(groups), len(groups))]))
         if not np.isnan(v):
             values.append(v)
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail]) if values else (float("nan"), float("nan"))
-    return {"auc": auc(s, y), "low": float(low), "high": float(high), "resamples_used": len(values)}
+    return {"auc": stat(np.arange(len(s))), "low": float(low), "high": float(high), "resamples_used": len(values)}
 
 
 def summarize(lines, *, resamples: int = 2000, seed: int = 0) -> dict:
-    """``lines``: dicts {example, s, met, type} -> the overall AUC with interval, class means and counts, and the same
-    per instruction type (types with both classes only; the others listed under ``one_class_types``)."""
+    """``lines``: dicts {example, s, met, type} -> the overall AUC with interval, class means and counts; the AUC
+    within instruction types (pairs of one type only: information beyond which types tend to be met); and the
+    overall statistics per type (types with both classes only; the others listed under ``one_class_types``)."""
 
     def stats(rows):
         ex, s, y = ([r[k] for r in rows] for k in ("example", "s", "met"))
@@ -104,6 +124,9 @@ def summarize(lines, *, resamples: int = 2000, seed: int = 0) -> dict:
     both = {t: rows for t, rows in sorted(by_type.items()) if len({r["met"] for r in rows}) == 2}
     return {
         "auc": stats(lines),
+        "auc_within_type": bootstrap_auc(
+            *([r[k] for r in lines] for k in ("example", "s", "met", "type")), resamples=resamples, seed=seed
+        ),
         "per_type": {t: stats(rows) for t, rows in both.items()},
         "one_class_types": {t: len(rows) for t, rows in sorted(by_type.items()) if t not in both},
     }

@@ -32,6 +32,16 @@ def test_auc_counts_ties_half():
     assert np.isnan(J.auc([1.0, 2.0], [1, 1]))
 
 
+def test_auc_within_strata_pairs_lines_of_one_stratum_only():
+    # a: 0.9 vs 0.1 -> 1 of 1 pair; b: 0.2, 0.2 vs 0.2 -> two ties, 1 of 2; c: one class, no pair -> 2 / 3
+    s, y, g = [0.9, 0.1, 0.2, 0.2, 0.2, 0.7], [1, 0, 1, 1, 0, 1], list("aabbbc")
+    assert J.auc_within(s, y, g) == pytest.approx(2 / 3)
+    # A score that is each stratum's base rate separates the classes pooled, not within strata.
+    s, y, g = [0.8, 0.8, 0.8, 0.8, 0.2, 0.2, 0.2, 0.2], [1, 1, 1, 0, 1, 0, 0, 0], list("aaaabbbb")
+    assert J.auc(s, y) == pytest.approx(0.75) and J.auc_within(s, y, g) == 0.5
+    assert np.isnan(J.auc_within([1.0, 2.0], [1, 0], ["a", "b"]))
+
+
 def test_bootstrap_resamples_examples_not_lines():
     # One example: every resample draws it whole, so the interval is the point value (resampling lines would not).
     s, y = [0.9, 0.5, 0.5, 0.5, 0.1], [1, 1, 1, 0, 0]
@@ -116,6 +126,7 @@ def test_end_to_end_on_a_tiny_model(tmp_path, capsys):
         assert r["s"] == pytest.approx(logits[met] - logits[neg], abs=1e-4)
     s, y = [r["s"] for r in lines], [r["met"] for r in lines]
     assert res["auc"]["auc"] == pytest.approx(J.auc(s, y)) and (res["auc"]["n_met"], res["auc"]["n_not_met"]) == (3, 2)
+    assert res["auc_within_type"]["auc"] == (1.0 if s[0] > s[3] else 0.0 if s[0] < s[3] else 0.5)
     assert res["auc"]["mean_s_met"] == pytest.approx(np.mean([s[0], s[1], s[4]]))
     assert res["auc"]["mean_s_not_met"] == pytest.approx(np.mean(s[2:4]))
     assert list(res["per_type"]) == ["punctuation:no_comma"]
