@@ -9,7 +9,8 @@ uninterrupted run's. Prints one JSON object; ``equal`` is the verdict. Not part 
 uniformly over the uninterrupted run's working time (its wall time less a finished rerun's, i.e. start-up; seeded by
 ``--seed``) and sorted; attempt i runs for the start-up time plus the progress between moments i-1 and i, so kills
 land in every stage in proportion to its length and each attempt makes some progress. Compared: every JSONL artifact
-and DONE.json (without wall times and workdir paths) byte for byte, every ``*.safetensors`` tensor within ``--atol``.
+and DONE.json (without the fields that measure the process: wall time, training speed, sampling counters; and
+without workdir paths) byte for byte, every ``*.safetensors`` tensor within ``--atol``.
 Logs, TensorBoard files, plots, Orbax step directories and inputs records (their start times) are not artifacts and
 are skipped.
 """
@@ -30,6 +31,9 @@ import time
 DEFAULT_RUN = f"{sys.executable} -m spar_jax.main --config=configs/demo.py --config.workdir={{workdir}}"
 SKIPPED_DIRS = {"logs", "tensorboard", "checkpoints"}
 SKIPPED_FILES = {"inputs.json", "config.json", "config.latest.json", "report.md", "metrics.jsonl", "metrics.png"}
+# DONE.json fields that measure the process, not the artifact: wall time, training speed, and the engines' counters
+# (a resumed step counts only the shards its last attempt sampled).
+MEASURED = ("seconds", "tokens_per_s", "step_time_s", "sampling")
 
 
 def _command(template: str, workdir: str) -> list[str]:
@@ -71,7 +75,8 @@ def _normalized(path: str, workdir: str) -> bytes:
     data = open(path, "rb").read()
     if os.path.basename(path) == "DONE.json":
         record = json.loads(data)
-        record.pop("seconds", None)
+        for key in MEASURED:
+            record.pop(key, None)
         data = json.dumps(record, sort_keys=True).encode()
     return data.replace(os.path.abspath(workdir).encode(), b"<workdir>")
 
