@@ -6,9 +6,13 @@ uninterrupted run's. Prints one JSON object; ``equal`` is the verdict. Not part 
         --run "python tests/support/spar_pipeline_driver.py {workdir} MODEL --scripted"
 
 ``--run`` is the command line of one attempt; ``{workdir}`` is replaced by the run's directory. Kill moments are drawn
-uniformly over the uninterrupted run's working time (its wall time less a finished rerun's, i.e. start-up; seeded by
-``--seed``) and sorted; attempt i runs for the start-up time plus the progress between moments i-1 and i, so kills
-land in every stage in proportion to its length and each attempt makes some progress. Compared: every JSONL artifact
+uniformly over the uninterrupted run's wall time (seeded by ``--seed``) and sorted. A moment is placed by progress,
+not by the clock: it is read as "d seconds after progress line L" (the last ``[HH:MM:SS] ...`` line the reference
+printed before it), and an attempt is killed d seconds after it prints L, or as soon as it prints a line the reference
+printed later (it is already past that point). A resumed step pays its start-up again (loading, compiling, restoring),
+so kills by the clock alone would keep landing in the first long step; by progress, kills land in every stage in
+proportion to its length and each attempt gets at least as far as the moment it stands for. Each attempt reports the
+line it was killed after (``killed_after``). Compared: every JSONL artifact
 and DONE.json (without the fields that measure the process: wall time, training speed, sampling counters; and
 without workdir paths) byte for byte, every ``*.safetensors`` tensor within ``--atol``.
 Logs, TensorBoard files, plots, Orbax step directories and inputs records (their start times) are not artifacts and
@@ -21,11 +25,13 @@ import argparse
 import json
 import os
 import random
+import re
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 DEFAULT_RUN = f"{sys.executable} -m spar_jax.main --config=configs/demo.py --config.workdir={{workdir}}"
@@ -40,21 +46,73 @@ def _command(template: str, workdir: str) -> list[str]:
     return shlex.split(template.replace("{workdir}", workdir))
 
 
-def run_once(template: str, workdir: str, kill_after: float | None) -> dict:
-    """One attempt; SIGKILLed after ``kill_after`` seconds unless it finished. Returns what happened."""
-    start = time.time()
-    proc = subprocess.Popen(_command(template, workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        proc.wait(timeout=kill_after)
-        killed = False
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        killed = True
-    err = proc.stderr.read().decode(errors="replace")
+_LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (.+)$")
+
+
+def marker(line: str, workdir: str) -> str | None:
+    """The progress line's text without what varies between runs (timings, the workdir), or None for other output."""
+    m = _LINE.match(line.strip())
+    if not m:
+        return None
+    text = m.group(1).replace(os.path.abspath(workdir), "<workdir>")
+    text = re.sub(r"^" + re.escape(os.path.basename(os.path.abspath(workdir))) + "/", "<run>/", text)
+    return re.sub(r": done in .*", ": done", text)
+
+
+def run_once(template: str, workdir: str, kill=None) -> dict:
+    """One attempt, reading its progress lines as they come. ``kill(seconds, markers)`` -> bool decides, about every
+    0.1 s, whether to SIGKILL it now (``markers``: [(seconds since start, marker)] so far). Returns what happened."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        _command(template, workdir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
+    markers, tail = [], []
+
+    def read():
+        for line in proc.stderr:
+            tail[:] = (tail + [line])[-60:]
+            key = marker(line, workdir)
+            if key is not None:
+                markers.append((time.monotonic() - start, key))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    killed = False
+    while proc.poll() is None:
+        if kill is not None and kill(time.monotonic() - start, list(markers)):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.1)
+    proc.wait()
+    reader.join(timeout=10)
     if not killed and proc.returncode != 0:
-        raise RuntimeError(f"attempt in {workdir} failed with exit code {proc.returncode}:\n{err[-3000:]}")
-    return {"killed": killed, "seconds": round(time.time() - start, 2), "exit_code": proc.returncode}
+        raise RuntimeError(f"attempt in {workdir} failed with exit code {proc.returncode}:\n{''.join(tail)[-3000:]}")
+    last = markers[-1][1] if markers else None
+    seconds = round(time.monotonic() - start, 2)
+    where = "killed_after" if killed else "last_line"
+    return {"killed": killed, "seconds": seconds, "exit_code": proc.returncode, where: last, "markers": markers}
+
+
+def kill_at(reference: list[tuple[float, str]], moment: float):
+    """The ``kill`` rule for a moment of the reference run: d seconds after the reference's last progress line before
+    it, or at once after any line the reference printed later."""
+    before = [i for i, (t, _) in enumerate(reference) if t <= moment]
+    if not before:
+        return lambda seconds, markers: seconds >= moment or bool(markers)
+    index = before[-1]
+    key, delay = reference[index][1], moment - reference[index][0]
+    order = {k: i for i, (_, k) in reversed(list(enumerate(reference)))}  # first position of each line
+
+    def kill(seconds, markers):
+        for t, k in markers:
+            if k == key and seconds >= t + delay:
+                return True
+            if order.get(k, -1) > index:
+                return True
+        return False
+
+    return kill
 
 
 def artifacts(workdir: str) -> dict[str, str]:
@@ -124,25 +182,18 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     root = args.root or tempfile.mkdtemp(prefix="chaos-")
     reference, chaos = os.path.join(root, "reference"), os.path.join(root, "chaos")
-    uninterrupted = run_once(args.run, reference, None)
-    startup = run_once(args.run, reference, None)["seconds"]  # a rerun of a finished run: start-up and skips only
-    work = max(uninterrupted["seconds"] - startup, 1.0)
+    uninterrupted = run_once(args.run, reference)
     rng = random.Random(args.seed)
-    moments = sorted(rng.uniform(0.0, work) for _ in range(args.kills))  # points of progress through the run
+    moments = sorted(rng.uniform(0.0, uninterrupted["seconds"]) for _ in range(args.kills))
     print(
-        json.dumps(
-            {
-                "reference_seconds": uninterrupted["seconds"],
-                "startup_seconds": startup,
-                "moments": [round(m, 1) for m in moments],
-            }
-        ),
+        json.dumps({"reference_seconds": uninterrupted["seconds"], "moments": [round(m, 1) for m in moments]}),
         file=sys.stderr,
         flush=True,
     )
     attempts = []
-    for i, (previous, moment) in enumerate(zip([0.0, *moments], [*moments, None])):
-        attempts.append(run_once(args.run, chaos, None if moment is None else startup + moment - previous))
+    for i, moment in enumerate([*moments, None]):
+        kill = None if moment is None else kill_at(uninterrupted["markers"], moment)
+        attempts.append({k: v for k, v in run_once(args.run, chaos, kill).items() if k != "markers"})
         # Progress, so that an interrupted check still tells something: the stages finished so far against the
         # reference's.
         done = finished_stages(chaos)
@@ -165,7 +216,6 @@ def main(argv=None) -> dict:
         "kills": args.kills,
         "killed_attempts": sum(a["killed"] for a in attempts),
         "reference_seconds": uninterrupted["seconds"],
-        "startup_seconds": startup,
         "attempts": attempts,
         "compared_files": len(artifacts(reference)),
         "root": root,
