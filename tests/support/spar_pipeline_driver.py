@@ -46,10 +46,11 @@ def _refine(instruction, parent, critique, n):
 
 def make_config(workdir: str, model_dir: str):
     from spar_jax.config import default_config
+    from spar_jax.files import atomic_open
 
     templates = os.path.join(workdir, "templates.json")
-    os.makedirs(workdir, exist_ok=True)
-    with open(templates, "w") as f:
+    # Every process of a multi-process run writes the same file: atomically, so that none reads another's half-write.
+    with atomic_open(templates) as f:
         json.dump(TEMPLATES.to_dict(), f)
     c = default_config()
     c.workdir = workdir
