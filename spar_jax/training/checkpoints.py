@@ -49,7 +49,8 @@ class CheckpointStore:
         if save_every <= 0 or keep <= 0:
             raise ValueError(f"checkpoints: save_every ({save_every}) and keep ({keep}) must be > 0")
         self.directory = os.path.abspath(os.fspath(directory))
-        # A save killed midway leaves a "<step>.orbax-checkpoint-tmp-*" directory (a model's size): removed here, before
+        # A save killed midway leaves a "<step>.orbax-checkpoint-tmp[-<time>]" directory (a model's size; the suffix
+        # depends on the Orbax version): removed here, before
         # the manager opens the directory (Orbax's own cleanup_tmp_directories may run in the background).
         _remove_stale_tmp(self.directory)
         options = ocp.CheckpointManagerOptions(
@@ -155,5 +156,5 @@ def _remove_stale_tmp(directory: str) -> None:
     if not is_writer() or not os.path.isdir(directory):
         return
     for name in os.listdir(directory):
-        if ".orbax-checkpoint-tmp-" in name:
+        if ".orbax-checkpoint-tmp" in name:
             shutil.rmtree(os.path.join(directory, name), ignore_errors=True)

@@ -58,10 +58,13 @@ def test_no_readable_step_is_one_clear_error(tmp_path):
     store.close()
 
 
-def test_a_killed_saves_temp_directory_is_removed_at_start_up(tmp_path):
+# Both names Orbax gives a save in progress: with a timestamp suffix, and without (the one this Orbax left when a
+# save died of a full disk).
+@pytest.mark.parametrize("name", ["3.orbax-checkpoint-tmp-1234567890", "3.orbax-checkpoint-tmp"])
+def test_a_killed_saves_temp_directory_is_removed_at_start_up(tmp_path, name):
     store, _ = _saved_store(tmp_path / "ckpt")
     store.close()
-    stale = tmp_path / "ckpt" / "3.orbax-checkpoint-tmp-1234567890"
+    stale = tmp_path / "ckpt" / name
     (stale / "state").mkdir(parents=True)
     (stale / "state" / "partial").write_bytes(b"\0" * 1024)
     store = CheckpointStore(str(tmp_path / "ckpt"), save_every=1, keep=3, async_save=False)
