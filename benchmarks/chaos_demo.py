@@ -39,7 +39,7 @@ SKIPPED_DIRS = {"logs", "tensorboard", "checkpoints"}
 SKIPPED_FILES = {"inputs.json", "config.json", "config.latest.json", "report.md", "metrics.jsonl", "metrics.png"}
 # DONE.json fields that measure the process, not the artifact: wall time, training speed, and the engines' counters
 # (a resumed step counts only the shards its last attempt sampled).
-MEASURED = ("seconds", "tokens_per_s", "step_time_s", "sampling")
+MEASURED = ("seconds", "seconds_earlier_attempts", "tokens_per_s", "step_time_s", "sampling")
 
 
 def _command(template: str, workdir: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Resumable work in shards: apply a function to fixed-size slices of a list, one atomically written JSONL per slice.
 
 Used by the SPaR steps (mining, tree search) and the IFEval run: after a kill, a rerun skips the shards on disk and
-continues with the next one.
+continues with the next one. Each finished shard also leaves ``shard_XXXXX.timing`` (its wall time and when it
+finished), so a resumed step can count the time of the work earlier attempts finished (`seconds_before`).
 """
 
 from __future__ import annotations
@@ -93,7 +94,26 @@ def sharded(
         start = time.time()
         out = fn(shard, s)
         files.write_jsonl(path, out)
+        seconds = time.time() - start
+        files.write_json(_timing_path(path), {"seconds": round(seconds, 2), "finished": time.time()}, indent=None)
         sync_processes(f"shard:{path}")
         records.extend(out)
-        progress.line(f"{what} shard {s + 1}/{n}: done in {progress.duration(time.time() - start)}; {clock.done()}")
+        progress.line(f"{what} shard {s + 1}/{n}: done in {progress.duration(seconds)}; {clock.done()}")
     return records
+
+
+def _timing_path(shard_path: str) -> str:
+    return shard_path[: -len(".jsonl")] + ".timing"
+
+
+def seconds_before(directory: str, since: float) -> float:
+    """Wall time (s) of the shards under ``directory`` that finished before ``since`` (a ``time.time()``): the work
+    of earlier attempts that this attempt adopted. Shards an attempt deleted (changed inputs) are not counted."""
+    total = 0.0
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if name.startswith("shard_") and name.endswith(".timing"):
+                record = read_record(os.path.join(root, name)) or {}
+                if record.get("finished", since) < since:
+                    total += float(record.get("seconds", 0.0))
+    return total

@@ -124,7 +124,10 @@ def reuse(twin: str, directory: str, workdir: str) -> dict:
         info = json.load(f)
     if files.is_writer():
         shutil.copytree(
-            twin, directory, dirs_exist_ok=True, ignore=shutil.ignore_patterns("DONE.json", "inputs.json", ".tmp*")
+            twin,
+            directory,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns("DONE.json", "inputs.json", ".tmp*", "*.timing"),
         )
-    kept = {k: v for k, v in info.items() if k not in ("seconds", "inputs", "sampling")}
+    kept = {k: v for k, v in info.items() if k not in ("seconds", "seconds_earlier_attempts", "inputs", "sampling")}
     return {**kept, "reused_from": os.path.relpath(twin, workdir)}

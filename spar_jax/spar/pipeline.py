@@ -32,7 +32,7 @@ from spar_jax.judge import generation as gen
 from spar_jax.judge.generation import derive_seed
 from spar_jax.judge.templates import DEFAULT_TEMPLATES, Templates
 from spar_jax.parallel import sync_processes
-from spar_jax.resumable import sharded
+from spar_jax.resumable import seconds_before, sharded
 from spar_jax.spar import stats as S
 from spar_jax.spar.data import dpo_pairs, refiner_mixture, same_text, sample_pairs
 from spar_jax.spar.judges import checker_verdicts, constraints_by_instruction, make_judge
@@ -58,7 +58,10 @@ def step_info(directory: str) -> dict | None:
 
 def run_step(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageInputs | None = None) -> dict:
     """Run ``fn`` unless ``directory`` holds a DONE record made from the same ``inputs``; record its statistics,
-    inputs and wall time. Changed inputs stop the run or rerun the step (see ``spar_jax.fingerprint``)."""
+    inputs and wall time. Changed inputs stop the run or rerun the step (see ``spar_jax.fingerprint``).
+
+    ``seconds`` is the step's wall time over all attempts: this attempt's plus the shards earlier (killed) attempts
+    finished (also given alone as ``seconds_earlier_attempts``); work lost with a kill is not counted."""
     if fingerprint.decide(directory, inputs):
         _log.info("skip finished step %s", directory)
         return step_info(directory)
@@ -66,8 +69,13 @@ def run_step(directory: str, fn: Callable[[], dict], inputs: fingerprint.StageIn
     progress.line(f"{progress.label(directory)}: start")
     start = time.time()
     info = fn()
-    info["seconds"] = round(time.time() - start, 2)
-    progress.line(f"{progress.label(directory)}: done in {progress.duration(info['seconds'])}")
+    elapsed, earlier = time.time() - start, seconds_before(directory, start)
+    info["seconds"] = round(elapsed + earlier, 2)
+    resumed = ""
+    if earlier:
+        info["seconds_earlier_attempts"] = round(earlier, 2)
+        resumed = f" ({progress.duration(elapsed + earlier)} with earlier attempts)"
+    progress.line(f"{progress.label(directory)}: done in {progress.duration(elapsed)}{resumed}")
     if inputs is not None:
         info["inputs"] = inputs.values
     files.write_json(os.path.join(directory, DONE), info)

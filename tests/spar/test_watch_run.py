@@ -47,6 +47,62 @@ def test_stage_and_shard_lines_with_elapsed_and_eta(tmp_path, capfd):
     assert _lines(capfd.readouterr().err) == []
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_a_resumed_step_counts_the_shards_earlier_attempts_finished(tmp_path, monkeypatch, capfd):
+    """A step's ``seconds`` is its wall time over attempts: the shards a killed attempt finished are counted (their
+    recorded time), the shard it lost is not; shards of other inputs deleted on rerun and copies made by evaluation
+    reuse are not either."""
+    from spar_jax.resumable import seconds_before
+    from spar_jax.spar import evaluation
+
+    now = [1000.0]
+    monkeypatch.setattr(P.time, "time", lambda: now[0])
+    directory = str(tmp_path / "iter_1" / "search")
+    items = list(range(6))
+
+    def stage(kill_at=None):
+        def fn(shard, s):
+            if s == kill_at:
+                now[0] += 50.0  # lost with the kill
+                raise _Killed
+            now[0] += 10.0 * (s + 1)  # shard s takes 10 (s + 1) seconds
+            return [{"x": i} for i in shard]
+
+        return lambda: {"records": len(sharded(directory, items, 2, fn, keys=items))}
+
+    with pytest.raises(_Killed):
+        P.run_step(directory, stage(kill_at=2))  # shards 1 (10 s) and 2 (20 s) finish, shard 3 is lost
+    now[0] += 100.0  # the restart
+    capfd.readouterr()
+    info = P.run_step(directory, stage())
+    assert info["records"] == 6
+    assert info["seconds_earlier_attempts"] == 30.0
+    assert info["seconds"] == 30.0 + 30.0  # this attempt ran shard 3 (30 s)
+    assert _lines(capfd.readouterr().err)[-1] == "iter_1/search: done in 30.0 s (1m00s with earlier attempts)"
+
+    # An uninterrupted step records its own time only.
+    fresh = str(tmp_path / "iter_2" / "search")
+
+    def one_shard(shard, s):
+        now[0] += 5.0
+        return [{"x": 1}]
+
+    info = P.run_step(fresh, lambda: {"records": len(sharded(fresh, [1], 1, one_shard, keys=[1]))})
+    assert info["seconds"] == 5.0 and "seconds_earlier_attempts" not in info
+
+    # Evaluation reuse copies a twin's shards but not their times; shards another attempt deleted are not counted.
+    twin_copy = str(tmp_path / "iter_3" / "eval")
+    evaluation.reuse(directory, twin_copy, str(tmp_path))
+    assert glob.glob(os.path.join(twin_copy, "shard_*.jsonl")) and not glob.glob(os.path.join(twin_copy, "*.timing"))
+    assert seconds_before(directory, now[0] + 1) == 60.0
+    for path in glob.glob(os.path.join(directory, "shard_*")):
+        os.remove(path)
+    assert seconds_before(directory, now[0] + 1) == 0.0
+
+
 def test_shard_clock_eta_is_the_mean_shard_time_times_the_shards_left(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(progress.time, "time", lambda: now[0])
