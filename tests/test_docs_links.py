@@ -90,3 +90,12 @@ def test_readme_test_command_is_what_ci_runs():
     ci = [line for line in script if line and not line.startswith(("#", "set ", "cd "))]
     assert len(ci) == 1, ci
     assert blocks[1] == ci[0], "README's second command differs from .ci/run's"
+
+
+def test_results_page_shows_the_committed_results_table():
+    """docs/results.md shows the study's table as committed in results/smollm2_spar/summary.md, and its plot."""
+    summary = (ROOT / "results" / "smollm2_spar" / "summary.md").read_text()
+    table = next(block for block in summary.split("\n\n") if block.startswith("| row | prompt strict"))
+    page = (ROOT / "docs" / "results.md").read_text()
+    assert table in page, "docs/results.md's table differs from results/smollm2_spar/summary.md's: copy it over"
+    assert "](../results/smollm2_spar/ifeval.png)" in page
