@@ -1,5 +1,6 @@
-"""The README and docs/ stay navigable: every relative link names an existing file (and, for a markdown target with
-``#anchor``, an existing heading), the README fits on a front page, and its test command is the one CI runs."""
+"""The README and docs/ stay navigable: every relative link or image names an existing file (and, for a markdown
+target with ``#anchor``, an existing heading), the README fits on a front page, and its test command is the one CI
+runs."""
 
 import pathlib
 import re
@@ -8,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # links and images
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 
@@ -62,6 +63,7 @@ def test_the_check_finds_broken_links(tmp_path):
         "[gone](nowhere.md)\n[bad anchor](other.md#no-such)\n[self](#here)\n\n## Here\n"
     )
     assert broken_links(page) == [
+        "page.md:1: missing.png (no such file)",
         "page.md:5: nowhere.md (no such file)",
         "page.md:6: other.md#no-such (no heading #no-such)",
     ]
