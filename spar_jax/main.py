@@ -38,7 +38,7 @@ def _resolve_hub_data(cfg):
 
 def run(config, *, runtime=None) -> dict:
     """Run the configured stages; returns {stage: its summary}. ``config`` is a ConfigDict."""
-    from spar_jax import bucket, fingerprint, mesh_check, parallel, stages
+    from spar_jax import bucket, fingerprint, mesh_check, parallel, stages, workdir_lock
     from spar_jax import config as config_lib
     from spar_jax.spar.runtime import Runtime
     from spar_jax.stages.common import stage_inputs
@@ -52,17 +52,19 @@ def run(config, *, runtime=None) -> dict:
     mesh_check.validate_against_devices(cfg, jax.device_count())
     cfg = _resolve_hub_data(cfg)
     os.makedirs(cfg.workdir, exist_ok=True)
-    runtime = runtime or Runtime(cfg)
-    summary = {}
-    for i, name in enumerate(cfg.stages):
-        start = time.time()
-        progress.line(f"stage {name} ({i + 1}/{len(cfg.stages)}): start")
-        inputs = stage_inputs(cfg, name)  # None for the loop stages, which check each of their own steps
-        if inputs is not None:
-            fingerprint.decide(os.path.join(cfg.workdir, name), inputs)
-        summary[name] = stages.REGISTRY[name].run(cfg, runtime)
-        summary[name]["seconds"] = round(time.time() - start, 2)
-        progress.line(f"stage {name} ({i + 1}/{len(cfg.stages)}): done in {progress.duration(time.time() - start)}")
+    with workdir_lock.hold(cfg.workdir):  # one run per workdir: a second one stops here, naming the first
+        runtime = runtime or Runtime(cfg)
+        summary = {}
+        for i, name in enumerate(cfg.stages):
+            start = time.time()
+            progress.line(f"stage {name} ({i + 1}/{len(cfg.stages)}): start")
+            inputs = stage_inputs(cfg, name)  # None for the loop stages, which check each of their own steps
+            if inputs is not None:
+                fingerprint.decide(os.path.join(cfg.workdir, name), inputs)
+            summary[name] = stages.REGISTRY[name].run(cfg, runtime)
+            summary[name]["seconds"] = round(time.time() - start, 2)
+            elapsed = progress.duration(time.time() - start)
+            progress.line(f"stage {name} ({i + 1}/{len(cfg.stages)}): done in {elapsed}")
     return summary
 
 

@@ -305,3 +305,42 @@ def test_pipeline_on_two_processes_killed_and_resumed(tmp_path):
         assert os.path.exists(os.path.join(workdir, stage, "DONE.json")), stage
     leftovers = [os.path.join(r, n) for r, _, names in os.walk(workdir) for n in names if n.startswith(".tmp")]
     assert leftovers == []
+
+
+LOCK_PROBE = """
+import sys
+from spar_jax import parallel, workdir_lock
+parallel.maybe_initialize_distributed()
+try:
+    with workdir_lock.hold(sys.argv[1]):
+        print("LOCK-HELD")
+except workdir_lock.WorkdirInUseError as e:
+    print("refused:", e)
+    sys.exit(5)
+"""
+
+
+def test_a_held_workdir_stops_every_process(tmp_path):
+    """Process 0 finds the workdir held by a live run; every process stops (none waits at a barrier)."""
+    from spar_jax import workdir_lock
+
+    workdir = str(tmp_path / "w")
+    os.makedirs(workdir)
+    with workdir_lock.hold(workdir):  # this test process is the live run
+        port, children = _free_port(), []
+        for i in range(NUM_PROCESSES):
+            log_path = str(tmp_path / f"log_{i}.txt")
+            with open(log_path, "w") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", LOCK_PROBE, workdir],
+                    env=_env(NUM_PROCESSES, i, port),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            children.append((proc, log_path))
+        for proc, _ in children:
+            proc.wait(timeout=TIMEOUT_S)
+    logs = [open(path).read() for _, path in children]
+    assert [p.returncode for p, _ in children] == [5, 5], "\n".join(logs)
+    assert f"refused: workdir {workdir} is in use by another run: pid {os.getpid()}" in logs[0]
+    assert "(found by process 0)" in logs[1] and "LOCK-HELD" not in "".join(logs)

@@ -123,6 +123,7 @@ def scripted_runtime(cfg, train_seconds: float = 0.0):
 
 def run(workdir: str, model_dir: str, scripted: bool = False) -> dict:
     from spar_jax import config as config_lib
+    from spar_jax import workdir_lock
     from spar_jax.spar.pipeline import Pipeline
 
     cfg = config_lib.parse(make_config(workdir, model_dir))
@@ -130,7 +131,8 @@ def run(workdir: str, model_dir: str, scripted: bool = False) -> dict:
         runtime = scripted_runtime(cfg, float(os.environ.get("SPAR_TEST_TRAIN_SECONDS", "0")))
     else:
         runtime = runtime_for(cfg)
-    return Pipeline(cfg, runtime).run()
+    with workdir_lock.hold(workdir):  # as spar_jax.main holds it: a killed run's lock is taken over on resume
+        return Pipeline(cfg, runtime).run()
 
 
 def install_kill_hook(point: str) -> None:
