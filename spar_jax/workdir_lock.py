@@ -159,7 +159,10 @@ def _beat(workdir: str, mine: dict, beat_s: float, stop: threading.Event, on_los
             if not stop.is_set():
                 on_lost(workdir, holder)
             return
-        files.write_json(path, {**mine, "heartbeat": time.time()}, indent=None)
+        try:
+            files.write_json(path, {**mine, "heartbeat": time.time()}, indent=None)
+        except OSError as e:  # a full disk or a flaky mount: keep beating; the lock goes stale only if this persists
+            _log.warning("%s: could not renew the workdir lock: %s", workdir, e)
 
 
 @contextlib.contextmanager
