@@ -35,6 +35,7 @@ import uuid
 from typing import Callable, Iterator
 
 from spar_jax import files
+from spar_jax.fingerprint import read_record
 from spar_jax.parallel import agree
 
 NAME = "LOCK.json"
@@ -48,14 +49,9 @@ class WorkdirInUseError(ValueError):
 
 
 def _read(path: str) -> dict | None:
-    try:
-        with open(path) as f:
-            record = json.load(f)
-        return record if isinstance(record, dict) else {}
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {}  # torn or foreign: treated as a dead holder's
+    """The lock record; None when absent, {} when torn or foreign (treated as a dead holder's)."""
+    record = read_record(path)
+    return record if record is None or isinstance(record, dict) else {}
 
 
 def _alive_here(pid: int) -> bool:
