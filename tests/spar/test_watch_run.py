@@ -28,6 +28,8 @@ def test_stage_and_shard_lines_with_elapsed_and_eta(tmp_path, capfd):
     sharded(directory, list(range(5)), 2, lambda items, s: [{"x": i} for i in items], keys=list(range(5)))
     os.remove(os.path.join(directory, "shard_00001.jsonl"))
     os.remove(os.path.join(directory, "shard_00002.jsonl"))
+    with open(os.path.join(directory, "shard_00000.timing"), "w") as f:  # the kept shard took 30 s before the kill
+        json.dump({"seconds": 30.0, "finished": 1.0}, f)
     capfd.readouterr()
 
     def stage():
@@ -42,7 +44,8 @@ def test_stage_and_shard_lines_with_elapsed_and_eta(tmp_path, capfd):
     assert re.fullmatch(r"iter_1/mine shard 2/3: done in \d+\.\d s; elapsed \d+\.\d s, ETA \d+\.\d s", lines[3])
     assert lines[4] == "iter_1/mine shard 3/3 (1 items): start"
     assert re.fullmatch(r"iter_1/mine shard 3/3: done in .*; elapsed .*, ETA 0\.0 s", lines[5])
-    assert re.fullmatch(r"iter_1/mine: done in \d+\.\d s", lines[6]) and len(lines) == 7
+    assert re.fullmatch(r"iter_1/mine: done in \d+\.\d s \(30\.\d s with earlier attempts\)", lines[6])
+    assert len(lines) == 7
     P.run_step(directory, stage)  # finished: no lines
     assert _lines(capfd.readouterr().err) == []
 
@@ -185,7 +188,8 @@ def _wandb_history(workdir):
     from wandb.proto import wandb_internal_pb2 as pb
 
     rows = []
-    for path in sorted(glob.glob(os.path.join(workdir, "wandb", "offline-run-*", "run-*.wandb"))):
+    runs = glob.glob(os.path.join(workdir, "wandb", "offline-run-*", "run-*.wandb"))
+    for path in sorted(runs, key=os.path.getmtime):  # in the order the runs ran (two can start in one second)
         data, pos, block, buf = open(path, "rb").read(), 7, 32768, b""  # 7 bytes: the file's W&B header
         while pos + 7 <= len(data):
             left = block - pos % block
